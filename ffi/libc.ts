@@ -1,0 +1,285 @@
+/**
+ * FFI bindings to the parts of glibc that Deno does not expose: datagram
+ * sockets in the abstract namespace with kernel credentials, poll(2) with a
+ * wake-up eventfd, the raw monotonic clock and syslog(3).
+ *
+ * Nothing outside `ffi/` calls `Deno.dlopen`; callers use the typed wrappers
+ * below, which turn a `-1` return into an {@link ErrnoError}.
+ *
+ * @module
+ */
+
+const SYMBOLS = {
+  // int socket(int domain, int type, int protocol)
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen)
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // ssize_t sendto(int sockfd, const void *buf, size_t len, int flags,
+  //                const struct sockaddr *dest_addr, socklen_t addrlen)
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
+  // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags)
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  // int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  // int getsockname(int sockfd, struct sockaddr *addr, socklen_t *addrlen)
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // int close(int fd)
+  close: { parameters: ["i32"], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout): blocks, so it runs off the main thread
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  // int eventfd(unsigned int initval, int flags)
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  // ssize_t write(int fd, const void *buf, size_t count)
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // ssize_t read(int fd, void *buf, size_t count)
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // int *__errno_location(void): errno of the calling (main) thread
+  __errno_location: { parameters: [], result: "pointer" },
+  // char *strerror(int errnum)
+  strerror: { parameters: ["i32"], result: "pointer" },
+  // int clock_gettime(clockid_t clockid, struct timespec *tp)
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  // void openlog(const char *ident, int option, int facility)
+  openlog: { parameters: ["buffer", "i32", "i32"], result: "void" },
+  // void syslog(int priority, const char *format, ...): called with the fixed
+  // format "%s" and one pointer argument, which the x86-64 and AArch64 calling
+  // conventions pass exactly like a non-variadic call.
+  syslog: { parameters: ["i32", "buffer", "buffer"], result: "void" },
+  // void closelog(void)
+  closelog: { parameters: [], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/** Opens libc on first use, so importing this module has no side effect. */
+function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  library ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return library.symbols;
+}
+
+/** errno values used by callers; names follow `<errno.h>`. */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EINTR: 4,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOSPC: 28,
+  EPIPE: 32,
+  ERANGE: 34,
+  EOPNOTSUPP: 95,
+  EMSGSIZE: 90,
+  EADDRINUSE: 98,
+  ENETUNREACH: 101,
+  ENOBUFS: 105,
+  ECONNREFUSED: 111,
+} as const;
+
+const ERRNO_NAMES = new Map<number, string>(
+  Object.entries(Errno).map(([name, value]) => [value, name]),
+);
+
+/** A failed libc call, with the errno it set. */
+export class ErrnoError extends Error {
+  /** The numeric errno. */
+  readonly errno: number;
+  /** The symbolic name (`EAGAIN`), or `errno N` when unknown. */
+  readonly code: string;
+  /** The libc function that failed. */
+  readonly syscall: string;
+
+  /** Builds the error from a function name and an errno. */
+  constructor(syscall: string, errno: number, detail?: string) {
+    const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+    super(`${syscall}${detail ? ` ${detail}` : ""} failed: ${code} (${strerror(errno)})`);
+    this.name = "ErrnoError";
+    this.errno = errno;
+    this.code = code;
+    this.syscall = syscall;
+  }
+}
+
+/** Reads errno of the main thread; valid right after a synchronous call. */
+export function errno(): number {
+  const ptr = libc().__errno_location();
+  return ptr === null ? 0 : new Deno.UnsafePointerView(ptr).getInt32();
+}
+
+/** The C library's description of an errno value. */
+export function strerror(code: number): string {
+  const ptr = libc().strerror(code);
+  return ptr === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(ptr);
+}
+
+function check(syscall: string, rc: number, detail?: string): number {
+  if (rc < 0) throw new ErrnoError(syscall, errno(), detail);
+  return rc;
+}
+
+function checkSize(syscall: string, rc: number | bigint, detail?: string): number {
+  return check(syscall, Number(rc), detail);
+}
+
+/** Address family and socket type constants from `<sys/socket.h>`. */
+export const AF_UNIX = 1;
+/** Datagram socket type. */
+export const SOCK_DGRAM = 2;
+/** Raw socket type (netlink uses it). */
+export const SOCK_RAW = 3;
+/** Socket flag: non-blocking I/O. */
+export const SOCK_NONBLOCK = 0o4000;
+/** Socket flag: close on exec, so child processes do not inherit it. */
+export const SOCK_CLOEXEC = 0o2000000;
+/** Socket option level. */
+export const SOL_SOCKET = 1;
+/** Ask the kernel to attach the sender's credentials to every datagram. */
+export const SO_PASSCRED = 16;
+/** Receive buffer size option. */
+export const SO_RCVBUF = 8;
+/** Control message type carrying `struct ucred`. */
+export const SCM_CREDENTIALS = 2;
+/** recv/send flag: do not block. */
+export const MSG_DONTWAIT = 0x40;
+/** recv flag: return the real datagram length even when truncated. */
+export const MSG_TRUNC = 0x20;
+/** poll(2) event: data to read. */
+export const POLLIN = 1;
+/** eventfd flag: non-blocking. */
+export const EFD_NONBLOCK = 0o4000;
+/** eventfd flag: close on exec. */
+export const EFD_CLOEXEC = 0o2000000;
+/** `clock_gettime` clock used by the original for `lease_expires`. */
+export const CLOCK_MONOTONIC_RAW = 4;
+
+/** socket(2). */
+export function socket(domain: number, type: number, protocol: number): number {
+  return check("socket", libc().socket(domain, type, protocol));
+}
+
+/** bind(2). */
+export function bind(fd: number, addr: Uint8Array<ArrayBuffer>, detail?: string): void {
+  check("bind", libc().bind(fd, addr, addr.byteLength), detail);
+}
+
+/**
+ * sendto(2). Returns the number of bytes sent, or -1 when the call would
+ * block (the peer's queue is full); every other failure throws.
+ */
+export function sendto(
+  fd: number,
+  data: Uint8Array<ArrayBuffer>,
+  flags: number,
+  addr: Uint8Array<ArrayBuffer>,
+  addrLength = addr.byteLength,
+): number {
+  const rc = Number(libc().sendto(fd, data, BigInt(data.byteLength), flags, addr, addrLength));
+  if (rc < 0) {
+    const code = errno();
+    if (code === Errno.EAGAIN) return -1;
+    throw new ErrnoError("sendto", code);
+  }
+  return rc;
+}
+
+/**
+ * recvmsg(2) with a prepared `struct msghdr`. Returns the datagram length
+ * (the full length when called with MSG_TRUNC), or -1 when nothing is
+ * waiting; every other failure throws.
+ */
+export function recvmsg(fd: number, msghdr: Uint8Array<ArrayBuffer>, flags: number): number {
+  const rc = Number(libc().recvmsg(fd, msghdr, flags));
+  if (rc < 0) {
+    const code = errno();
+    if (code === Errno.EAGAIN || code === Errno.EINTR) return -1;
+    throw new ErrnoError("recvmsg", code);
+  }
+  return rc;
+}
+
+/** setsockopt(2) for an `int` option. */
+export function setsockoptInt(fd: number, level: number, name: number, value: number): void {
+  const buf = new Uint8Array(4);
+  new DataView(buf.buffer).setInt32(0, value, true);
+  check("setsockopt", libc().setsockopt(fd, level, name, buf, 4), `(option ${name})`);
+}
+
+/** getsockname(2): the socket's own address bytes. */
+export function getsockname(fd: number): Uint8Array<ArrayBuffer> {
+  const addr = new Uint8Array(128);
+  const len = new Uint32Array([addr.byteLength]);
+  check("getsockname", libc().getsockname(fd, addr, new Uint8Array(len.buffer)));
+  return addr.slice(0, len[0]);
+}
+
+/** close(2); errors are ignored because there is nothing left to do. */
+export function close(fd: number): void {
+  libc().close(fd);
+}
+
+/** eventfd(2), used to wake a pending poll from the main thread. */
+export function eventfd(flags = EFD_NONBLOCK | EFD_CLOEXEC): number {
+  return check("eventfd", libc().eventfd(0, flags));
+}
+
+/** Adds one to an eventfd counter, waking any poll on it. */
+export function eventfdSignal(fd: number): void {
+  const one = new BigUint64Array([1n]);
+  checkSize("write", libc().write(fd, new Uint8Array(one.buffer), 8n), "(eventfd)");
+}
+
+/** Resets an eventfd counter; returns whether it was signalled. */
+export function eventfdDrain(fd: number): boolean {
+  const buf = new Uint8Array(8);
+  return Number(libc().read(fd, buf, 8n)) === 8;
+}
+
+/**
+ * poll(2) on a thread of its own, so the event loop keeps running. `fds`
+ * is an array of `struct pollfd` (8 bytes each); `revents` are written back.
+ * Returns the number of ready descriptors (0 on timeout, -1 on EINTR).
+ */
+export async function poll(fds: Uint8Array<ArrayBuffer>, timeoutMs: number): Promise<number> {
+  return await libc().poll(fds, BigInt(fds.byteLength / 8), timeoutMs);
+}
+
+/** Seconds on a clock, as a float. */
+export function clockSeconds(clock = CLOCK_MONOTONIC_RAW): number {
+  const ts = new BigInt64Array(2);
+  check("clock_gettime", libc().clock_gettime(clock, new Uint8Array(ts.buffer)));
+  return Number(ts[0]) + Number(ts[1]) / 1e9;
+}
+
+/** syslog(3) facility for daemons. */
+export const LOG_DAEMON = 3 << 3;
+/** openlog(3) option: include the pid. */
+export const LOG_PID = 0x01;
+/** syslog(3) severities. */
+export const LogSeverity = { err: 3, warning: 4, notice: 5, info: 6, debug: 7 } as const;
+
+const cstr = (s: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(`${s}\0`);
+const PERCENT_S = cstr("%s");
+// openlog keeps the ident pointer, so the buffer must outlive every syslog call.
+let syslogIdent: Uint8Array<ArrayBuffer> | undefined;
+
+/** openlog(3) with facility daemon and the pid in each line. */
+export function openlog(ident: string, facility = LOG_DAEMON): void {
+  syslogIdent = cstr(ident);
+  libc().openlog(syslogIdent, LOG_PID, facility);
+}
+
+/** syslog(3) of one message, never interpreted as a format string. */
+export function syslog(severity: number, message: string): void {
+  libc().syslog(severity, PERCENT_S, cstr(message));
+}
+
+/** closelog(3). */
+export function closelog(): void {
+  libc().closelog();
+  syslogIdent = undefined;
+}

@@ -1,0 +1,118 @@
+/**
+ * A small line logger for the daemons: stderr by default, appended to a file
+ * when a path is given, or syslog(3) with facility daemon. One event per
+ * line: a message followed by `key=value` fields, so lines grep well.
+ *
+ * (LogTape would work from npm, but the three sinks we need are a few lines
+ * each and keep the compiled binaries free of dependencies.)
+ *
+ * @module
+ */
+
+import { closelog, LogSeverity, openlog, syslog } from "../../ffi/libc.ts";
+
+/** Severity of a log line, most severe first. */
+export type Level = "error" | "warn" | "info" | "debug";
+
+const LEVELS: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+const SYSLOG_SEVERITY: Record<Level, number> = {
+  error: LogSeverity.err,
+  warn: LogSeverity.warning,
+  info: LogSeverity.info,
+  debug: LogSeverity.debug,
+};
+
+/** Structured fields appended to a line as `key=value`. */
+export type Fields = Record<string, string | number | boolean | undefined | null>;
+
+/** Where log lines go. */
+export interface LoggerOptions {
+  /** Program name, used as the syslog ident. */
+  program: string;
+  /** Append lines to this file instead of stderr. */
+  logPath?: string | undefined;
+  /** Send lines to syslog (facility daemon) instead of stderr or the file. */
+  syslog?: boolean | undefined;
+  /** Lines below this level are dropped (default `info`). */
+  level?: Level | undefined;
+}
+
+/** Formats fields as ` key=value`, quoting values with spaces or quotes. */
+export function formatFields(fields: Fields | undefined): string {
+  if (!fields) return "";
+  let out = "";
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined || value === null) continue;
+    const text = String(value);
+    out += ` ${key}=${/[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text}`;
+  }
+  return out;
+}
+
+const encoder = new TextEncoder();
+
+/** A logger writing to one sink. */
+export class Logger {
+  #level: number;
+  #file: Deno.FsFile | undefined;
+  #syslog: boolean;
+
+  /** Opens the sink; throws when the log file cannot be opened for appending. */
+  constructor(options: LoggerOptions) {
+    this.#level = LEVELS[options.level ?? "info"];
+    this.#syslog = options.syslog === true;
+    if (this.#syslog) {
+      openlog(options.program);
+    } else if (options.logPath) {
+      try {
+        this.#file = Deno.openSync(options.logPath, { append: true, create: true });
+      } catch (error) {
+        throw new Error(`Cannot open log file "${options.logPath}": ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+    }
+  }
+
+  /** Logs at level error. */
+  error(message: string, fields?: Fields): void {
+    this.log("error", message, fields);
+  }
+  /** Logs at level warn. */
+  warn(message: string, fields?: Fields): void {
+    this.log("warn", message, fields);
+  }
+  /** Logs at level info. */
+  info(message: string, fields?: Fields): void {
+    this.log("info", message, fields);
+  }
+  /** Logs at level debug. */
+  debug(message: string, fields?: Fields): void {
+    this.log("debug", message, fields);
+  }
+
+  /** Writes one line if `level` passes the threshold. */
+  log(level: Level, message: string, fields?: Fields): void {
+    if (LEVELS[level] > this.#level) return;
+    const body = `${message}${formatFields(fields)}`;
+    if (this.#syslog) {
+      syslog(SYSLOG_SEVERITY[level], body);
+      return;
+    }
+    const line = encoder.encode(`${new Date().toISOString()} ${level.toUpperCase()} ${body}\n`);
+    try {
+      if (this.#file) this.#file.writeSync(line);
+      else Deno.stderr.writeSync(line);
+    } catch {
+      // A log sink that fails (disk full, closed stderr) must not stop the daemon.
+    }
+  }
+
+  /** Closes the file or the syslog connection; safe to call twice. */
+  close(): void {
+    this.#file?.close();
+    this.#file = undefined;
+    if (this.#syslog) closelog();
+    this.#syslog = false;
+  }
+}

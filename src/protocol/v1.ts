@@ -1,0 +1,269 @@
+/**
+ * The table_allocator v1 wire protocol: one JSON object per datagram.
+ * Pure functions only: bytes in, a typed message or a typed error out.
+ *
+ * Our additions stay invisible to C clients: an error reply keeps
+ * `version: 1` and uses `cmd: 3`, which the original client treats like
+ * silence (it retries). See `docs/protocol.md`.
+ *
+ * @module
+ */
+
+import { AddrFamily, formatIP, parseIP } from "../net/ip.ts";
+
+/** The only protocol version. */
+export const PROTOCOL_VERSION = 1;
+
+/** Command numbers on the wire. */
+export const Command = {
+  /** Ask for (or refresh) a lease. */
+  REQUEST: 0,
+  /** Give a lease back. */
+  RELEASE: 1,
+  /** The server's answer with a table. */
+  REPLY: 2,
+  /** Our addition: the server's answer when it cannot serve a request. */
+  ERROR: 3,
+} as const;
+
+/**
+ * Largest request the server accepts. The original read 512 bytes; we
+ * allow 1024 so that longer tags and future signed messages fit, and answer
+ * longer datagrams with an `oversize` error instead of dropping them.
+ */
+export const MAX_REQUEST_BYTES = 1024;
+/** The original client's receive buffer: every reply must fit. */
+export const MAX_REPLY_BYTES = 254;
+/** Linux interface names are shorter than IFNAMSIZ (16). */
+export const MAX_IFNAME_BYTES = 15;
+/** Tags are shorter than 128 bytes, as in the original. */
+export const MAX_TAG_BYTES = 127;
+/** Identifiers of family 0 (and IPv6 text) fit in this many bytes. */
+export const MAX_ADDRESS_BYTES = 64;
+
+/** Why a request could not be served; stable strings for scripts. */
+export type ErrorCode =
+  | "bad_json"
+  | "bad_request"
+  | "unknown_cmd"
+  | "bad_version"
+  | "oversize"
+  | "family_disabled"
+  | "pool_exhausted"
+  | "store_failure"
+  | "not_permitted";
+
+/** A lease identity: the key of a lease. */
+export interface Identity {
+  family: AddrFamily;
+  ifname: string;
+  /** Canonical text (IPv6 compressed and lower case); any identifier for family 0. */
+  address: string;
+}
+
+/** A decoded, validated client request. */
+export interface Request {
+  cmd: typeof Command.REQUEST | typeof Command.RELEASE;
+  identity: Identity;
+  tag: string | undefined;
+}
+
+/** A typed protocol failure, answered with an error reply. */
+export class ProtocolError extends Error {
+  /** The stable reason code sent on the wire. */
+  readonly code: ErrorCode;
+  /** Builds the error; the message names the offending value. */
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = "ProtocolError";
+    this.code = code;
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+const byteLength = (s: string) => encoder.encode(s).byteLength;
+
+function quote(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+function requireInt(obj: Record<string, unknown>, key: string): number {
+  const value = obj[key];
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new ProtocolError("bad_request", `"${key}" must be an integer, got ${quote(value)}`);
+  }
+  return value;
+}
+
+function requireString(obj: Record<string, unknown>, key: string, maxBytes: number): string {
+  const value = obj[key];
+  if (typeof value !== "string") {
+    throw new ProtocolError("bad_request", `"${key}" must be a string, got ${quote(value)}`);
+  }
+  if (value.length === 0 || byteLength(value) > maxBytes) {
+    throw new ProtocolError(
+      "bad_request",
+      `"${key}" must be 1 to ${maxBytes} bytes, got ${quote(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Checks and canonicalises an identity: the family is 0, 2 or 10, the
+ * interface name is a possible Linux name, and the address is valid for the
+ * family (any identifier without control characters for family 0).
+ */
+export function validateIdentity(family: unknown, ifname: string, address: string): Identity {
+  if (family !== AddrFamily.UNSPEC && family !== AddrFamily.INET && family !== AddrFamily.INET6) {
+    throw new ProtocolError(
+      "bad_request",
+      `"addr_family" must be 0, 2 or 10, got ${quote(family)}`,
+    );
+  }
+  // deno-lint-ignore no-control-regex
+  if (/[\s/:\x00-\x1f\x7f]/.test(ifname) || ifname === "." || ifname === "..") {
+    throw new ProtocolError(
+      "bad_request",
+      `"ifname" is not a valid interface name: ${quote(ifname)}`,
+    );
+  }
+  if (family === AddrFamily.UNSPEC) {
+    // deno-lint-ignore no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(address)) {
+      throw new ProtocolError("bad_request", `"address" has control characters: ${quote(address)}`);
+    }
+    return { family, ifname, address };
+  }
+  const bytes = parseIP(family, address);
+  if (!bytes) {
+    const kind = family === AddrFamily.INET ? "IPv4" : "IPv6";
+    throw new ProtocolError(
+      "bad_request",
+      `"address" is not an ${kind} address: ${quote(address)}`,
+    );
+  }
+  return { family, ifname, address: formatIP(bytes) };
+}
+
+/**
+ * Decodes a request datagram. `length` is the datagram's real length (it
+ * may exceed `data` when the receive buffer truncated it). Throws a
+ * {@link ProtocolError} naming what is wrong.
+ */
+export function decodeRequest(data: Uint8Array, length = data.byteLength): Request {
+  if (length > MAX_REQUEST_BYTES) {
+    throw new ProtocolError("oversize", `datagram of ${length} bytes exceeds ${MAX_REQUEST_BYTES}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(decoder.decode(data));
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ProtocolError("bad_json", `not a JSON object: ${reason.slice(0, 80)}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new ProtocolError("bad_json", `not a JSON object: ${quote(parsed)}`);
+  }
+  const obj = parsed as Record<string, unknown>;
+  const version = requireInt(obj, "version");
+  if (version !== PROTOCOL_VERSION) {
+    throw new ProtocolError("bad_version", `"version" must be 1, got ${version}`);
+  }
+  const cmd = requireInt(obj, "cmd");
+  if (cmd !== Command.REQUEST && cmd !== Command.RELEASE) {
+    throw new ProtocolError("unknown_cmd", `"cmd" must be 0 (request) or 1 (release), got ${cmd}`);
+  }
+  const family = requireInt(obj, "addr_family");
+  const ifname = requireString(obj, "ifname", MAX_IFNAME_BYTES);
+  const address = requireString(obj, "address", MAX_ADDRESS_BYTES);
+  const identity = validateIdentity(family, ifname, address);
+  const tag = obj.tag === undefined ? undefined : requireString(obj, "tag", MAX_TAG_BYTES);
+  return { cmd, identity, tag };
+}
+
+/**
+ * Encodes a request exactly as the C client does (same key order, no
+ * spaces, `tag` only when given).
+ */
+export function encodeRequest(request: Request): Uint8Array<ArrayBuffer> {
+  const { identity, tag, cmd } = request;
+  const body: Record<string, unknown> = { address: identity.address, ifname: identity.ifname };
+  if (tag !== undefined) body.tag = tag;
+  body.addr_family = identity.family;
+  body.cmd = cmd;
+  body.version = PROTOCOL_VERSION;
+  return encoder.encode(JSON.stringify(body));
+}
+
+/**
+ * Encodes a lease reply. `leaseExpires` is an absolute time in seconds on
+ * the host's CLOCK_MONOTONIC_RAW, as the C client expects; a release is
+ * answered with table 0 and lease_expires 0.
+ */
+export function encodeReply(table: number, leaseExpires: number): Uint8Array<ArrayBuffer> {
+  return encoder.encode(
+    `{"version":1,"cmd":2,"table":${table},"lease_expires":${Math.floor(leaseExpires)}}`,
+  );
+}
+
+/** Encodes an error reply, shortening the message to fit the C client's buffer. */
+export function encodeError(code: ErrorCode, message: string): Uint8Array<ArrayBuffer> {
+  let text = message;
+  for (;;) {
+    const bytes = encoder.encode(
+      JSON.stringify({ version: PROTOCOL_VERSION, cmd: Command.ERROR, error: code, message: text }),
+    );
+    if (bytes.byteLength <= MAX_REPLY_BYTES) return bytes;
+    text = `${text.slice(0, text.length - Math.max(4, bytes.byteLength - MAX_REPLY_BYTES) - 3)}...`;
+  }
+}
+
+/** A decoded server reply, as a client sees it. */
+export type Reply =
+  | { kind: "lease"; table: number; leaseExpires: number }
+  | { kind: "error"; code: string; message: string };
+
+/**
+ * Decodes a server reply. Mirrors the C client: `version` other than 1 is
+ * an error; `cmd` other than 2 is an error reply (our server says why, the
+ * original never sends one); table 0 means no lease.
+ */
+export function decodeReply(data: Uint8Array): Reply {
+  let obj: Record<string, unknown>;
+  try {
+    const parsed = JSON.parse(decoder.decode(data));
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw new Error("not an object");
+    }
+    obj = parsed as Record<string, unknown>;
+  } catch {
+    throw new ProtocolError(
+      "bad_json",
+      `reply is not a JSON object: ${quote(decoder.decode(data.slice(0, 60)))}`,
+    );
+  }
+  if (obj.version !== PROTOCOL_VERSION) {
+    throw new ProtocolError("bad_version", `reply "version" must be 1, got ${quote(obj.version)}`);
+  }
+  if (obj.cmd === Command.REPLY) {
+    const table = obj.table, expires = obj.lease_expires;
+    if (
+      typeof table !== "number" || !Number.isInteger(table) || table < 0 ||
+      typeof expires !== "number"
+    ) {
+      throw new ProtocolError(
+        "bad_request",
+        `reply has no valid "table"/"lease_expires": ${quote(obj)}`,
+      );
+    }
+    return { kind: "lease", table, leaseExpires: expires };
+  }
+  return {
+    kind: "error",
+    code: typeof obj.error === "string" ? obj.error : `cmd ${quote(obj.cmd)}`,
+    message: typeof obj.message === "string" ? obj.message : "the server sent no reason",
+  };
+}

@@ -1,0 +1,277 @@
+/**
+ * Unix datagram sockets in the abstract namespace, addressed the way the
+ * original table_allocator does it: the name padded with NULs to the full
+ * 108-byte `sun_path`, address length 110. Each received datagram carries the
+ * sender's exact address (to reply to) and its kernel-verified credentials.
+ *
+ * @module
+ */
+
+import {
+  AF_UNIX,
+  bind,
+  close,
+  ErrnoError,
+  eventfd,
+  eventfdDrain,
+  eventfdSignal,
+  getsockname,
+  MSG_DONTWAIT,
+  MSG_TRUNC,
+  poll,
+  POLLIN,
+  recvmsg,
+  SCM_CREDENTIALS,
+  sendto,
+  setsockoptInt,
+  SO_PASSCRED,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
+  socket,
+  SOL_SOCKET,
+} from "../../ffi/libc.ts";
+
+/** `sizeof(struct sockaddr_un)`: the address length the original uses. */
+export const SOCKADDR_UN_SIZE = 110;
+/** Bytes of `sun_path`. */
+const SUN_PATH_SIZE = 108;
+/** Longest abstract name: `sun_path` less the leading NUL. */
+export const MAX_ABSTRACT_NAME = SUN_PATH_SIZE - 1;
+
+/** Sender credentials from `SCM_CREDENTIALS`, checked by the kernel. */
+export interface Credentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** One received datagram. */
+export interface Datagram {
+  /** The payload (at most the receive buffer; see {@link Datagram.length}). */
+  data: Uint8Array<ArrayBuffer>;
+  /** The datagram's real length; larger than `data` when it was truncated. */
+  length: number;
+  /** The sender's address bytes, exactly as received: reply to these. */
+  sender: Uint8Array<ArrayBuffer>;
+  /** Kernel-verified credentials, when the socket passes them. */
+  credentials: Credentials | undefined;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * Encodes an abstract name as a padded `sockaddr_un` (110 bytes): family,
+ * a NUL, the name, NULs up to the end of `sun_path`.
+ */
+export function paddedAbstractAddress(name: string): Uint8Array<ArrayBuffer> {
+  const bytes = encoder.encode(name);
+  if (bytes.byteLength === 0 || bytes.byteLength > MAX_ABSTRACT_NAME) {
+    throw new RangeError(
+      `abstract socket name must be 1 to ${MAX_ABSTRACT_NAME} bytes, got ${bytes.byteLength}: "${name}"`,
+    );
+  }
+  const addr = new Uint8Array(SOCKADDR_UN_SIZE);
+  addr[0] = AF_UNIX; // sa_family_t, little endian
+  addr.set(bytes, 3);
+  return addr;
+}
+
+/**
+ * A readable form of a socket address for logs: `@name` for abstract
+ * names (trailing padding removed), the path for filesystem sockets,
+ * `unnamed` for an unbound sender.
+ */
+export function describeAddress(addr: Uint8Array): string {
+  if (addr.byteLength <= 2) return "unnamed";
+  const path = addr.subarray(2);
+  if (path[0] !== 0) {
+    const end = path.indexOf(0);
+    return decoder.decode(end < 0 ? path : path.subarray(0, end));
+  }
+  let end = path.byteLength;
+  while (end > 1 && path[end - 1] === 0) end--;
+  return `@${decoder.decode(path.subarray(1, end))}`;
+}
+
+/** Options for {@link AbstractDatagramSocket.bind}. */
+export interface BindOptions {
+  /** Attach sender credentials to every received datagram (SO_PASSCRED). */
+  passCredentials?: boolean;
+  /** Largest datagram returned whole; longer ones are reported truncated. */
+  receiveBufferSize?: number;
+}
+
+// struct msghdr layout on 64-bit Linux.
+const MSGHDR_SIZE = 56;
+const CMSG_HEADER = 16; // cmsg_len (size_t), cmsg_level, cmsg_type
+const UCRED_SIZE = 12;
+const CMSG_SPACE_UCRED = 32; // CMSG_SPACE(sizeof(struct ucred))
+
+function pointerValue(buf: Uint8Array<ArrayBuffer>): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/**
+ * A non-blocking `AF_UNIX` `SOCK_DGRAM` socket bound to a padded abstract
+ * name (or autobound when no name is given).
+ */
+export class AbstractDatagramSocket implements Disposable {
+  #fd: number;
+  #wakeFd: number;
+  #pollFds = new Uint8Array(16);
+  // Buffers referenced by raw pointers in #msghdr: they live as long as the socket.
+  #data: Uint8Array<ArrayBuffer>;
+  #name = new Uint8Array(SOCKADDR_UN_SIZE + 2);
+  #control = new Uint8Array(CMSG_SPACE_UCRED);
+  #iovec = new Uint8Array(16);
+  #msghdr = new Uint8Array(MSGHDR_SIZE);
+  #msgView = new DataView(this.#msghdr.buffer);
+  #controlView = new DataView(this.#control.buffer);
+  #closed = false;
+  /** The address this socket is bound to (padded, 110 bytes when named). */
+  readonly address: Uint8Array<ArrayBuffer>;
+
+  private constructor(fd: number, address: Uint8Array<ArrayBuffer>, bufferSize: number) {
+    this.#fd = fd;
+    this.address = address;
+    this.#data = new Uint8Array(bufferSize);
+    this.#wakeFd = eventfd();
+    const pollView = new DataView(this.#pollFds.buffer);
+    pollView.setInt32(0, fd, true);
+    pollView.setInt16(4, POLLIN, true);
+    pollView.setInt32(8, this.#wakeFd, true);
+    pollView.setInt16(12, POLLIN, true);
+    const iov = new DataView(this.#iovec.buffer);
+    iov.setBigUint64(0, pointerValue(this.#data), true);
+    iov.setBigUint64(8, BigInt(bufferSize), true);
+    const msg = this.#msgView;
+    msg.setBigUint64(0, pointerValue(this.#name), true);
+    msg.setBigUint64(16, pointerValue(this.#iovec), true);
+    msg.setBigUint64(24, 1n, true);
+    msg.setBigUint64(32, pointerValue(this.#control), true);
+  }
+
+  /**
+   * Creates a socket bound to the padded abstract `name`, or autobound to
+   * a kernel-chosen unique name when `name` is null. Throws an
+   * {@link ErrnoError} with code `EADDRINUSE` when the name is taken.
+   */
+  static bind(name: string | null, options: BindOptions = {}): AbstractDatagramSocket {
+    const fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    try {
+      if (options.passCredentials) setsockoptInt(fd, SOL_SOCKET, SO_PASSCRED, 1);
+      let address: Uint8Array<ArrayBuffer>;
+      if (name === null) {
+        // Binding only the family asks the kernel for an autobind name.
+        bind(fd, new Uint8Array([AF_UNIX, 0]), "(autobind)");
+        address = getsockname(fd);
+      } else {
+        address = paddedAbstractAddress(name);
+        bind(fd, address, `@${name}`);
+      }
+      return new AbstractDatagramSocket(fd, address, options.receiveBufferSize ?? 2048);
+    } catch (error) {
+      close(fd);
+      throw error;
+    }
+  }
+
+  /** The socket descriptor (for diagnostics). */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /**
+   * Receives one waiting datagram without blocking, or returns null when
+   * none is waiting. The payload is copied, so it stays valid.
+   */
+  receive(): Datagram | null {
+    this.#assertOpen();
+    const msg = this.#msgView;
+    msg.setUint32(8, this.#name.byteLength, true);
+    msg.setBigUint64(40, BigInt(this.#control.byteLength), true);
+    msg.setInt32(48, 0, true);
+    const length = recvmsg(this.#fd, this.#msghdr, MSG_DONTWAIT | MSG_TRUNC);
+    if (length < 0) return null;
+    const nameLength = msg.getUint32(8, true);
+    const controlLength = Number(msg.getBigUint64(40, true));
+    let credentials: Credentials | undefined;
+    if (controlLength >= CMSG_HEADER + UCRED_SIZE) {
+      const c = this.#controlView;
+      if (c.getInt32(8, true) === SOL_SOCKET && c.getInt32(12, true) === SCM_CREDENTIALS) {
+        credentials = {
+          pid: c.getInt32(16, true),
+          uid: c.getUint32(20, true),
+          gid: c.getUint32(24, true),
+        };
+      }
+    }
+    return {
+      data: this.#data.slice(0, Math.min(length, this.#data.byteLength)),
+      length,
+      sender: this.#name.slice(0, nameLength),
+      credentials,
+    };
+  }
+
+  /**
+   * Sends a datagram to an address (exactly these bytes and this length).
+   * Returns false when the peer's queue is full; throws ErrnoError for
+   * other failures (ECONNREFUSED: nobody is bound there).
+   */
+  send(data: Uint8Array<ArrayBuffer>, address: Uint8Array<ArrayBuffer>): boolean {
+    this.#assertOpen();
+    return sendto(this.#fd, data, MSG_DONTWAIT, address) >= 0;
+  }
+
+  /** Sends a datagram to a padded abstract name. */
+  sendToName(data: Uint8Array<ArrayBuffer>, name: string): boolean {
+    return this.send(data, paddedAbstractAddress(name));
+  }
+
+  /**
+   * Waits until a datagram is readable, the timeout passes, or
+   * {@link wake} is called; never blocks the event loop. Returns true when
+   * the socket is readable.
+   */
+  async readable(timeoutMs: number): Promise<boolean> {
+    this.#assertOpen();
+    const fds = this.#pollFds;
+    fds[6] =
+      fds[7] =
+      fds[14] =
+      fds[15] =
+        0; // clear revents
+    const ready = await poll(fds, timeoutMs);
+    if (this.#closed) return false;
+    if (ready > 0 && (fds[14] | fds[15]) !== 0) eventfdDrain(this.#wakeFd);
+    return ready > 0 && (fds[6] | fds[7]) !== 0;
+  }
+
+  /** Interrupts a pending {@link readable} call at once. */
+  wake(): void {
+    if (!this.#closed) eventfdSignal(this.#wakeFd);
+  }
+
+  /** Closes the socket; safe to call more than once. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    eventfdSignal(this.#wakeFd);
+    close(this.#fd);
+    // The wake descriptor may still be in a pending poll on another thread;
+    // closing it after the signal is safe because poll holds its own reference.
+    close(this.#wakeFd);
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new ErrnoError("socket", 9, "(already closed)");
+  }
+}

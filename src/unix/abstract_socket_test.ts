@@ -1,0 +1,87 @@
+import {
+  assert,
+  assertEquals,
+  assertExists,
+  assertThrows,
+  assertThrowsType,
+} from "../../tests/helpers/assert.ts";
+import {
+  AbstractDatagramSocket,
+  describeAddress,
+  paddedAbstractAddress,
+  SOCKADDR_UN_SIZE,
+} from "./abstract_socket.ts";
+import { ErrnoError } from "../../ffi/libc.ts";
+
+const unique = (prefix: string) => `${prefix}-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+
+Deno.test("paddedAbstractAddress() pads the name with NULs to the full sockaddr_un", () => {
+  const addr = paddedAbstractAddress("tas_socket");
+  assertEquals(addr.byteLength, SOCKADDR_UN_SIZE);
+  assertEquals([...addr.subarray(0, 3)], [1, 0, 0]);
+  assertEquals(new TextDecoder().decode(addr.subarray(3, 13)), "tas_socket");
+  assert(addr.subarray(13).every((b) => b === 0));
+  assertEquals(describeAddress(addr), "@tas_socket");
+});
+
+Deno.test("paddedAbstractAddress() rejects empty and overlong names", () => {
+  assertThrows(() => paddedAbstractAddress(""), RangeError);
+  assertThrows(() => paddedAbstractAddress("x".repeat(108)), RangeError);
+  paddedAbstractAddress("x".repeat(107));
+});
+
+Deno.test("a datagram arrives with the sender's padded address and kernel credentials", async () => {
+  using server = AbstractDatagramSocket.bind(unique("srv"), { passCredentials: true });
+  const clientName = unique("cli");
+  using client = AbstractDatagramSocket.bind(clientName);
+  assertEquals(server.receive(), null);
+  assert(client.send(new TextEncoder().encode("hello"), server.address));
+  assert(await server.readable(1000));
+  const got = server.receive();
+  assertExists(got);
+  assertEquals(new TextDecoder().decode(got.data), "hello");
+  assertEquals(got.length, 5);
+  assertEquals(got.sender.byteLength, SOCKADDR_UN_SIZE);
+  assertEquals(describeAddress(got.sender), `@${clientName}`);
+  assertEquals(got.credentials, { pid: Deno.pid, uid: Deno.uid(), gid: Deno.gid() });
+  // The reply goes to exactly the address received from.
+  assert(server.send(new TextEncoder().encode("back"), got.sender));
+  assertEquals(new TextDecoder().decode(client.receive()?.data), "back");
+});
+
+Deno.test("a short-form abstract name is a different address than the padded one", () => {
+  const name = unique("pad");
+  using server = AbstractDatagramSocket.bind(name);
+  using client = AbstractDatagramSocket.bind(null);
+  const short = new Uint8Array(3 + name.length);
+  short[0] = 1;
+  short.set(new TextEncoder().encode(name), 3);
+  const error = assertThrowsType(() => client.send(new Uint8Array([1]), short), ErrnoError);
+  assertEquals(error.code, "ECONNREFUSED");
+  assert(client.send(new Uint8Array([1]), server.address));
+});
+
+Deno.test("binding a name already in use fails with EADDRINUSE", () => {
+  const name = unique("dup");
+  using _first = AbstractDatagramSocket.bind(name);
+  const error = assertThrowsType(() => AbstractDatagramSocket.bind(name), ErrnoError);
+  assertEquals(error.code, "EADDRINUSE");
+});
+
+Deno.test("an oversize datagram is reported with its real length", () => {
+  using server = AbstractDatagramSocket.bind(unique("big"), { receiveBufferSize: 64 });
+  using client = AbstractDatagramSocket.bind(null);
+  client.send(new Uint8Array(1000), server.address);
+  const got = server.receive();
+  assertEquals(got?.length, 1000);
+  assertEquals(got?.data.byteLength, 64);
+});
+
+Deno.test("wake() interrupts a pending readable() at once", async () => {
+  using server = AbstractDatagramSocket.bind(unique("wake"));
+  const started = performance.now();
+  const pending = server.readable(10_000);
+  setTimeout(() => server.wake(), 20);
+  assertEquals(await pending, false);
+  assert(performance.now() - started < 5000);
+});

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages table-allocator needs at run time and in its
+# tests, when they are missing: libmnl0 (the client's netlink library),
+# iproute2 (`ip netns` in the end-to-end tests) and PostgreSQL (the shared
+# store's tests). Needs root; does nothing when everything is present.
+set -euo pipefail
+packages=(libmnl0 iproute2 procps)
+if [ -n "${TA_EXTRA_PACKAGES:-}" ]; then read -r -a extra <<<"$TA_EXTRA_PACKAGES"; packages+=("${extra[@]}"); fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-system-deps: missing ${missing[*]}; run as root or install them with apt-get" >&2
+  exit 1
+fi
+echo "install-system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
