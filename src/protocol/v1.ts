@@ -91,6 +91,9 @@ function quote(value: unknown): string {
 
 function requireInt(obj: Record<string, unknown>, key: string): number {
   const value = obj[key];
+  if (value === undefined) {
+    throw new ProtocolError("bad_request", `"${key}" is missing (an integer)`);
+  }
   if (typeof value !== "number" || !Number.isInteger(value)) {
     throw new ProtocolError("bad_request", `"${key}" must be an integer, got ${quote(value)}`);
   }
@@ -99,6 +102,7 @@ function requireInt(obj: Record<string, unknown>, key: string): number {
 
 function requireString(obj: Record<string, unknown>, key: string, maxBytes: number): string {
   const value = obj[key];
+  if (value === undefined) throw new ProtocolError("bad_request", `"${key}" is missing (a string)`);
   if (typeof value !== "string") {
     throw new ProtocolError("bad_request", `"${key}" must be a string, got ${quote(value)}`);
   }

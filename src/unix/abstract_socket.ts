@@ -275,3 +275,21 @@ export class AbstractDatagramSocket implements Disposable {
     if (this.#closed) throw new ErrnoError("socket", 9, "(already closed)");
   }
 }
+
+/**
+ * Encodes a socket address the way systemd writes `NOTIFY_SOCKET`: a
+ * filesystem path, or `@name` for an abstract name of exactly that length
+ * (not padded).
+ */
+export function unixAddress(path: string): Uint8Array<ArrayBuffer> {
+  const abstract = path.startsWith("@");
+  const bytes = encoder.encode(abstract ? path.slice(1) : path);
+  if (bytes.byteLength === 0 || bytes.byteLength > MAX_ABSTRACT_NAME) {
+    throw new RangeError(`socket address must be 1 to ${MAX_ABSTRACT_NAME} bytes, got "${path}"`);
+  }
+  const addr = new Uint8Array(2 + 1 + bytes.byteLength);
+  addr[0] = AF_UNIX;
+  addr.set(bytes, 3);
+  // A path address ends with its NUL; an abstract one starts with it.
+  return abstract ? addr : Uint8Array.from([AF_UNIX, 0, ...bytes, 0]);
+}

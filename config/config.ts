@@ -1,0 +1,235 @@
+/**
+ * The server's configuration: the original table_allocator keys, parsed from
+ * JSON with comments and validated once. `unknown` in, a typed
+ * {@link ServerConfig} or a {@link ConfigError} naming the key out.
+ *
+ * @module
+ */
+
+import { stripJsonComments } from "./jsonc.ts";
+
+/** Which address families get a pool. */
+export interface FamilyFlags {
+  inet: boolean;
+  inet6: boolean;
+  unspec: boolean;
+}
+
+/** A validated server configuration. */
+export interface ServerConfig {
+  /** Abstract socket name, without the leading NUL. */
+  socketPath: string;
+  /** First table of each family's pool. */
+  tableOffset: number;
+  /** Tables in each family's pool: tableOffset .. tableOffset + numTables - 1. */
+  numTables: number;
+  /** Lease lifetime in seconds. */
+  tableTimeout: number;
+  /** SQLite database file. */
+  dbPath: string;
+  /** Families served. */
+  addrFamilies: FamilyFlags;
+  /** Log to syslog (facility daemon). */
+  doSyslog: boolean;
+  /** Append log lines to this file instead of stderr. */
+  logPath: string | undefined;
+}
+
+/** An invalid configuration; the message names the key, the expected form and the value. */
+export class ConfigError extends Error {
+  /** The offending key (dotted path), or undefined for file-level errors. */
+  readonly key: string | undefined;
+  /** Builds the error. */
+  constructor(message: string, key?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConfigError";
+    this.key = key;
+  }
+}
+
+/** Longest socket_path the original accepts. */
+export const MAX_SOCKET_PATH = 106;
+/** Largest pool: 16 Mi tables (2 MiB of bitmap). */
+export const MAX_NUM_TABLES = 1 << 24;
+/** Longest lease: ten years. */
+export const MAX_TABLE_TIMEOUT = 10 * 365 * 24 * 3600;
+/** Highest routing table number (u32). */
+export const MAX_TABLE = 0xffff_ffff;
+/** Tables the kernel reserves: unspec, default, main, local. */
+export const RESERVED_TABLES: readonly number[] = [0, 253, 254, 255];
+
+const KEYS = [
+  "socket_path",
+  "table_offset",
+  "num_tables",
+  "table_timeout",
+  "db_path",
+  "addr_families",
+  "do_syslog",
+  "log_path",
+] as const;
+const FAMILY_KEYS = ["inet", "inet6", "unspec"] as const;
+
+function show(value: unknown): string {
+  if (value === undefined) return "nothing";
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function integer(obj: Record<string, unknown>, key: string, min: number, max: number): number {
+  const value = obj[key];
+  if (value === undefined) {
+    throw new ConfigError(`"${key}" is required (an integer from ${min} to ${max})`, key);
+  }
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(
+      `"${key}" must be an integer from ${min} to ${max}, got ${show(value)}`,
+      key,
+    );
+  }
+  return value;
+}
+
+function text(obj: Record<string, unknown>, key: string, maxLength: number): string {
+  const value = obj[key];
+  if (value === undefined) throw new ConfigError(`"${key}" is required (a string)`, key);
+  if (typeof value !== "string" || value.length === 0 || value.length > maxLength) {
+    throw new ConfigError(
+      `"${key}" must be a string of 1 to ${maxLength} characters, got ${show(value)}`,
+      key,
+    );
+  }
+  return value;
+}
+
+function boolean(obj: Record<string, unknown>, key: string, fallback: boolean): boolean {
+  const value = obj[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") {
+    throw new ConfigError(`"${key}" must be true or false, got ${show(value)}`, key);
+  }
+  return value;
+}
+
+function families(value: unknown): FamilyFlags {
+  const key = "addr_families";
+  if (value === undefined) {
+    throw new ConfigError(
+      `"${key}" is required (an object like {"inet": true, "inet6": false, "unspec": false})`,
+      key,
+    );
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ConfigError(
+      `"${key}" must be an object like {"inet": true}, got ${show(value)}`,
+      key,
+    );
+  }
+  const obj = value as Record<string, unknown>;
+  for (const k of Object.keys(obj)) {
+    if (!(FAMILY_KEYS as readonly string[]).includes(k)) {
+      throw new ConfigError(
+        `"${key}.${k}" is not a known family; use "inet", "inet6" or "unspec"`,
+        `${key}.${k}`,
+      );
+    }
+  }
+  const flags = {
+    inet: boolean(obj, "inet", false),
+    inet6: boolean(obj, "inet6", false),
+    unspec: boolean(obj, "unspec", false),
+  };
+  if (!flags.inet && !flags.inet6 && !flags.unspec) {
+    throw new ConfigError(
+      `"${key}" must enable at least one of "inet", "inet6", "unspec", got ${show(value)}`,
+      key,
+    );
+  }
+  return flags;
+}
+
+/** Validates a parsed config object. Throws {@link ConfigError}. */
+export function validateConfig(raw: unknown): ServerConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`the config must be a JSON object, got ${show(raw)}`);
+  }
+  const obj = raw as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    if (!(KEYS as readonly string[]).includes(key)) {
+      throw new ConfigError(`"${key}" is not a known key; known keys: ${KEYS.join(", ")}`, key);
+    }
+  }
+  const socketPath = text(obj, "socket_path", MAX_SOCKET_PATH);
+  if (socketPath.includes("\0")) {
+    throw new ConfigError(`"socket_path" must not contain NUL`, "socket_path");
+  }
+  const tableOffset = integer(obj, "table_offset", 1, MAX_TABLE);
+  const numTables = integer(obj, "num_tables", 1, MAX_NUM_TABLES);
+  const last = tableOffset + numTables - 1;
+  if (last > MAX_TABLE) {
+    throw new ConfigError(
+      `"num_tables" of ${numTables} from "table_offset" ${tableOffset} ends at ${last}, past the last table ${MAX_TABLE}`,
+      "num_tables",
+    );
+  }
+  const reserved = RESERVED_TABLES.filter((t) => t >= tableOffset && t <= last);
+  if (reserved.length > 0) {
+    throw new ConfigError(
+      `"table_offset" ${tableOffset} and "num_tables" ${numTables} cover tables ${tableOffset}-${last}, ` +
+        `which include the kernel's reserved table(s) ${
+          reserved.join(", ")
+        }; start the pool at 256 or above`,
+      "table_offset",
+    );
+  }
+  const tableTimeout = integer(obj, "table_timeout", 1, MAX_TABLE_TIMEOUT);
+  const dbPath = text(obj, "db_path", 4096);
+  const addrFamilies = families(obj.addr_families);
+  const doSyslog = boolean(obj, "do_syslog", false);
+  const logPath = obj.log_path === undefined ? undefined : text(obj, "log_path", 4096);
+  return {
+    socketPath,
+    tableOffset,
+    numTables,
+    tableTimeout,
+    dbPath,
+    addrFamilies,
+    doSyslog,
+    logPath,
+  };
+}
+
+/** Parses config text (JSON with comments). Throws {@link ConfigError}. */
+export function parseConfig(source: string): ServerConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(stripJsonComments(source));
+  } catch (error) {
+    throw new ConfigError(`not valid JSON: ${(error as Error).message}`, undefined, {
+      cause: error,
+    });
+  }
+  return validateConfig(raw);
+}
+
+/** Reads and validates a config file; errors say which file and what is wrong. */
+export async function loadConfig(path: string): Promise<ServerConfig> {
+  let source: string;
+  try {
+    source = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new ConfigError(`Cannot load config "${path}": ${(error as Error).message}`, undefined, {
+      cause: error,
+    });
+  }
+  try {
+    return parseConfig(source);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      throw new ConfigError(`Cannot load config "${path}": ${error.message}`, error.key, {
+        cause: error,
+      });
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * table-allocator-server: hands out routing tables as leases over an
+ * abstract unix datagram socket, a drop-in replacement for the original
+ * table_allocator_server.
+ *
+ *     server.ts -c /etc/table-allocator/server.json
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig } from "./config/config.ts";
+import { ErrnoError } from "./ffi/libc.ts";
+import { Logger } from "./src/log/logger.ts";
+import { MAX_REQUEST_BYTES } from "./src/protocol/v1.ts";
+import { Daemon } from "./src/server/daemon.ts";
+import { notifySystemd } from "./src/server/notify.ts";
+import { SqliteLeaseStore } from "./src/store/sqlite_store.ts";
+import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
+import { VERSION } from "./src/version.ts";
+
+const PROGRAM = "table-allocator-server";
+
+const USAGE = `Usage: ${PROGRAM} -c CONFIG
+
+Hands out routing table numbers as leases to (family, interface, address)
+identities over an abstract unix datagram socket.
+
+Options:
+  -c, --config CONFIG  JSON config file (comments allowed), required
+  -h, --help           print this help and exit
+  -V, --version        print the version and exit
+`;
+
+/** Runs the server with command-line `args`; resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    console.error(`${PROGRAM}: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (values.version) {
+    console.log(`${PROGRAM} ${VERSION}`);
+    return 0;
+  }
+  if (!values.config) {
+    console.error(`${PROGRAM}: -c CONFIG is required\n\n${USAGE}`);
+    return 2;
+  }
+
+  let config;
+  try {
+    config = await loadConfig(values.config);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`${PROGRAM}: ${error.message}`);
+    return 1;
+  }
+
+  let logger: Logger;
+  try {
+    logger = new Logger({ program: PROGRAM, logPath: config.logPath, syslog: config.doSyslog });
+  } catch (error) {
+    console.error(`${PROGRAM}: ${(error as Error).message}`);
+    return 1;
+  }
+
+  let store: SqliteLeaseStore;
+  try {
+    store = SqliteLeaseStore.open(config.dbPath);
+  } catch (error) {
+    logger.error((error as Error).message);
+    logger.close();
+    return 1;
+  }
+
+  let socket: AbstractDatagramSocket;
+  try {
+    socket = AbstractDatagramSocket.bind(config.socketPath, {
+      passCredentials: true,
+      receiveBufferSize: MAX_REQUEST_BYTES,
+    });
+  } catch (error) {
+    const inUse = error instanceof ErrnoError && error.code === "EADDRINUSE";
+    logger.error(
+      inUse
+        ? `Cannot bind socket @${config.socketPath}: the name is in use (is another server running in this network namespace?)`
+        : `Cannot bind socket @${config.socketPath}: ${(error as Error).message}`,
+    );
+    await store.close();
+    logger.close();
+    return 1;
+  }
+
+  const daemon = await Daemon.create({ config, store, socket, logger });
+  const stop = () => daemon.stop();
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  const pools = [...daemon.pools].map(([family, pool]) =>
+    `${family}:${pool.first}-${pool.first + pool.size - 1}`
+  );
+  logger.info("ready", {
+    version: VERSION,
+    socket: `@${config.socketPath}`,
+    db: config.dbPath,
+    pools: pools.join(","),
+    leased: [...daemon.pools.values()].reduce((n, p) => n + p.used, 0),
+  });
+  try {
+    notifySystemd("READY=1");
+  } catch (error) {
+    logger.warn("cannot notify systemd", { error: (error as Error).message });
+  }
+
+  try {
+    await daemon.run();
+  } finally {
+    Deno.removeSignalListener("SIGTERM", stop);
+    Deno.removeSignalListener("SIGINT", stop);
+    socket.close();
+    try {
+      await store.close();
+    } catch (error) {
+      logger.error("cannot commit the last changes", { error: (error as Error).message });
+    }
+    logger.info("stopped", daemon.stats as unknown as Record<string, number>);
+    logger.close();
+  }
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

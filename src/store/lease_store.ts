@@ -1,0 +1,138 @@
+/**
+ * The lease storage API, after the design in `shared/seeds/001_*`: a map
+ * from client id to that client's leases, read-modify-written with an
+ * opaque token for optimistic concurrency. Backends implement
+ * {@link LeaseStore}; consumers (the server's daemon, other programs) use
+ * only this interface.
+ *
+ * A consumer's loop:
+ *
+ * ```ts
+ * const { leases, token } = await store.lookup(clientId);
+ * const next = leases.length ? [{ ...leases[0], expiresAt: Date.now() + 3600_000 }] : [];
+ * try {
+ *   await store.update(clientId, next, token); // durable when this resolves
+ * } catch (error) {
+ *   if (error instanceof ConcurrencyError) {} // token stale: look up again and redo
+ *   if (error instanceof TransientError) {} // nothing written: retry later
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import type { AddrFamily } from "../net/ip.ts";
+import type { Identity } from "../protocol/v1.ts";
+
+/** Where a lease stands. Stored with the lease; see `docs/leases.md`. */
+export type LeaseState = "bound";
+
+/** One lease: a table held by an identity until `expiresAt`. */
+export interface Lease {
+  family: AddrFamily;
+  ifname: string;
+  address: string;
+  /** The routing table number. */
+  table: number;
+  /** Wall-clock expiry, in milliseconds since the epoch. */
+  expiresAt: number;
+  /** The tag the client sent, if any. */
+  tag: string | undefined;
+  /** The consumer that wrote the lease (e.g. `table-allocator-server`). */
+  owner: string;
+  state: LeaseState;
+}
+
+/** An opaque handle from {@link LeaseStore.lookup}, good for one update. */
+export interface LeaseToken {
+  /** The client id the token was issued for. */
+  readonly clientId: string;
+  /** Brand: only stores make tokens. */
+  readonly __leaseToken: unique symbol;
+}
+
+/** What {@link LeaseStore.lookup} returns. */
+export interface LookupResult {
+  leases: Lease[];
+  token: LeaseToken;
+}
+
+/** One page of {@link LeaseStore.list}. */
+export interface LeasePage {
+  leases: Lease[];
+  /** Pass as `after` to get the next page; undefined on the last page. */
+  next: string | undefined;
+}
+
+/** Options of {@link LeaseStore.list}. */
+export interface ListOptions {
+  /** Start after this cursor (from a previous page). */
+  after?: string | undefined;
+  /** Page size (default 1000). */
+  limit?: number | undefined;
+}
+
+/** Receives each lease the store reclaimed because it expired. */
+export type ExpiryListener = (lease: Lease) => void;
+
+/**
+ * The token is no longer valid: another update or an expiry changed the
+ * client's leases since the lookup. Look up again and redo the change.
+ */
+export class ConcurrencyError extends Error {
+  /** Builds the error for `clientId`. */
+  constructor(
+    readonly clientId: string,
+    message = `leases of ${clientId} changed since the lookup`,
+  ) {
+    super(message);
+    this.name = "ConcurrencyError";
+  }
+}
+
+/**
+ * The store could not complete the operation (database locked, disk full,
+ * connection lost). Nothing was written; the token stays valid: retry.
+ */
+export class TransientError extends Error {
+  /** Builds the error, keeping the backend's error as the cause. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TransientError";
+  }
+}
+
+/** Storage of leases, keyed by client id. */
+export interface LeaseStore {
+  /** Returns the client's leases and a token for one {@link update}. */
+  lookup(clientId: string): Promise<LookupResult>;
+  /** Returns the client's leases without a token (read only). */
+  peek(clientId: string): Promise<Lease[]>;
+  /**
+   * Replaces the client's leases with `leases` (empty: release them all).
+   * Resolves once the change is durable. Rejects with
+   * {@link ConcurrencyError} (token stale) or {@link TransientError}.
+   * The token is used up either way, except after a TransientError.
+   */
+  update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void>;
+  /** Discards a token that will not be used for an update. */
+  releaseToken(token: LeaseToken): void;
+  /**
+   * Commits every update issued so far in one transaction. Stores group
+   * concurrent updates themselves; calling this makes the commit happen now.
+   */
+  flush(): Promise<void>;
+  /** Every lease in client-id order, one page at a time. */
+  list(options?: ListOptions): Promise<LeasePage>;
+  /** `[family, table]` of every lease: what an allocator must mark taken at start. */
+  usedTables(): Promise<Array<[AddrFamily, number]>>;
+  /** Registers a listener for reclaimed leases; returns the unregister function. */
+  onExpire(listener: ExpiryListener): () => void;
+  /** Finishes pending work and closes the store; safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** The client id of an identity: `family/ifname/address`. */
+export function clientIdOf(identity: Identity): string {
+  return `${identity.family}/${identity.ifname}/${identity.address}`;
+}

@@ -1,0 +1,440 @@
+/**
+ * The embedded {@link LeaseStore}: one SQLite file through `node:sqlite`
+ * (SQLite is compiled into Deno: no native library to ship).
+ *
+ * - WAL journal, `synchronous=FULL`: a commit is durable when it returns.
+ * - Group commit: updates run at once inside an open transaction; one
+ *   COMMIT (one fsync) makes every update issued since durable, and only
+ *   then do their promises resolve.
+ * - Exclusive locking: one server process owns the file. A second one gets
+ *   a clear "locked" error at start instead of silently diverging, and
+ *   tokens can be checked against per-client versions held in memory.
+ * - Expiry is the store's: a timer on the earliest `expires_at` deletes
+ *   leases the moment they expire and tells the expiry listeners.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+import type { AddrFamily } from "../net/ip.ts";
+import {
+  ConcurrencyError,
+  type ExpiryListener,
+  type Lease,
+  type LeasePage,
+  type LeaseStore,
+  type LeaseToken,
+  type ListOptions,
+  type LookupResult,
+  TransientError,
+} from "./lease_store.ts";
+
+/** The schema this code reads and writes (`PRAGMA user_version`). */
+export const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE leases (
+  client_id  TEXT    NOT NULL,
+  family     INTEGER NOT NULL,
+  ifname     TEXT    NOT NULL,
+  address    TEXT    NOT NULL,
+  table_id   INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, -- wall clock, ms since the epoch
+  tag        TEXT,
+  owner      TEXT    NOT NULL,
+  state      TEXT    NOT NULL DEFAULT 'bound',
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (client_id, table_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX leases_family_table ON leases (family, table_id);
+CREATE INDEX leases_expires_at ON leases (expires_at);
+PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+/** Options of {@link SqliteLeaseStore.open}. */
+export interface SqliteStoreOptions {
+  /** Wall clock in ms (tests may pass their own). */
+  now?: () => number;
+}
+
+interface Token {
+  readonly clientId: string;
+  readonly version: number;
+  readonly store: SqliteLeaseStore;
+  used: boolean;
+}
+
+interface Pending {
+  resolve: () => void;
+  reject: (error: Error) => void;
+  /** Undo of the in-memory version bump, when the commit fails. */
+  clientId: string;
+  previousVersion: number;
+  /** Leases reclaimed by expiry, announced after the commit. */
+  expired?: Lease[];
+}
+
+type Row = [string, number, string, string, number, number, string | null, string, string];
+
+const LEASE_COLUMNS = "client_id, family, ifname, address, table_id, expires_at, tag, owner, state";
+const MAX_TIMER_MS = 2 ** 30; // setTimeout's limit is 2^31-1; re-arm past that
+
+function toLease(row: Row): Lease {
+  return {
+    family: row[1] as AddrFamily,
+    ifname: row[2],
+    address: row[3],
+    table: row[4],
+    expiresAt: row[5],
+    tag: row[6] ?? undefined,
+    owner: row[7],
+    state: row[8] as Lease["state"],
+  };
+}
+
+/**
+ * Maps a SQLite failure to the API's errors: a constraint failure is a
+ * plain Error (bad data); anything else (locked, disk full, I/O error,
+ * read-only file) is a TransientError, because nothing was written.
+ */
+function wrap(action: string, error: unknown): Error {
+  const message = error instanceof Error ? error.message : String(error);
+  if (/constraint failed/i.test(message)) {
+    return new Error(`${action}: ${message}`, { cause: error });
+  }
+  return new TransientError(`${action}: ${message}`, { cause: error });
+}
+
+/** A {@link LeaseStore} in one SQLite file, owned by one process. */
+export class SqliteLeaseStore implements LeaseStore {
+  #db: DatabaseSync;
+  #now: () => number;
+  #versions = new Map<string, number>();
+  #pending: Pending[] = [];
+  #inTransaction = false;
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
+  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  #expiryAt = Infinity;
+  #listeners = new Set<ExpiryListener>();
+  #closed = false;
+  #select: StatementSync;
+  #delete: StatementSync;
+  #insert: StatementSync;
+  #nextExpiry: StatementSync;
+  #deleteExpired: StatementSync;
+  #page: StatementSync;
+  #pageAfter: StatementSync;
+  #used: StatementSync;
+  /** The database file. */
+  readonly path: string;
+
+  private constructor(db: DatabaseSync, path: string, options: SqliteStoreOptions) {
+    this.#db = db;
+    this.path = path;
+    this.#now = options.now ?? Date.now;
+    const prepare = (sql: string, arrays = true): StatementSync => {
+      // setReturnArrays exists in Deno's node:sqlite but not yet in its types.
+      const statement = db.prepare(sql) as StatementSync & { setReturnArrays(on: boolean): void };
+      statement.setReturnArrays(arrays);
+      return statement;
+    };
+    this.#select = prepare(
+      `SELECT ${LEASE_COLUMNS} FROM leases WHERE client_id = ? ORDER BY table_id`,
+    );
+    this.#delete = prepare("DELETE FROM leases WHERE client_id = ?");
+    this.#insert = prepare(
+      `INSERT INTO leases (${LEASE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.#nextExpiry = prepare("SELECT MIN(expires_at) FROM leases");
+    this.#deleteExpired = prepare(
+      `DELETE FROM leases WHERE expires_at <= ? RETURNING ${LEASE_COLUMNS}`,
+    );
+    this.#page = prepare(
+      `SELECT ${LEASE_COLUMNS} FROM leases ORDER BY client_id, table_id LIMIT ?`,
+    );
+    this.#pageAfter = prepare(
+      `SELECT ${LEASE_COLUMNS} FROM leases WHERE (client_id, table_id) > (?, ?) ORDER BY client_id, table_id LIMIT ?`,
+    );
+    this.#used = prepare("SELECT family, table_id FROM leases");
+    // Leases that expired while the server was down are reclaimed as soon
+    // as the caller has had the chance to register its listeners.
+    this.#armExpiry(0);
+  }
+
+  /**
+   * Opens (creating if needed) the database and its directory, takes the
+   * exclusive lock and checks the schema. Throws an Error naming the file
+   * and the reason: locked by another process, unwritable, newer schema.
+   */
+  static open(path: string, options: SqliteStoreOptions = {}): SqliteLeaseStore {
+    let db: DatabaseSync | undefined;
+    try {
+      if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+      db = new DatabaseSync(path);
+      // Exclusive locking: WAL without shared memory, and a lock held for
+      // the life of the process. Taken now by the write transaction below.
+      db.exec("PRAGMA locking_mode = EXCLUSIVE");
+      db.exec("PRAGMA journal_mode = WAL");
+      db.exec("PRAGMA synchronous = FULL");
+      db.exec("BEGIN IMMEDIATE");
+      const version =
+        (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+      if (version === 0) db.exec(SCHEMA);
+      else if (version > SCHEMA_VERSION) {
+        throw new Error(
+          `its schema version ${version} is newer than this server's (${SCHEMA_VERSION})`,
+        );
+      }
+      db.exec("COMMIT");
+      return new SqliteLeaseStore(db, path, options);
+    } catch (error) {
+      try {
+        db?.close();
+      } catch { /* closing after a failed open has nothing left to report */ }
+      let reason = error instanceof Error ? error.message : String(error);
+      if (/locked|busy/i.test(reason)) reason += " (is another server using this database?)";
+      throw new Error(`Cannot open database "${path}": ${reason}`, { cause: error });
+    }
+  }
+
+  lookup(clientId: string): Promise<LookupResult> {
+    try {
+      const leases = this.#read(clientId);
+      const token: Token = {
+        clientId,
+        version: this.#versions.get(clientId) ?? 0,
+        store: this,
+        used: false,
+      };
+      return Promise.resolve({ leases, token: token as unknown as LeaseToken });
+    } catch (error) {
+      return Promise.reject(wrap(`cannot look up ${clientId}`, error));
+    }
+  }
+
+  peek(clientId: string): Promise<Lease[]> {
+    try {
+      return Promise.resolve(this.#read(clientId));
+    } catch (error) {
+      return Promise.reject(wrap(`cannot look up ${clientId}`, error));
+    }
+  }
+
+  update(clientId: string, leases: Lease[], leaseToken: LeaseToken): Promise<void> {
+    const token = leaseToken as unknown as Token;
+    if (this.#closed) return Promise.reject(new TransientError("the lease store is closed"));
+    if (token.store !== this || token.clientId !== clientId) {
+      return Promise.reject(
+        new TypeError(`the token was not issued by this store for ${clientId}`),
+      );
+    }
+    const previousVersion = this.#versions.get(clientId) ?? 0;
+    if (token.used || token.version !== previousVersion) {
+      token.used = true;
+      return Promise.reject(new ConcurrencyError(clientId));
+    }
+    try {
+      this.#begin();
+    } catch (error) {
+      return Promise.reject(wrap("cannot start a transaction", error));
+    }
+    try {
+      this.#db.exec("SAVEPOINT lease_update");
+      try {
+        this.#delete.run(clientId);
+        const now = this.#now();
+        for (const l of leases) {
+          this.#insert.run(
+            clientId,
+            l.family,
+            l.ifname,
+            l.address,
+            l.table,
+            Math.round(l.expiresAt),
+            l.tag ?? null,
+            l.owner,
+            l.state,
+            now,
+          );
+        }
+        this.#db.exec("RELEASE lease_update");
+      } catch (error) {
+        this.#db.exec("ROLLBACK TO lease_update");
+        this.#db.exec("RELEASE lease_update");
+        throw error;
+      }
+    } catch (error) {
+      token.used = true;
+      const message = error instanceof Error ? error.message : String(error);
+      if (/UNIQUE constraint failed/.test(message)) {
+        return Promise.reject(
+          new ConcurrencyError(clientId, `a table of ${clientId} is leased to another client`),
+        );
+      }
+      return Promise.reject(wrap(`cannot update ${clientId}`, error));
+    }
+    token.used = true;
+    this.#versions.set(clientId, previousVersion + 1);
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ resolve, reject, clientId, previousVersion });
+      this.#flushTimer ??= setTimeout(() => this.flush().catch(() => {}), 0);
+    });
+  }
+
+  releaseToken(leaseToken: LeaseToken): void {
+    (leaseToken as unknown as Token).used = true;
+  }
+
+  flush(): Promise<void> {
+    if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (!this.#inTransaction) return Promise.resolve();
+    const pending = this.#pending;
+    this.#pending = [];
+    this.#inTransaction = false;
+    try {
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      try {
+        this.#db.exec("ROLLBACK");
+      } catch { /* the transaction may already be gone; the versions below are what matters */ }
+      // A failed update leaves its token valid (TransientError), so undo the bumps, newest first.
+      for (let i = pending.length - 1; i >= 0; i--) {
+        this.#versions.set(pending[i].clientId, pending[i].previousVersion);
+      }
+      const failure = wrap("cannot commit", error);
+      for (const p of pending) p.reject(failure);
+      this.#armExpiry(1000);
+      return Promise.reject(failure);
+    }
+    for (const p of pending) {
+      if (p.expired) { for (const lease of p.expired) this.#announce(lease); }
+      p.resolve();
+    }
+    this.#armExpiry();
+    return Promise.resolve();
+  }
+
+  list(options: ListOptions = {}): Promise<LeasePage> {
+    const limit = options.limit ?? 1000;
+    if (!Number.isInteger(limit) || limit < 1) {
+      return Promise.reject(new RangeError(`limit must be a positive integer, got ${limit}`));
+    }
+    try {
+      let rows: Row[];
+      if (options.after === undefined) rows = this.#page.all(limit) as unknown as Row[];
+      else {
+        const [clientId, table] = JSON.parse(options.after) as [string, number];
+        rows = this.#pageAfter.all(clientId, table, limit) as unknown as Row[];
+      }
+      const last = rows.at(-1);
+      return Promise.resolve({
+        leases: rows.map(toLease),
+        next: rows.length === limit && last ? JSON.stringify([last[0], last[4]]) : undefined,
+      });
+    } catch (error) {
+      return Promise.reject(wrap("cannot list leases", error));
+    }
+  }
+
+  usedTables(): Promise<Array<[AddrFamily, number]>> {
+    try {
+      return Promise.resolve(this.#used.all() as unknown as Array<[AddrFamily, number]>);
+    } catch (error) {
+      return Promise.reject(wrap("cannot read leased tables", error));
+    }
+  }
+
+  onExpire(listener: ExpiryListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.#closed = true;
+      clearTimeout(this.#expiryTimer);
+      clearTimeout(this.#flushTimer);
+      this.#db.close();
+    }
+  }
+
+  #read(clientId: string): Lease[] {
+    return (this.#select.all(clientId) as unknown as Row[]).map(toLease);
+  }
+
+  #begin(): void {
+    if (this.#inTransaction) return;
+    this.#db.exec("BEGIN IMMEDIATE");
+    this.#inTransaction = true;
+  }
+
+  #announce(lease: Lease): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(lease);
+      } catch { /* a failing listener must not stop expiry for the others */ }
+    }
+  }
+
+  /** Sets the expiry timer on the earliest expiry (or after `delayMs`). */
+  #armExpiry(delayMs?: number): void {
+    if (this.#closed) return;
+    let at: number;
+    if (delayMs !== undefined) at = this.#now() + delayMs;
+    else {
+      const row = this.#nextExpiry.get() as unknown as [number | null];
+      at = row[0] ?? Infinity;
+    }
+    if (at === this.#expiryAt && this.#expiryTimer !== undefined) return;
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    this.#expiryAt = at;
+    if (at === Infinity) return;
+    const delay = Math.min(Math.max(0, at - this.#now()), MAX_TIMER_MS);
+    this.#expiryTimer = setTimeout(() => this.#expire(), delay);
+  }
+
+  /** Deletes every expired lease in the current transaction and commits. */
+  #expire(): void {
+    this.#expiryTimer = undefined;
+    this.#expiryAt = Infinity;
+    if (this.#closed) return;
+    try {
+      this.#begin();
+      const rows = this.#deleteExpired.all(this.#now()) as unknown as Row[];
+      if (rows.length === 0 && this.#pending.length === 0) {
+        this.#db.exec("COMMIT");
+        this.#inTransaction = false;
+        this.#armExpiry();
+        return;
+      }
+      // One pending entry per client, so a failed commit restores each version.
+      const expiredBy = new Map<string, Lease[]>();
+      for (const row of rows) {
+        const list = expiredBy.get(row[0]) ?? [];
+        list.push(toLease(row));
+        expiredBy.set(row[0], list);
+      }
+      for (const [clientId, expired] of expiredBy) {
+        const previousVersion = this.#versions.get(clientId) ?? 0;
+        this.#versions.set(clientId, previousVersion + 1);
+        this.#pending.push({
+          resolve: () => {},
+          reject: () => {},
+          clientId,
+          previousVersion,
+          expired,
+        });
+      }
+    } catch {
+      this.#armExpiry(1000);
+      return;
+    }
+    this.flush().catch(() => {/* flush re-arms the timer to try again */});
+  }
+}
