@@ -169,7 +169,7 @@ export function decodeRequest(data: Uint8Array, length = data.byteLength): Reque
     throw new ProtocolError("bad_json", `not a JSON object: ${reason.slice(0, 80)}`);
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new ProtocolError("bad_json", `not a JSON object: ${quote(parsed)}`);
+    throw new ProtocolError("bad_json", `not a JSON object, got ${quote(parsed)}`);
   }
   const obj = parsed as Record<string, unknown>;
   const version = requireInt(obj, "version");

@@ -6,9 +6,11 @@
  * - Group commit: updates run at once inside an open transaction; one
  *   COMMIT (one fsync) makes every update issued since durable, and only
  *   then do their promises resolve.
- * - Exclusive locking: one server process owns the file. A second one gets
- *   a clear "locked" error at start instead of silently diverging, and
- *   tokens can be checked against per-client versions held in memory.
+ * - One writer: the process holds an exclusive lock on `<db>-lock` for as
+ *   long as the store is open. A second server gets a clear error at start
+ *   instead of silently diverging, and tokens can be checked against
+ *   per-client versions held in memory. Other processes may still read
+ *   the file (WAL readers never block the writer).
  * - Expiry is the store's: a timer on the earliest `expires_at` deletes
  *   leases the moment they expire and tells the expiry listeners.
  *
@@ -126,11 +128,18 @@ export class SqliteLeaseStore implements LeaseStore {
   #page: StatementSync;
   #pageAfter: StatementSync;
   #used: StatementSync;
+  #lock: Deno.FsFile | undefined;
   /** The database file. */
   readonly path: string;
 
-  private constructor(db: DatabaseSync, path: string, options: SqliteStoreOptions) {
+  private constructor(
+    db: DatabaseSync,
+    path: string,
+    lock: Deno.FsFile | undefined,
+    options: SqliteStoreOptions,
+  ) {
     this.#db = db;
+    this.#lock = lock;
     this.path = path;
     this.#now = options.now ?? Date.now;
     const prepare = (sql: string, arrays = true): StatementSync => {
@@ -169,14 +178,23 @@ export class SqliteLeaseStore implements LeaseStore {
    */
   static open(path: string, options: SqliteStoreOptions = {}): SqliteLeaseStore {
     let db: DatabaseSync | undefined;
+    let lock: Deno.FsFile | undefined;
     try {
-      if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+      if (path !== ":memory:") {
+        Deno.mkdirSync(dirname(path), { recursive: true });
+        lock = Deno.openSync(`${path}-lock`, { create: true, write: true });
+        if (!lock.tryLockSync(true)) {
+          throw new Error(
+            `it is locked by another process (${path}-lock): is another server using it?`,
+          );
+        }
+      }
       db = new DatabaseSync(path);
-      // Exclusive locking: WAL without shared memory, and a lock held for
-      // the life of the process. Taken now by the write transaction below.
-      db.exec("PRAGMA locking_mode = EXCLUSIVE");
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = FULL");
+      // Waiting for a lock would block the event loop: fail at once with a
+      // TransientError instead (only outside writers can hold the lock).
+      db.exec("PRAGMA busy_timeout = 0");
       db.exec("BEGIN IMMEDIATE");
       const version =
         (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
@@ -187,13 +205,13 @@ export class SqliteLeaseStore implements LeaseStore {
         );
       }
       db.exec("COMMIT");
-      return new SqliteLeaseStore(db, path, options);
+      return new SqliteLeaseStore(db, path, lock, options);
     } catch (error) {
       try {
         db?.close();
       } catch { /* closing after a failed open has nothing left to report */ }
-      let reason = error instanceof Error ? error.message : String(error);
-      if (/locked|busy/i.test(reason)) reason += " (is another server using this database?)";
+      lock?.close();
+      const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`Cannot open database "${path}": ${reason}`, { cause: error });
     }
   }
@@ -360,6 +378,7 @@ export class SqliteLeaseStore implements LeaseStore {
       clearTimeout(this.#expiryTimer);
       clearTimeout(this.#flushTimer);
       this.#db.close();
+      this.#lock?.close();
     }
   }
 

@@ -1,0 +1,58 @@
+/**
+ * table-allocator as a library: the v1 protocol codec, the lease storage
+ * API with its SQLite backend, the table allocator, and the config parser.
+ *
+ * ```ts
+ * import { decodeRequest, SqliteLeaseStore, clientIdOf } from "./mod.ts";
+ * const store = SqliteLeaseStore.open("/var/lib/table-allocator/leases.db");
+ * const { leases, token } = await store.lookup(clientIdOf({ family: 2, ifname: "eth1", address: "192.0.2.1" }));
+ * ```
+ *
+ * @module
+ */
+
+export {
+  Command,
+  decodeReply,
+  decodeRequest,
+  encodeError,
+  encodeReply,
+  encodeRequest,
+  type ErrorCode,
+  type Identity,
+  MAX_REPLY_BYTES,
+  MAX_REQUEST_BYTES,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type Reply,
+  type Request,
+  validateIdentity,
+} from "./src/protocol/v1.ts";
+export {
+  clientIdOf,
+  ConcurrencyError,
+  type ExpiryListener,
+  type Lease,
+  type LeasePage,
+  type LeaseState,
+  type LeaseStore,
+  type LeaseToken,
+  type ListOptions,
+  type LookupResult,
+  TransientError,
+} from "./src/store/lease_store.ts";
+export {
+  SCHEMA_VERSION,
+  SqliteLeaseStore,
+  type SqliteStoreOptions,
+} from "./src/store/sqlite_store.ts";
+export { DoubleFreeError, PoolExhaustedError, TablePool } from "./src/allocator/table_pool.ts";
+export { AddrFamily } from "./src/net/ip.ts";
+export {
+  ConfigError,
+  loadConfig,
+  parseConfig,
+  type ServerConfig,
+  validateConfig,
+} from "./config/config.ts";
+export { VERSION } from "./src/version.ts";

@@ -1,0 +1,172 @@
+/**
+ * Starts the real server process for end-to-end tests: a temporary
+ * directory with its config and database, a unique socket name, optionally
+ * inside a network namespace. Waits for the `ready` log line.
+ *
+ * @module
+ */
+
+import { DatabaseSync } from "node:sqlite";
+import { fileURLToPath } from "node:url";
+
+/** Path of server.ts. */
+export const SERVER_PATH = fileURLToPath(new URL("../../server.ts", import.meta.url));
+
+/** A lease as stored, read straight from the database. */
+export interface StoredLease {
+  family: number;
+  ifname: string;
+  address: string;
+  table: number;
+  expiresAt: number;
+  tag: string | null;
+  state: string;
+}
+
+/** Options of {@link startServer}. */
+export interface StartOptions {
+  /** Config keys overriding the defaults (40 tables from 10000, 3600 s, all families). */
+  config?: Record<string, unknown>;
+  /** Run the server inside this network namespace (`ip netns exec`). */
+  netns?: string;
+  /** Reuse this directory (and its database) instead of a new one: a restart. */
+  dir?: string;
+  /** Reuse this socket name (with `dir`, for restarts). */
+  socketName?: string;
+  /** Extra environment for the server process. */
+  env?: Record<string, string>;
+}
+
+/** A running server. */
+export interface ServerHandle extends AsyncDisposable {
+  socketName: string;
+  dbPath: string;
+  configPath: string;
+  dir: string;
+  process: Deno.ChildProcess;
+  /** Every stderr line so far. */
+  output(): string;
+  /** Leases in the database, ordered by family and table. */
+  leases(): StoredLease[];
+  /** Waits until a log line matches `pattern`; returns it. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Signals the server (SIGTERM by default) and waits for it to exit. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Reads every lease of a database file (read only; the server may be running). */
+export function readLeases(dbPath: string): StoredLease[] {
+  const db = new DatabaseSync(dbPath, { readOnly: true });
+  try {
+    return db.prepare(
+      `SELECT family, ifname, address, table_id AS "table", expires_at AS expiresAt, tag, state
+       FROM leases ORDER BY family, table_id`,
+    ).all().map((row) => ({ ...row }) as unknown as StoredLease);
+  } finally {
+    db.close();
+  }
+}
+
+/** Starts the server and waits until it is ready to answer. */
+export async function startServer(options: StartOptions = {}): Promise<ServerHandle> {
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "ta-test-" });
+  const socketName = options.socketName ?? `ta-${crypto.randomUUID().slice(0, 8)}`;
+  const dbPath = `${dir}/leases.db`;
+  const configPath = `${dir}/server.json`;
+  const config = {
+    socket_path: socketName,
+    table_offset: 10000,
+    num_tables: 40,
+    table_timeout: 3600,
+    db_path: dbPath,
+    addr_families: { inet: true, inet6: true, unspec: true },
+    ...options.config,
+  };
+  await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
+  const serverArgs = ["run", "--allow-all", SERVER_PATH, "-c", configPath];
+  const [command, args] = options.netns
+    ? ["ip", ["netns", "exec", options.netns, Deno.execPath(), ...serverArgs]]
+    : [Deno.execPath(), serverArgs];
+  const process = new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: options.env,
+  }).spawn();
+
+  let output = "";
+  const waiters = new Set<() => void>();
+  const pump = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of process.stderr) {
+      output += decoder.decode(chunk, { stream: true });
+      for (const wake of waiters) wake();
+    }
+    for (const wake of waiters) wake();
+  })();
+  let exited: Deno.CommandStatus | undefined;
+  const status = process.status.then((s) => {
+    exited = s;
+    for (const wake of waiters) wake();
+    return s;
+  });
+
+  const waitForLog = async (pattern: RegExp, timeoutMs = 10_000): Promise<string> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const line = output.split("\n").find((l) => pattern.test(l));
+      if (line) return line;
+      if (exited) {
+        throw new Error(`server exited (${exited.code}) before logging ${pattern}:\n${output}`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`server did not log ${pattern} within ${timeoutMs} ms:\n${output}`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, left);
+        function done() {
+          clearTimeout(timer);
+          waiters.delete(done);
+          resolve();
+        }
+        waiters.add(done);
+      });
+    }
+  };
+
+  const stop = async (signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> => {
+    if (!exited) {
+      try {
+        process.kill(signal);
+      } catch { /* already gone */ }
+    }
+    const result = await status;
+    await pump;
+    return result;
+  };
+
+  const handle: ServerHandle = {
+    socketName,
+    dbPath,
+    configPath,
+    dir,
+    process,
+    output: () => output,
+    leases: () => readLeases(dbPath),
+    waitForLog,
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop("SIGKILL");
+      if (!options.dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+  try {
+    await waitForLog(/ INFO ready /);
+  } catch (error) {
+    await handle[Symbol.asyncDispose]();
+    throw error;
+  }
+  return handle;
+}

@@ -1,0 +1,198 @@
+/**
+ * The LeaseStore conformance suite: the behaviour every backend must show.
+ * A backend's test file calls {@link storeConformance} with a factory.
+ *
+ * @module
+ */
+
+import { assert, assertEquals, assertInstanceOf } from "./assert.ts";
+import { ConcurrencyError, type Lease, type LeaseStore } from "../../src/store/lease_store.ts";
+
+/** Makes stores for one test; `reopen` gives a new store on the same data. */
+export interface StoreFactory {
+  open(): Promise<LeaseStore>;
+  reopen(): Promise<LeaseStore>;
+  cleanup(): Promise<void>;
+}
+
+/** Builds a lease for family 2 on eth1. */
+export function lease(address: string, table: number, expiresAt = Date.now() + 3600_000): Lease {
+  return {
+    family: 2,
+    ifname: "eth1",
+    address,
+    table,
+    expiresAt,
+    tag: undefined,
+    owner: "test",
+    state: "bound",
+  };
+}
+
+const id = (address: string) => `2/eth1/${address}`;
+
+/** Registers the conformance tests for one backend. */
+export function storeConformance(
+  backend: string,
+  makeFactory: () => Promise<StoreFactory>,
+  options: Deno.TestDefinition["ignore"] = false,
+): void {
+  const test = (name: string, fn: (store: LeaseStore, factory: StoreFactory) => Promise<void>) =>
+    Deno.test({
+      name: `${backend} store: ${name}`,
+      ignore: options,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      async fn() {
+        const factory = await makeFactory();
+        const store = await factory.open();
+        try {
+          await fn(store, factory);
+        } finally {
+          await store.close();
+          await factory.cleanup();
+        }
+      },
+    });
+
+  test("lookup, update and peek round-trip, and updates are durable", async (store, factory) => {
+    const { leases, token } = await store.lookup(id("10.0.0.1"));
+    assertEquals(leases, []);
+    const l = lease("10.0.0.1", 10000);
+    await store.update(id("10.0.0.1"), [{ ...l, tag: "wan" }], token);
+    assertEquals(await store.peek(id("10.0.0.1")), [{ ...l, tag: "wan" }]);
+    await store.close();
+    const again = await factory.reopen();
+    try {
+      assertEquals(await again.peek(id("10.0.0.1")), [{ ...l, tag: "wan" }]);
+      assertEquals(await again.usedTables(), [[2, 10000]]);
+    } finally {
+      await again.close();
+    }
+  });
+
+  test("a client may hold several leases, and an empty update releases them all", async (store) => {
+    const { token } = await store.lookup(id("10.0.0.1"));
+    await store.update(id("10.0.0.1"), [lease("10.0.0.1", 10001), lease("10.0.0.1", 10002)], token);
+    assertEquals((await store.peek(id("10.0.0.1"))).map((l) => l.table), [10001, 10002]);
+    const second = await store.lookup(id("10.0.0.1"));
+    await store.update(id("10.0.0.1"), [], second.token);
+    assertEquals(await store.peek(id("10.0.0.1")), []);
+  });
+
+  test("a stale token, a used token and a released token are refused", async (store) => {
+    const a = await store.lookup(id("10.0.0.1"));
+    const b = await store.lookup(id("10.0.0.1"));
+    await store.update(id("10.0.0.1"), [lease("10.0.0.1", 10000)], a.token);
+    const stale = await store.update(id("10.0.0.1"), [lease("10.0.0.1", 10009)], b.token).catch((
+      e,
+    ) => e);
+    assertInstanceOf(stale, ConcurrencyError);
+    const used = await store.update(id("10.0.0.1"), [], a.token).catch((e) => e);
+    assertInstanceOf(used, ConcurrencyError);
+    const c = await store.lookup(id("10.0.0.1"));
+    store.releaseToken(c.token);
+    assertInstanceOf(
+      await store.update(id("10.0.0.1"), [], c.token).catch((e) => e),
+      ConcurrencyError,
+    );
+    assertEquals((await store.peek(id("10.0.0.1"))).map((l) => l.table), [10000]);
+  });
+
+  test("concurrent read-modify-write from many tasks never loses an update", async (store) => {
+    const client = id("10.0.0.1");
+    const base = Date.now() + 3600_000;
+    const { token } = await store.lookup(client);
+    await store.update(client, [lease("10.0.0.1", 10000, base)], token);
+    const increment = async () => {
+      for (;;) {
+        const { leases, token } = await store.lookup(client);
+        await new Promise((r) => setTimeout(r, Math.random() * 3));
+        try {
+          await store.update(client, [{ ...leases[0], expiresAt: leases[0].expiresAt + 1 }], token);
+          return;
+        } catch (error) {
+          if (!(error instanceof ConcurrencyError)) throw error;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 40 }, increment));
+    assertEquals((await store.peek(client))[0].expiresAt, base + 40);
+  });
+
+  test("concurrent allocation never hands one table to two clients", async (store) => {
+    const allocate = async (n: number) => {
+      const client = id(`10.0.1.${n}`);
+      for (;;) {
+        const { token } = await store.lookup(client);
+        const used = new Set((await store.usedTables()).map(([, t]) => t));
+        let table = 10000;
+        while (used.has(table)) table++;
+        try {
+          await store.update(client, [lease(`10.0.1.${n}`, table)], token);
+          return table;
+        } catch (error) {
+          if (!(error instanceof ConcurrencyError)) throw error;
+        }
+      }
+    };
+    const tables = await Promise.all(Array.from({ length: 30 }, (_, n) => allocate(n)));
+    assertEquals(new Set(tables).size, 30);
+    assertEquals((await store.usedTables()).length, 30);
+  });
+
+  test("expiry fires once per lease, and expired leases are gone", async (store) => {
+    const seen: string[] = [];
+    store.onExpire((l) => seen.push(l.address));
+    const soon = Date.now() + 300;
+    for (let i = 0; i < 10; i++) {
+      const { token } = await store.lookup(id(`10.0.2.${i}`));
+      await store.update(
+        id(`10.0.2.${i}`),
+        [lease(`10.0.2.${i}`, 10000 + i, soon + i * 20)],
+        token,
+      );
+    }
+    const { token } = await store.lookup(id("10.0.3.1"));
+    await store.update(id("10.0.3.1"), [lease("10.0.3.1", 20000)], token);
+    await new Promise((r) => setTimeout(r, 1200));
+    assertEquals(seen.toSorted(), Array.from({ length: 10 }, (_, i) => `10.0.2.${i}`).toSorted());
+    assertEquals((await store.usedTables()).map(([, t]) => t), [20000]);
+    for (let i = 0; i < 10; i++) assertEquals(await store.peek(id(`10.0.2.${i}`)), []);
+  });
+
+  test("a refresh before expiry keeps the lease from expiring", async (store) => {
+    const seen: string[] = [];
+    store.onExpire((l) => seen.push(l.address));
+    const first = await store.lookup(id("10.0.4.1"));
+    await store.update(id("10.0.4.1"), [lease("10.0.4.1", 10000, Date.now() + 300)], first.token);
+    const second = await store.lookup(id("10.0.4.1"));
+    await store.update(
+      id("10.0.4.1"),
+      [lease("10.0.4.1", 10000, Date.now() + 60_000)],
+      second.token,
+    );
+    await new Promise((r) => setTimeout(r, 600));
+    assertEquals(seen, []);
+    assertEquals((await store.peek(id("10.0.4.1"))).length, 1);
+  });
+
+  test("list() pages through every lease in order", async (store) => {
+    for (let i = 0; i < 25; i++) {
+      const address = `10.0.5.${String(i).padStart(2, "0")}`;
+      const { token } = await store.lookup(id(address));
+      await store.update(id(address), [lease(address, 10000 + i)], token);
+    }
+    const seen: number[] = [];
+    let after: string | undefined;
+    let pages = 0;
+    do {
+      const page = await store.list({ after, limit: 10 });
+      seen.push(...page.leases.map((l) => l.table));
+      after = page.next;
+      pages++;
+      assert(pages < 10, "paging terminates");
+    } while (after);
+    assertEquals(seen, Array.from({ length: 25 }, (_, i) => 10000 + i));
+  });
+}

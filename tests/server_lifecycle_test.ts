@@ -1,0 +1,289 @@
+/**
+ * End-to-end: the server's life: exact expiry, restarts, shutdown under
+ * load, bad configs, a second server, systemd readiness, log sinks.
+ */
+
+import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
+import { readLeases, SERVER_PATH, startServer } from "./helpers/server.ts";
+import { requestBody, WireClient } from "./helpers/wire.ts";
+import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
+import { DatabaseSync } from "node:sqlite";
+
+async function runServer(
+  args: string[],
+): Promise<{ code: number; stderr: string; stdout: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", SERVER_PATH, ...args],
+    stdin: "null",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("an expired lease's table comes back exactly when the lease expires", async () => {
+  await using server = await startServer({ config: { num_tables: 1, table_timeout: 2 } });
+  using holder = new WireClient(server.socketName);
+  using waiter = new WireClient(server.socketName);
+  assertEquals((await holder.request("10.0.0.1")).table, 10000);
+  const expiresAt = server.leases()[0].expiresAt;
+  assertEquals((await waiter.request("10.0.0.2")).error, "pool_exhausted");
+  // Shortly before the expiry, the table is still taken.
+  await new Promise((r) => setTimeout(r, expiresAt - Date.now() - 300));
+  assertEquals((await waiter.request("10.0.0.2")).error, "pool_exhausted");
+  // Shortly after, it is free (no 5-minute sweep).
+  await new Promise((r) => setTimeout(r, expiresAt - Date.now() + 100));
+  assertEquals((await waiter.request("10.0.0.2")).table, 10000);
+  const expired = await server.waitForLog(/ INFO expired /);
+  assertMatch(expired, /family=2 ifname=eth1 address=10\.0\.0\.1 table=10000/);
+  const loggedAt = Date.parse(expired.split(" ")[0]);
+  assert(loggedAt - expiresAt < 250, `reclaimed ${loggedAt - expiresAt} ms after expiry`);
+  assertEquals(server.leases().map((l) => l.address), ["10.0.0.2"]);
+});
+
+Deno.test("leases survive a restart and a refreshing client keeps its table", async () => {
+  const first = await startServer({ config: { num_tables: 10 } });
+  const { dir, socketName } = first;
+  try {
+    {
+      using client = new WireClient(socketName);
+      for (let i = 1; i <= 4; i++) {
+        assertEquals((await client.request(`10.0.0.${i}`)).table, 9999 + i);
+      }
+      await client.release("10.0.0.2");
+    }
+    assertEquals((await first.stop()).code, 0);
+    await using second = await startServer({ dir, socketName, config: { num_tables: 10 } });
+    assertMatch(await second.waitForLog(/ready/), /leased=3/);
+    using client = new WireClient(socketName);
+    assertEquals(
+      (await client.request("10.0.0.3")).table,
+      10002,
+      "refresh after restart keeps the table",
+    );
+    assertEquals(
+      (await client.request("10.0.0.9")).table,
+      10001,
+      "a newcomer gets the lowest free table",
+    );
+    assertEquals((await client.request("10.0.0.10")).table, 10004);
+  } finally {
+    await first[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("leases that expired while the server was down are reclaimed at start", async () => {
+  const first = await startServer({ config: { num_tables: 1, table_timeout: 1 } });
+  try {
+    {
+      using client = new WireClient(first.socketName);
+      assertEquals((await client.request("10.0.0.1")).table, 10000);
+    }
+    await first.stop("SIGKILL");
+    await new Promise((r) => setTimeout(r, 1200));
+    await using second = await startServer({
+      dir: first.dir,
+      socketName: first.socketName,
+      config: { num_tables: 1, table_timeout: 1 },
+    });
+    await second.waitForLog(/ INFO expired .*address=10\.0\.0\.1 /);
+    using client = new WireClient(first.socketName);
+    assertEquals((await client.request("10.0.0.2")).table, 10000);
+  } finally {
+    await first[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("a lease outside the pools after a config change is kept, logged, and never crashes", async () => {
+  const first = await startServer({ config: { table_offset: 10000, num_tables: 10 } });
+  try {
+    {
+      using client = new WireClient(first.socketName);
+      for (let i = 1; i <= 6; i++) await client.request(`10.0.0.${i}`);
+    }
+    await first.stop();
+    await using second = await startServer({
+      dir: first.dir,
+      socketName: first.socketName,
+      config: { table_offset: 10000, num_tables: 3 },
+    });
+    assertMatch(
+      second.output(),
+      /WARN stored lease outside the configured pools is kept .*table=10005/,
+    );
+    using client = new WireClient(first.socketName);
+    assertEquals((await client.request("10.0.0.6")).table, 10005, "its holder keeps it on refresh");
+    assertEquals((await client.release("10.0.0.6")).table, 0);
+    await second.waitForLog(/lease outside the configured pools ended family=2 table=10005/);
+    assertEquals((await client.request("10.0.0.7")).error, "pool_exhausted");
+    assertEquals(second.leases().length, 5);
+  } finally {
+    await first[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("SIGTERM under load: every acknowledged lease is in the database afterwards", async () => {
+  await using server = await startServer({ config: { num_tables: 100_000 } });
+  const acknowledged = new Map<string, number>();
+  let stop = false;
+  const worker = async (w: number) => {
+    using client = new WireClient(server.socketName);
+    for (let i = 0; !stop; i++) {
+      const address = `10.${w}.${i >> 8}.${i & 255}`;
+      try {
+        await client.send(requestBody(address));
+      } catch {
+        break; // the server is gone (ECONNREFUSED)
+      }
+      const reply = await client.receive(500);
+      if (reply?.cmd === 2) acknowledged.set(address, reply.table as number);
+    }
+  };
+  const workers = Array.from({ length: 8 }, (_, w) => worker(w));
+  await new Promise((r) => setTimeout(r, 700));
+  const status = await server.stop("SIGTERM");
+  stop = true;
+  await Promise.all(workers);
+  assertEquals(status.code, 0);
+  assertMatch(server.output(), /INFO stopped /);
+  assert(acknowledged.size > 50, `only ${acknowledged.size} leases acknowledged`);
+  const stored = new Map(readLeases(server.dbPath).map((l) => [l.address, l.table]));
+  for (const [address, table] of acknowledged) assertEquals(stored.get(address), table, address);
+});
+
+Deno.test("a locked database is answered with store_failure, nothing is acknowledged, and service resumes", async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  const other = new DatabaseSync(server.dbPath);
+  other.exec("BEGIN IMMEDIATE");
+  let replies;
+  try {
+    replies = await Promise.all(["10.0.0.1", "10.0.0.2", "10.0.0.3"].map(async (address) => {
+      using c = new WireClient(server.socketName);
+      return await c.request(address);
+    }));
+  } finally {
+    other.exec("ROLLBACK");
+    other.close();
+  }
+  for (const reply of replies) {
+    assertEquals([reply.cmd, reply.error], [3, "store_failure"]);
+    assertMatch(
+      String(reply.message),
+      /lease store failure: cannot start a transaction: database is locked/,
+    );
+  }
+  assertEquals(server.leases(), []);
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+});
+
+Deno.test("an invalid config exits non-zero with a message naming the key and the value", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-cfg-" });
+  try {
+    const path = `${dir}/bad.json`;
+    await Deno.writeTextFile(
+      path,
+      `{ // comment
+        "socket_path": "x", "table_offset": 10000, "num_tables": -3, "table_timeout": 60,
+        "db_path": "${dir}/l.db", "addr_families": {"inet": true} }`,
+    );
+    const result = await runServer(["-c", path]);
+    assertEquals(result.code, 1);
+    assertMatch(
+      result.stderr,
+      /Cannot load config ".*bad\.json": "num_tables" must be an integer from 1 to \d+, got -3/,
+    );
+    assertEquals(result.stdout, "");
+    const missing = await runServer(["-c", `${dir}/absent.json`]);
+    assertEquals(missing.code, 1);
+    assertMatch(missing.stderr, /Cannot load config ".*absent\.json": .*No such file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bad arguments print usage on stderr; --help and --version print to stdout", async () => {
+  const none = await runServer([]);
+  assertEquals(none.code, 2);
+  assertMatch(none.stderr, /-c CONFIG is required[\s\S]*Usage:/);
+  const unknown = await runServer(["--bogus"]);
+  assertEquals(unknown.code, 2);
+  assertMatch(unknown.stderr, /bogus/);
+  const help = await runServer(["--help"]);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /Usage: table-allocator-server -c CONFIG/);
+  const version = await runServer(["--version"]);
+  assertMatch(version.stdout, /^table-allocator-server \d+\.\d+\.\d+/);
+});
+
+Deno.test("a second server on the same database or socket fails with a clear error", async () => {
+  await using server = await startServer();
+  const sameDb = await startServer({ dir: server.dir }).then(
+    () => "started",
+    (error) => (error as Error).message,
+  );
+  assertMatch(sameDb, /Cannot open database ".*leases\.db": it is locked by another process/);
+  const sameSocket = await startServer({ socketName: server.socketName }).then(
+    () => "started",
+    (error) => (error as Error).message,
+  );
+  assertMatch(sameSocket, /Cannot bind socket @ta-\w+: the name is in use/);
+  using client = new WireClient(server.socketName);
+  assertEquals((await client.request("10.0.0.1")).table, 10000, "the first server is unharmed");
+});
+
+Deno.test("server tells systemd it is ready through NOTIFY_SOCKET", async () => {
+  // systemd's abstract notify addresses are not padded: use an autobound name.
+  using notify = AbstractDatagramSocket.bind(null);
+  const own = new TextDecoder().decode(notify.address.subarray(3));
+  await using _server = await startServer({ env: { NOTIFY_SOCKET: `@${own}` } });
+  assert(await notify.readable(5000), "READY=1 was sent");
+  assertEquals(new TextDecoder().decode(notify.receive()!.data), "READY=1");
+});
+
+Deno.test("log_path appends lease events to the file instead of stderr", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-log-" });
+  const logPath = `${dir}/server.log`;
+  const socketName = `ta-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.writeTextFile(logPath, "earlier line\n");
+  await Deno.writeTextFile(
+    `${dir}/server.json`,
+    JSON.stringify({
+      socket_path: socketName,
+      table_offset: 10000,
+      num_tables: 4,
+      table_timeout: 60,
+      db_path: `${dir}/l.db`,
+      addr_families: { inet: true },
+      log_path: logPath,
+    }),
+  );
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", SERVER_PATH, "-c", `${dir}/server.json`],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  try {
+    const waitFor = async (pattern: RegExp) => {
+      for (let i = 0; i < 200; i++) {
+        const text = await Deno.readTextFile(logPath);
+        if (pattern.test(text)) return text;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`log file never matched ${pattern}`);
+    };
+    await waitFor(/ INFO ready /);
+    using client = new WireClient(socketName);
+    assertEquals((await client.request("10.0.0.1")).table, 10000);
+    const log = await waitFor(/ INFO granted /);
+    assertMatch(log, /^earlier line\n.* INFO ready /);
+  } finally {
+    process.kill("SIGTERM");
+    const out = await process.output();
+    assertEquals(new TextDecoder().decode(out.stderr), "", "nothing goes to stderr");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
