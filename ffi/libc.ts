@@ -27,6 +27,9 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout): blocks, so it runs off the main thread
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  // The same poll(2), on the calling thread: for load generators and tools
+  // that have nothing else to run while they wait.
+  poll_blocking: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   // int eventfd(unsigned int initval, int flags)
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // ssize_t write(int fd, const void *buf, size_t count)
@@ -273,6 +276,15 @@ export function eventfdDrain(fd: number): boolean {
  */
 export async function poll(fds: Uint8Array<ArrayBuffer>, timeoutMs: number): Promise<number> {
   return await libc().poll(fds, BigInt(fds.byteLength / 8), timeoutMs);
+}
+
+/**
+ * poll(2) on the calling thread: blocks the event loop, so only for
+ * programs with nothing else to do while they wait (the benchmark's load
+ * generator). Daemons use {@link poll}.
+ */
+export function pollBlocking(fds: Uint8Array<ArrayBuffer>, timeoutMs: number): number {
+  return libc().poll_blocking(fds, BigInt(fds.byteLength / 8), timeoutMs);
 }
 
 /** Seconds on a clock, as a float. */

@@ -128,6 +128,12 @@ export class SqliteLeaseStore implements LeaseStore {
   #page: StatementSync;
   #pageAfter: StatementSync;
   #used: StatementSync;
+  // Transaction control, prepared once: db.exec() would compile it every time.
+  #beginStatement: StatementSync;
+  #commitStatement: StatementSync;
+  #savepoint: StatementSync;
+  #releaseSavepoint: StatementSync;
+  #rollbackToSavepoint: StatementSync;
   #lock: Deno.FsFile | undefined;
   /** The database file. */
   readonly path: string;
@@ -166,6 +172,11 @@ export class SqliteLeaseStore implements LeaseStore {
       `SELECT ${LEASE_COLUMNS} FROM leases WHERE (client_id, table_id) > (?, ?) ORDER BY client_id, table_id LIMIT ?`,
     );
     this.#used = prepare("SELECT family, table_id FROM leases");
+    this.#beginStatement = db.prepare("BEGIN IMMEDIATE");
+    this.#commitStatement = db.prepare("COMMIT");
+    this.#savepoint = db.prepare("SAVEPOINT lease_update");
+    this.#releaseSavepoint = db.prepare("RELEASE lease_update");
+    this.#rollbackToSavepoint = db.prepare("ROLLBACK TO lease_update");
     // Leases that expired while the server was down are reclaimed as soon
     // as the caller has had the chance to register its listeners.
     this.#armExpiry(0);
@@ -258,7 +269,7 @@ export class SqliteLeaseStore implements LeaseStore {
       return Promise.reject(wrap("cannot start a transaction", error));
     }
     try {
-      this.#db.exec("SAVEPOINT lease_update");
+      this.#savepoint.run();
       try {
         this.#delete.run(clientId);
         const now = this.#now();
@@ -276,10 +287,10 @@ export class SqliteLeaseStore implements LeaseStore {
             now,
           );
         }
-        this.#db.exec("RELEASE lease_update");
+        this.#releaseSavepoint.run();
       } catch (error) {
-        this.#db.exec("ROLLBACK TO lease_update");
-        this.#db.exec("RELEASE lease_update");
+        this.#rollbackToSavepoint.run();
+        this.#releaseSavepoint.run();
         throw error;
       }
     } catch (error) {
@@ -312,7 +323,7 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#pending = [];
     this.#inTransaction = false;
     try {
-      this.#db.exec("COMMIT");
+      this.#commitStatement.run();
     } catch (error) {
       try {
         this.#db.exec("ROLLBACK");
@@ -388,7 +399,7 @@ export class SqliteLeaseStore implements LeaseStore {
 
   #begin(): void {
     if (this.#inTransaction) return;
-    this.#db.exec("BEGIN IMMEDIATE");
+    this.#beginStatement.run();
     this.#inTransaction = true;
   }
 
@@ -427,7 +438,7 @@ export class SqliteLeaseStore implements LeaseStore {
       this.#begin();
       const rows = this.#deleteExpired.all(this.#now()) as unknown as Row[];
       if (rows.length === 0 && this.#pending.length === 0) {
-        this.#db.exec("COMMIT");
+        this.#commitStatement.run();
         this.#inTransaction = false;
         this.#armExpiry();
         return;

@@ -44,7 +44,7 @@ export interface ServerHandle extends AsyncDisposable {
   configPath: string;
   dir: string;
   process: Deno.ChildProcess;
-  /** Every stderr line so far. */
+  /** Every stderr line so far, then the log file's lines when `log_path` is set. */
   output(): string;
   /** Leases in the database, ordered by family and table. */
   leases(): StoredLease[];
@@ -73,7 +73,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
   const socketName = options.socketName ?? `ta-${crypto.randomUUID().slice(0, 8)}`;
   const dbPath = `${dir}/leases.db`;
   const configPath = `${dir}/server.json`;
-  const config = {
+  const config: Record<string, unknown> = {
     socket_path: socketName,
     table_offset: 10000,
     num_tables: 40,
@@ -96,6 +96,15 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
   }).spawn();
 
   let output = "";
+  const logPath = typeof config.log_path === "string" ? config.log_path : undefined;
+  const allOutput = () => {
+    if (!logPath) return output;
+    try {
+      return output + Deno.readTextFileSync(logPath);
+    } catch {
+      return output;
+    }
+  };
   const waiters = new Set<() => void>();
   const pump = (async () => {
     const decoder = new TextDecoder();
@@ -115,7 +124,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
   const waitForLog = async (pattern: RegExp, timeoutMs = 10_000): Promise<string> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const line = output.split("\n").find((l) => pattern.test(l));
+      const line = allOutput().split("\n").find((l) => pattern.test(l));
       if (line) return line;
       if (exited) {
         throw new Error(`server exited (${exited.code}) before logging ${pattern}:\n${output}`);
@@ -153,7 +162,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
     configPath,
     dir,
     process,
-    output: () => output,
+    output: allOutput,
     leases: () => readLeases(dbPath),
     waitForLog,
     stop,

@@ -1,0 +1,36 @@
+/**
+ * `make bench`: prints the benchmark tables (Markdown, for the README).
+ *
+ * @module
+ */
+
+import { benchStartup, benchThroughput, type Row } from "./server.ts";
+
+/** Formats rows as a Markdown table. */
+export function table(rows: Row[]): string {
+  if (rows.length === 0) return "(no rows)";
+  const columns = Object.keys(rows[0]);
+  const cells = [columns, ...rows.map((r) => columns.map((c) => String(r[c])))];
+  const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
+  const line = (row: string[]) => `| ${row.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
+  return [
+    line(cells[0]),
+    `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`,
+    ...cells.slice(1).map(line),
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  const seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 5);
+  console.log(
+    `table-allocator benchmarks (${Deno.build.target}, ${navigator.hardwareConcurrency} cores)\n`,
+  );
+  console.log(
+    "Server: request/release over the real socket, durable commits (WAL, synchronous=FULL)\n",
+  );
+  const { rows, rss } = await benchThroughput(seconds);
+  console.log(table(rows));
+  console.log(`\nServer RSS after the load: ${rss} MiB\n`);
+  console.log("Server start-up: spawn to first answered request\n");
+  console.log(table(await benchStartup()));
+}
