@@ -245,45 +245,74 @@ Deno.test("server tells systemd it is ready through NOTIFY_SOCKET", async () => 
 
 Deno.test("log_path appends lease events to the file instead of stderr", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-log-" });
-  const logPath = `${dir}/server.log`;
-  const socketName = `ta-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.writeTextFile(logPath, "earlier line\n");
-  await Deno.writeTextFile(
-    `${dir}/server.json`,
-    JSON.stringify({
-      socket_path: socketName,
-      table_offset: 10000,
-      num_tables: 4,
-      table_timeout: 60,
-      db_path: `${dir}/l.db`,
-      addr_families: { inet: true },
-      log_path: logPath,
-    }),
-  );
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", SERVER_PATH, "-c", `${dir}/server.json`],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
   try {
-    const waitFor = async (pattern: RegExp) => {
-      for (let i = 0; i < 200; i++) {
-        const text = await Deno.readTextFile(logPath);
-        if (pattern.test(text)) return text;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error(`log file never matched ${pattern}`);
-    };
-    await waitFor(/ INFO ready /);
-    using client = new WireClient(socketName);
+    const logPath = `${dir}/server.log`;
+    await Deno.writeTextFile(logPath, "earlier line\n");
+    const server = await startServer({ config: { log_path: logPath } });
+    using client = new WireClient(server.socketName);
     assertEquals((await client.request("10.0.0.1")).table, 10000);
-    const log = await waitFor(/ INFO granted /);
-    assertMatch(log, /^earlier line\n.* INFO ready /);
+    await server.waitForLog(/ INFO granted /);
+    await server.stop();
+    assertMatch(
+      await Deno.readTextFile(logPath),
+      /^earlier line\n.* INFO ready [\s\S]* INFO granted [\s\S]* INFO stopped /,
+    );
+    await server[Symbol.asyncDispose]();
+    assertEquals(server.output().split("\n")[0], "earlier line", "nothing went to stderr");
   } finally {
-    process.kill("SIGTERM");
-    const out = await process.output();
-    assertEquals(new TextDecoder().decode(out.stderr), "", "nothing goes to stderr");
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+const devLogExists = (() => {
+  try {
+    Deno.lstatSync("/dev/log");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "do_syslog sends lease events through syslog(3) with facility daemon",
+  // Only where no syslog daemon owns /dev/log: the test stands in for it.
+  ignore: devLogExists || Deno.uid() !== 0,
+  async fn() {
+    const syslog = AbstractDatagramSocket.bindPath("/dev/log", { receiveBufferSize: 4096 });
+    const lines: string[] = [];
+    const waitForLine = async (pattern: RegExp) => {
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline) {
+        const line = lines.find((l) => pattern.test(l));
+        if (line) return line;
+        if (await syslog.readable(200)) {
+          for (let d = syslog.receive(); d; d = syslog.receive()) {
+            lines.push(new TextDecoder().decode(d.data));
+          }
+        }
+      }
+      throw new Error(`no syslog line matched ${pattern}: ${JSON.stringify(lines)}`);
+    };
+    try {
+      await using server = await startServer({
+        config: { do_syslog: true },
+        ready: () => waitForLine(/ ready /),
+      });
+      using client = new WireClient(server.socketName);
+      assertEquals((await client.request("10.0.0.1")).table, 10000);
+      // <30> = facility daemon (3) * 8 + severity info (6); the ident carries the pid.
+      assertMatch(
+        await waitForLine(/ ready /),
+        /^<30>.*table-allocator-server\[\d+\]: ready version=/,
+      );
+      assertMatch(
+        await waitForLine(/granted/),
+        /^<30>.*: granted family=2 ifname=eth1 address=10\.0\.0\.1 table=10000 /,
+      );
+      assertEquals(server.output(), "", "nothing went to stderr");
+    } finally {
+      syslog.close();
+      Deno.removeSync("/dev/log");
+    }
+  },
 });

@@ -159,19 +159,36 @@ export class AbstractDatagramSocket implements Disposable {
    * {@link ErrnoError} with code `EADDRINUSE` when the name is taken.
    */
   static bind(name: string | null, options: BindOptions = {}): AbstractDatagramSocket {
+    if (name === null) return AbstractDatagramSocket.#bindAddress(null, "(autobind)", options);
+    return AbstractDatagramSocket.#bindAddress(paddedAbstractAddress(name), `@${name}`, options);
+  }
+
+  /**
+   * Creates a socket bound to a filesystem path (e.g. a stand-in for
+   * `/dev/log` in tests). The caller removes the path when done.
+   */
+  static bindPath(path: string, options: BindOptions = {}): AbstractDatagramSocket {
+    if (path.startsWith("@")) {
+      throw new RangeError(`bindPath() takes a filesystem path, got "${path}"`);
+    }
+    return AbstractDatagramSocket.#bindAddress(unixAddress(path), path, options);
+  }
+
+  static #bindAddress(
+    address: Uint8Array<ArrayBuffer> | null,
+    label: string,
+    options: BindOptions,
+  ): AbstractDatagramSocket {
     const fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     try {
       if (options.passCredentials) setsockoptInt(fd, SOL_SOCKET, SO_PASSCRED, 1);
-      let address: Uint8Array<ArrayBuffer>;
-      if (name === null) {
-        // Binding only the family asks the kernel for an autobind name.
-        bind(fd, new Uint8Array([AF_UNIX, 0]), "(autobind)");
-        address = getsockname(fd);
-      } else {
-        address = paddedAbstractAddress(name);
-        bind(fd, address, `@${name}`);
-      }
-      return new AbstractDatagramSocket(fd, address, options.receiveBufferSize ?? 2048);
+      // Binding only the family asks the kernel for an autobind name.
+      bind(fd, address ?? new Uint8Array([AF_UNIX, 0]), label);
+      return new AbstractDatagramSocket(
+        fd,
+        address ?? getsockname(fd),
+        options.receiveBufferSize ?? 2048,
+      );
     } catch (error) {
       close(fd);
       throw error;

@@ -35,6 +35,8 @@ export interface StartOptions {
   socketName?: string;
   /** Extra environment for the server process. */
   env?: Record<string, string>;
+  /** How to tell the server is ready (default: a ` INFO ready ` log line). */
+  ready?: (handle: ServerHandle) => Promise<unknown>;
 }
 
 /** A running server. */
@@ -127,14 +129,17 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
       const line = allOutput().split("\n").find((l) => pattern.test(l));
       if (line) return line;
       if (exited) {
-        throw new Error(`server exited (${exited.code}) before logging ${pattern}:\n${output}`);
+        throw new Error(
+          `server exited (${exited.code}) before logging ${pattern}:\n${allOutput()}`,
+        );
       }
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new Error(`server did not log ${pattern} within ${timeoutMs} ms:\n${output}`);
+        throw new Error(`server did not log ${pattern} within ${timeoutMs} ms:\n${allOutput()}`);
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, left);
+        // A log file is polled; stderr output wakes the waiters as it arrives.
+        const timer = setTimeout(done, logPath ? Math.min(left, 20) : left);
         function done() {
           clearTimeout(timer);
           waiters.delete(done);
@@ -172,7 +177,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
     },
   };
   try {
-    await waitForLog(/ INFO ready /);
+    await (options.ready ? options.ready(handle) : waitForLog(/ INFO ready /));
   } catch (error) {
     await handle[Symbol.asyncDispose]();
     throw error;

@@ -1,0 +1,26 @@
+import { assertEquals, assertThrows } from "../../tests/helpers/assert.ts";
+import { decodeHandover, encodeHandover, selfCommand } from "./background.ts";
+
+Deno.test("a hand-over survives the trip through the environment", () => {
+  const handover = { socketFd: 21, netlinkFd: 22, lease: { table: 10007, leaseExpires: 4321 } };
+  assertEquals(decodeHandover(encodeHandover(handover)), handover);
+});
+
+Deno.test("decodeHandover() refuses standard descriptors, table 0 and junk", () => {
+  const good = { socket_fd: 21, netlink_fd: 22, table: 1, lease_expires: 5 };
+  assertThrows(() => decodeHandover(JSON.stringify({ ...good, socket_fd: 1 })), TypeError);
+  assertThrows(() => decodeHandover(JSON.stringify({ ...good, table: 0 })), TypeError);
+  assertThrows(() => decodeHandover(JSON.stringify({ ...good, lease_expires: "x" })), TypeError);
+  assertThrows(() => decodeHandover("not json"), TypeError);
+});
+
+Deno.test("selfCommand() re-runs a compiled binary directly and a script through deno run", () => {
+  assertEquals(selfCommand("file:///opt/ta/client.ts", ["-4"], true), {
+    command: Deno.execPath(),
+    args: ["-4"],
+  });
+  assertEquals(selfCommand("file:///opt/ta/client.ts", ["-4"], false), {
+    command: Deno.execPath(),
+    args: ["run", "--allow-all", "--no-prompt", "--quiet", "/opt/ta/client.ts", "-4"],
+  });
+});

@@ -1,0 +1,225 @@
+/**
+ * The client's command line: the original's flags (`-4 -6 -a -n -i -d -t
+ * -r -f -l -s -h`) plus `--version`, checked once here and turned into a
+ * typed {@link ClientOptions}. Pure: no I/O, so every bad-argument case is
+ * a unit test.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { AddrFamily, formatIP, parseIP, parsePrefixLength } from "../net/ip.ts";
+import {
+  MAX_IFNAME_BYTES,
+  MAX_TAG_BYTES,
+  ProtocolError,
+  validateIdentity,
+} from "../protocol/v1.ts";
+
+/** Printed by `--version`. */
+export const CLIENT_VERSION = "table-allocator-client 1.0.0 (protocol v1)";
+
+/** Longest server name: `sun_path` less the leading NUL and the original's terminator. */
+export const MAX_DESTINATION_BYTES = 105;
+/** Identifiers of family 0 are limited like the original's (INET6_ADDRSTRLEN - 1). */
+const MAX_UNSPEC_ADDRESS_BYTES = 45;
+
+/** Usage text: on stdout for `-h`, on stderr after a bad argument. */
+export const USAGE = `Usage: table_allocator_client [options ...]
+Asks the table_allocator server for a routing table for an interface address,
+prints the table (0 when no lease was obtained) and keeps the lease and its
+routing rules in the background until the address or the link goes away.
+
+Required arguments are marked with <r>
+  -4                     set address family to IPv4 (default is UNSPEC)
+  -6                     set address family to IPv6
+  -a, --address ADDR     address to allocate table for <r>
+  -n, --netmask MASK     netmask (255.255.255.0) or prefix length (24) of the
+                         address <r with -4 and -6, except with -r>
+  -i, --ifname IFNAME    interface to allocate table for (must exist) <r>
+  -d, --destination NAME abstract socket name of the server <r>
+  -t, --tag TAG          optional tag to send to the server
+  -r, --release          release the lease and remove its rules, then exit
+  -f, --foreground       stay in the foreground after printing the table
+  -l, --log_path PATH    append log lines to a file (default stderr)
+  -s, --syslog           log to syslog (facility daemon)
+  -h, --help             this information
+      --version          print the version and exit
+`;
+
+/** What the client was asked to do, validated. */
+export interface ClientOptions {
+  family: AddrFamily;
+  /** Canonical address text (IPv6 compressed, lower case), or the identifier for family 0. */
+  address: string;
+  /** Address bytes for IPv4 and IPv6; null for family 0. */
+  addressBytes: Uint8Array | null;
+  /** Prefix length of the network; null for family 0 and when not given with -r. */
+  prefix: number | null;
+  ifname: string;
+  destination: string;
+  tag: string | undefined;
+  release: boolean;
+  foreground: boolean;
+  logPath: string | undefined;
+  syslog: boolean;
+}
+
+/** The result of reading the command line. */
+export type Invocation =
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "run"; options: ClientOptions };
+
+/** A bad command line: the message names the offending argument. */
+export class UsageError extends Error {
+  /** Builds the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UsageError";
+  }
+}
+
+const byteLength = (s: string) => new TextEncoder().encode(s).byteLength;
+
+/**
+ * Reads the command line. Throws a {@link UsageError} for anything the
+ * client cannot run with; `-h` anywhere wins over every other argument.
+ */
+export function parseClientArgs(args: readonly string[]): Invocation {
+  if (args.includes("-h") || args.includes("--help")) return { kind: "help" };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        inet: { type: "boolean", short: "4" },
+        inet6: { type: "boolean", short: "6" },
+        address: { type: "string", short: "a" },
+        netmask: { type: "string", short: "n" },
+        ifname: { type: "string", short: "i" },
+        destination: { type: "string", short: "d" },
+        tag: { type: "string", short: "t" },
+        release: { type: "boolean", short: "r" },
+        foreground: { type: "boolean", short: "f" },
+        log_path: { type: "string", short: "l" },
+        syslog: { type: "boolean", short: "s" },
+        version: { type: "boolean" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message.replace(/^TypeError: /, ""), { cause: error });
+  }
+  const v = parsed.values;
+  if (v.version) return { kind: "version" };
+  if (v.inet && v.inet6) throw new UsageError("-4 and -6 exclude each other");
+  const family = v.inet ? AddrFamily.INET : v.inet6 ? AddrFamily.INET6 : AddrFamily.UNSPEC;
+  const missing = [
+    v.address === undefined && "-a/--address",
+    v.ifname === undefined && "-i/--ifname",
+    v.destination === undefined && "-d/--destination",
+    family !== AddrFamily.UNSPEC && !v.release && v.netmask === undefined && "-n/--netmask",
+  ].filter((x): x is string => typeof x === "string");
+  if (missing.length > 0) throw new UsageError(`missing required argument ${missing.join(", ")}`);
+  const ifname = v.ifname as string;
+  const destination = v.destination as string;
+  const rawAddress = v.address as string;
+
+  if (ifname.length === 0 || byteLength(ifname) > MAX_IFNAME_BYTES) {
+    throw new UsageError(
+      `interface name must be 1 to ${MAX_IFNAME_BYTES} bytes, got "${ifname}"`,
+    );
+  }
+  if (destination.length === 0 || byteLength(destination) > MAX_DESTINATION_BYTES) {
+    throw new UsageError(
+      `destination must be 1 to ${MAX_DESTINATION_BYTES} bytes, got ${byteLength(destination)}`,
+    );
+  }
+  if (v.tag !== undefined && (v.tag.length === 0 || byteLength(v.tag) > MAX_TAG_BYTES)) {
+    throw new UsageError(`tag must be 1 to ${MAX_TAG_BYTES} bytes, got ${byteLength(v.tag)}`);
+  }
+  if (v.log_path !== undefined && v.log_path.length === 0) {
+    throw new UsageError("log path must not be empty");
+  }
+
+  let addressBytes: Uint8Array | null = null;
+  let address = rawAddress;
+  if (family === AddrFamily.UNSPEC) {
+    if (rawAddress.length === 0 || byteLength(rawAddress) > MAX_UNSPEC_ADDRESS_BYTES) {
+      throw new UsageError(
+        `address must be 1 to ${MAX_UNSPEC_ADDRESS_BYTES} bytes, got "${rawAddress}"`,
+      );
+    }
+  } else {
+    addressBytes = parseIP(family, rawAddress);
+    if (!addressBytes) {
+      throw new UsageError(
+        `address is not a valid IPv${family === AddrFamily.INET ? 4 : 6} address: "${rawAddress}"`,
+      );
+    }
+    address = formatIP(addressBytes);
+  }
+  try {
+    validateIdentity(family, ifname, address);
+  } catch (error) {
+    if (error instanceof ProtocolError) throw new UsageError(error.message, { cause: error });
+    throw error;
+  }
+
+  let prefix: number | null = null;
+  if (family !== AddrFamily.UNSPEC && v.netmask !== undefined) {
+    prefix = parsePrefixLength(family, v.netmask);
+    const kind = family === AddrFamily.INET
+      ? "a dotted netmask or a prefix length from 1 to 32"
+      : "a prefix length from 1 to 128 or a netmask";
+    if (prefix === null) throw new UsageError(`netmask must be ${kind}, got "${v.netmask}"`);
+    if (prefix === 0) {
+      throw new UsageError(
+        `netmask "${v.netmask}" has prefix length 0: the network rule would match every destination`,
+      );
+    }
+  }
+
+  return {
+    kind: "run",
+    options: {
+      family,
+      address,
+      addressBytes,
+      prefix,
+      ifname,
+      destination,
+      tag: v.tag,
+      release: v.release === true,
+      foreground: v.foreground === true,
+      logPath: v.log_path,
+      syslog: v.syslog === true,
+    },
+  };
+}
+
+/**
+ * The command line that makes a new process run with the same options
+ * (the background process re-runs the program with these).
+ */
+export function formatClientArgs(options: ClientOptions): string[] {
+  const out: string[] = [];
+  if (options.family === AddrFamily.INET) out.push("-4");
+  if (options.family === AddrFamily.INET6) out.push("-6");
+  out.push("-a", options.address);
+  if (options.prefix !== null) out.push("-n", String(options.prefix));
+  out.push("-i", options.ifname, "-d", options.destination);
+  if (options.tag !== undefined) out.push("-t", options.tag);
+  if (options.release) out.push("-r");
+  if (options.foreground) out.push("-f");
+  if (options.logPath !== undefined) out.push("-l", options.logPath);
+  if (options.syslog) out.push("-s");
+  return out;
+}
+
+/** The abstract name the client binds: `<ifname>-<address>-<family>`, as the original. */
+export function identityName(options: Pick<ClientOptions, "ifname" | "address" | "family">) {
+  return `${options.ifname}-${options.address}-${options.family}`;
+}

@@ -1,0 +1,189 @@
+import { assertEquals } from "../../tests/helpers/assert.ts";
+import { parseIPv4, parseIPv6 } from "../net/ip.ts";
+import { NetlinkError } from "../netlink/connection.ts";
+import {
+  decodeRule,
+  encodeRuleMessage,
+  type Message,
+  MsgType,
+  parseMessages,
+  type Rule,
+} from "../netlink/message.ts";
+import { describeRule, leaseRules, RuleKeeper, rulesOfAddress } from "./rules.ts";
+
+const v4 = (s: string) => parseIPv4(s)!;
+const v6 = (s: string) => parseIPv6(s)!;
+
+Deno.test("leaseRules() gives from ADDRESS/32, to the masked NETWORK/PREFIX and iif lo", () => {
+  const rules = leaseRules(2, v4("192.0.2.77"), 24, 10003);
+  assertEquals(rules.map(describeRule), [
+    "10000: from 192.0.2.77/32 lookup 10003",
+    "20000: to 192.0.2.0/24 lookup 10003",
+    "91000: iif lo lookup 10003",
+  ]);
+});
+
+Deno.test("leaseRules() gives /128 and the masked IPv6 network", () => {
+  const rules = leaseRules(10, v6("2001:db8:1:2:aaaa::10"), 56, 7);
+  assertEquals(rules.map(describeRule), [
+    "10000: from 2001:db8:1:2:aaaa::10/128 lookup 7",
+    "20000: to 2001:db8:1::/56 lookup 7",
+    "91000: iif lo lookup 7",
+  ]);
+  assertEquals(rules.every((r) => r.family === 10), true);
+});
+
+Deno.test("rulesOfAddress() finds the lease's rules by the table of its from-rule only", () => {
+  const ours = leaseRules(2, v4("192.0.2.10"), 24, 10001);
+  const other = leaseRules(2, v4("192.0.2.11"), 24, 10002);
+  const dump: Rule[] = [
+    { family: 2, priority: 0, table: 255 },
+    ...other,
+    ...ours,
+    { family: 2, priority: 32766, table: 254 },
+  ];
+  assertEquals(rulesOfAddress(dump, 2, v4("192.0.2.10")), ours);
+  assertEquals(rulesOfAddress(dump, 2, v4("192.0.2.12")), []);
+  assertEquals(rulesOfAddress(dump, 10, v4("192.0.2.10")), []);
+});
+
+Deno.test("rulesOfAddress() leaves the shared rules of a table leased again to another address", () => {
+  // A killed client left its rules on 10001; 10001 now belongs to 192.0.2.11.
+  const leftover = leaseRules(2, v4("192.0.2.10"), 24, 10001);
+  const current = leaseRules(2, v4("192.0.2.11"), 24, 10001);
+  const dump: Rule[] = [leftover[0], ...current];
+  assertEquals(rulesOfAddress(dump, 2, v4("192.0.2.10")), [leftover[0]]);
+  assertEquals(rulesOfAddress(dump, 2, v4("192.0.2.11")), [current[0]]);
+});
+
+/**
+ * A message-level fake of the kernel's rule table: answers each request
+ * like the kernel (EEXIST for a duplicate, ENOENT for a missing rule), or
+ * with `failNext` errnos first.
+ */
+class FakeKernel {
+  rules: Rule[] = [];
+  log: string[] = [];
+  failNext: number[] = [];
+  portid = 1;
+  #seq = 0;
+  nextSeq() {
+    return ++this.#seq;
+  }
+  close() {}
+  request(_what: string, message: Uint8Array<ArrayBuffer>): Promise<void> {
+    const [msg] = parseMessages(message);
+    const rule = decodeRule(msg)!;
+    const adding = msg.type === MsgType.RTM_NEWRULE;
+    this.log.push(`${adding ? "add" : "del"} ${describeRule(rule)}`);
+    const fail = this.failNext.shift();
+    if (fail) return Promise.reject(new NetlinkError("fake", fail));
+    const at = this.rules.findIndex((r) => describeRule(r) === describeRule(rule));
+    if (adding) {
+      if (at >= 0) return Promise.reject(new NetlinkError("fake", 17));
+      this.rules.push(rule);
+    } else {
+      if (at < 0) return Promise.reject(new NetlinkError("fake", 2));
+      this.rules.splice(at, 1);
+    }
+    return Promise.resolve();
+  }
+  dump(): Promise<Message[]> {
+    return Promise.resolve(
+      this.rules.flatMap((rule) =>
+        parseMessages(encodeRuleMessage(MsgType.RTM_NEWRULE, rule, { seq: 0, portid: 0 }))
+      ),
+    );
+  }
+}
+
+Deno.test("RuleKeeper counts an identical existing rule as installed", async () => {
+  const kernel = new FakeKernel();
+  const rules = leaseRules(2, v4("192.0.2.10"), 24, 10001);
+  kernel.rules.push(rules[0]);
+  const keeper = new RuleKeeper(kernel);
+  keeper.want(rules);
+  assertEquals(await keeper.sync(), []);
+  assertEquals(keeper.settled, true);
+  assertEquals(kernel.rules.map(describeRule), rules.map(describeRule));
+});
+
+Deno.test("RuleKeeper keeps a refused rule for the next sync and then installs it", async () => {
+  const kernel = new FakeKernel();
+  kernel.failNext = [0, 1]; // the second rule: EPERM once
+  const keeper = new RuleKeeper(kernel);
+  const rules = leaseRules(2, v4("192.0.2.10"), 24, 10001);
+  keeper.want(rules);
+  const failures = await keeper.sync();
+  assertEquals(failures.map((f) => [f.action, describeRule(f.rule)]), [[
+    "add",
+    describeRule(rules[1]),
+  ]]);
+  assertEquals(keeper.settled, false);
+  assertEquals(await keeper.sync(), []);
+  assertEquals(keeper.settled, true);
+  assertEquals(
+    kernel.log.filter((l) => l.startsWith("add")).length,
+    4,
+    "only the refused rule again",
+  );
+});
+
+Deno.test("RuleKeeper moves rules to a new table: new ones first, then the old ones go", async () => {
+  const kernel = new FakeKernel();
+  const keeper = new RuleKeeper(kernel);
+  keeper.want(leaseRules(2, v4("192.0.2.10"), 24, 10001));
+  await keeper.sync();
+  kernel.log = [];
+  keeper.want(leaseRules(2, v4("192.0.2.10"), 24, 10002));
+  assertEquals(await keeper.sync(), []);
+  assertEquals(kernel.log, [
+    "add 10000: from 192.0.2.10/32 lookup 10002",
+    "add 20000: to 192.0.2.0/24 lookup 10002",
+    "add 91000: iif lo lookup 10002",
+    "del 10000: from 192.0.2.10/32 lookup 10001",
+    "del 20000: to 192.0.2.0/24 lookup 10001",
+    "del 91000: iif lo lookup 10001",
+  ]);
+  assertEquals(kernel.rules.map((r) => r.table), [10002, 10002, 10002]);
+});
+
+Deno.test("RuleKeeper.removeAll() deletes its rules and counts a missing one as deleted", async () => {
+  const kernel = new FakeKernel();
+  const keeper = new RuleKeeper(kernel);
+  keeper.want(leaseRules(10, v6("2001:db8::10"), 64, 7));
+  await keeper.sync();
+  kernel.rules.splice(1, 1); // someone deleted one by hand
+  assertEquals(await keeper.removeAll(), []);
+  assertEquals(kernel.rules, []);
+});
+
+Deno.test("RuleKeeper.claimLeftovers() deletes a killed client's rules once the new ones are in", async () => {
+  const kernel = new FakeKernel();
+  kernel.rules.push(...leaseRules(2, v4("192.0.2.10"), 24, 10001)); // left by a killed client
+  kernel.rules.push(...leaseRules(2, v4("192.0.2.99"), 24, 10005)); // another lease
+  const keeper = new RuleKeeper(kernel);
+  keeper.want(leaseRules(2, v4("192.0.2.10"), 24, 10002));
+  const claimed = await keeper.claimLeftovers(2, v4("192.0.2.10"));
+  assertEquals(
+    claimed.map(describeRule),
+    leaseRules(2, v4("192.0.2.10"), 24, 10001).map(describeRule),
+  );
+  assertEquals(await keeper.sync(), []);
+  assertEquals(
+    kernel.rules.map(describeRule).toSorted(),
+    [...leaseRules(2, v4("192.0.2.10"), 24, 10002), ...leaseRules(2, v4("192.0.2.99"), 24, 10005)]
+      .map(describeRule).toSorted(),
+  );
+});
+
+Deno.test("RuleKeeper.claimLeftovers() never marks a wanted rule", async () => {
+  const kernel = new FakeKernel();
+  const rules = leaseRules(2, v4("192.0.2.10"), 24, 10001);
+  kernel.rules.push(...rules); // a restarted client got the same table
+  const keeper = new RuleKeeper(kernel);
+  keeper.want(rules);
+  assertEquals(await keeper.claimLeftovers(2, v4("192.0.2.10")), []);
+  assertEquals(await keeper.sync(), []);
+  assertEquals(kernel.rules.map(describeRule), rules.map(describeRule));
+});
