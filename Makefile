@@ -1,19 +1,23 @@
 # Thin wrapper: bootstraps the pinned Deno from the npm registry (tools/),
 # installs the Debian packages the tests need, then calls deno tasks.
 
-DENO_DIR_TOOLS := tools/node_modules
-DENO := $(DENO_DIR_TOOLS)/.bin/deno
+DENO := tools/node_modules/.bin/deno
+# make would compare against the symlink's target, whose mtime is the npm
+# tarball's: a stamp file records when the install really happened.
+DENO_STAMP := tools/node_modules/.installed
 DIST := dist
 
 .PHONY: run test check unit bench dist deps fmt clean
 
-$(DENO): tools/package.json tools/package-lock.json
-	cd tools && npm ci --no-audit --no-fund --loglevel=error
+# `npm install`, not `npm ci`: the lock file lists only the platform package
+# of the machine that wrote it; the version is pinned exactly in package.json.
+$(DENO_STAMP): tools/package.json tools/package-lock.json
+	cd tools && npm install --no-audit --no-fund --loglevel=error
 	@test -x $(DENO) || { echo "deno was not installed by npm (see tools/)" >&2; exit 1; }
-	touch $(DENO)
+	touch $@
 
 ## run: start the server with the shipped default config (socket tas_socket, ./var/leases.db)
-run: $(DENO)
+run: $(DENO_STAMP)
 	mkdir -p var
 	$(DENO) task run
 
@@ -22,24 +26,24 @@ deps:
 	./tools/install-system-deps.sh
 
 ## check: formatting, lint and type checks
-check: $(DENO)
+check: $(DENO_STAMP)
 	$(DENO) task check
 
 ## test: install everything, check, and run every test (end-to-end ones need root)
-test: deps $(DENO) check
+test: deps $(DENO_STAMP) check
 	$(DENO) task test
 
 ## bench: throughput, latency and start-up figures, printed as a table
-bench: deps $(DENO)
+bench: deps $(DENO_STAMP)
 	$(DENO) task bench
 
 ## dist: single binaries with deno compile (downloads denort, or set DENORT_BIN)
-dist: $(DENO)
+dist: $(DENO_STAMP)
 	mkdir -p $(DIST)
 	$(DENO) compile --allow-all --output $(DIST)/table-allocator-server server.ts
 	$(DENO) compile --allow-all --output $(DIST)/table-allocator-client client.ts
 
-fmt: $(DENO)
+fmt: $(DENO_STAMP)
 	$(DENO) fmt
 
 clean:

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { benchClient } from "./client.ts";
 import { benchStartup, benchThroughput, type Row } from "./server.ts";
 
 /** Formats rows as a Markdown table. */
@@ -33,4 +34,10 @@ if (import.meta.main) {
   console.log(`\nServer RSS after the load: ${rss} MiB\n`);
   console.log("Server start-up: spawn to first answered request\n");
   console.log(table(await benchStartup()));
+  if (Deno.uid() === 0) {
+    console.log("\nClient: hook-style run in a network namespace (IPv4, with rules)\n");
+    console.log(table(await benchClient()));
+  } else {
+    console.log("\nClient: skipped (needs root for a network namespace)");
+  }
 }

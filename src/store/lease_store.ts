@@ -110,7 +110,10 @@ export interface LeaseStore {
   peek(clientId: string): Promise<Lease[]>;
   /**
    * Replaces the client's leases with `leases` (empty: release them all).
-   * Resolves once the change is durable. Rejects with
+   * Resolves once the change is durable; an update that only removes
+   * leases may resolve once committed, to become durable with the next
+   * durable commit (a crash in between brings the leases back until they
+   * expire, and never lets a table be leased twice). Rejects with
    * {@link ConcurrencyError} (token stale) or {@link TransientError}.
    * The token is used up either way, except after a TransientError.
    */

@@ -6,6 +6,12 @@
  * - Group commit: updates run at once inside an open transaction; one
  *   COMMIT (one fsync) makes every update issued since durable, and only
  *   then do their promises resolve.
+ * - A commit that only removes leases (releases, expiry) is not fsynced:
+ *   the next fsynced commit makes it durable with itself, because the WAL
+ *   is written in order. A crash in between brings the removed leases
+ *   back, to expire as usual; a table can never be leased twice, since
+ *   the commit that gives it to someone else is fsynced. Releases are
+ *   best-effort in the protocol anyway (the client exits after 1 s).
  * - One writer: the process holds an exclusive lock on `<db>-lock` for as
  *   long as the store is open. A second server gets a clear error at start
  *   instead of silently diverging, and tokens can be checked against
@@ -115,6 +121,11 @@ export class SqliteLeaseStore implements LeaseStore {
   #versions = new Map<string, number>();
   #pending: Pending[] = [];
   #inTransaction = false;
+  #transactionDurable = false;
+  /** The connection's current `synchronous` setting: FULL (true) or NORMAL. */
+  #syncDurable = true;
+  /** Updates committed but not yet settled: they resolve at the next flush. */
+  #committed: Pending[] = [];
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #expiryAt = Infinity;
@@ -134,6 +145,8 @@ export class SqliteLeaseStore implements LeaseStore {
   #savepoint: StatementSync;
   #releaseSavepoint: StatementSync;
   #rollbackToSavepoint: StatementSync;
+  #syncNormal: StatementSync;
+  #syncFull: StatementSync;
   #lock: Deno.FsFile | undefined;
   /** The database file. */
   readonly path: string;
@@ -177,6 +190,8 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#savepoint = db.prepare("SAVEPOINT lease_update");
     this.#releaseSavepoint = db.prepare("RELEASE lease_update");
     this.#rollbackToSavepoint = db.prepare("ROLLBACK TO lease_update");
+    this.#syncNormal = db.prepare("PRAGMA synchronous = NORMAL");
+    this.#syncFull = db.prepare("PRAGMA synchronous = FULL");
     // Leases that expired while the server was down are reclaimed as soon
     // as the caller has had the chance to register its listeners.
     this.#armExpiry(0);
@@ -264,7 +279,7 @@ export class SqliteLeaseStore implements LeaseStore {
       return Promise.reject(new ConcurrencyError(clientId));
     }
     try {
-      this.#begin();
+      this.#begin(leases.length > 0);
     } catch (error) {
       return Promise.reject(wrap("cannot start a transaction", error));
     }
@@ -306,7 +321,12 @@ export class SqliteLeaseStore implements LeaseStore {
     token.used = true;
     this.#versions.set(clientId, previousVersion + 1);
     return new Promise((resolve, reject) => {
-      this.#pending.push({ resolve, reject, clientId, previousVersion });
+      this.#pending.push({
+        resolve,
+        reject,
+        clientId,
+        previousVersion,
+      });
       this.#flushTimer ??= setTimeout(() => this.flush().catch(() => {}), 0);
     });
   }
@@ -318,7 +338,24 @@ export class SqliteLeaseStore implements LeaseStore {
   flush(): Promise<void> {
     if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
-    if (!this.#inTransaction) return Promise.resolve();
+    const failure = this.#inTransaction ? this.#commit() : undefined;
+    // Removals committed earlier (see #begin) settle now, after their durable successors.
+    const committed = this.#committed;
+    this.#committed = [];
+    for (const p of committed) {
+      if (p.expired) { for (const lease of p.expired) this.#announce(lease); }
+      p.resolve();
+    }
+    this.#armExpiry(failure ? 1000 : undefined);
+    return failure ? Promise.reject(failure) : Promise.resolve();
+  }
+
+  /**
+   * Commits the open transaction. Its updates move to the committed list;
+   * on failure they are rejected and their version bumps undone (a
+   * TransientError leaves the token valid). Returns the failure.
+   */
+  #commit(): Error | undefined {
     const pending = this.#pending;
     this.#pending = [];
     this.#inTransaction = false;
@@ -328,21 +365,15 @@ export class SqliteLeaseStore implements LeaseStore {
       try {
         this.#db.exec("ROLLBACK");
       } catch { /* the transaction may already be gone; the versions below are what matters */ }
-      // A failed update leaves its token valid (TransientError), so undo the bumps, newest first.
       for (let i = pending.length - 1; i >= 0; i--) {
         this.#versions.set(pending[i].clientId, pending[i].previousVersion);
       }
       const failure = wrap("cannot commit", error);
       for (const p of pending) p.reject(failure);
-      this.#armExpiry(1000);
-      return Promise.reject(failure);
+      return failure;
     }
-    for (const p of pending) {
-      if (p.expired) { for (const lease of p.expired) this.#announce(lease); }
-      p.resolve();
-    }
-    this.#armExpiry();
-    return Promise.resolve();
+    this.#committed.push(...pending);
+    return undefined;
   }
 
   list(options: ListOptions = {}): Promise<LeasePage> {
@@ -397,10 +428,24 @@ export class SqliteLeaseStore implements LeaseStore {
     return (this.#select.all(clientId) as unknown as Row[]).map(toLease);
   }
 
-  #begin(): void {
-    if (this.#inTransaction) return;
+  /**
+   * Makes sure a transaction is open that is fsynced at commit when
+   * `durable`. SQLite fixes the safety level when a transaction starts, so
+   * a write arriving in a transaction of removals commits those first
+   * (cheaply, without fsync) and opens a durable one.
+   */
+  #begin(durable: boolean): void {
+    if (this.#inTransaction) {
+      if (!durable || this.#transactionDurable) return;
+      this.#commit();
+    }
+    if (this.#syncDurable !== durable) {
+      (durable ? this.#syncFull : this.#syncNormal).run();
+      this.#syncDurable = durable;
+    }
     this.#beginStatement.run();
     this.#inTransaction = true;
+    this.#transactionDurable = durable;
   }
 
   #announce(lease: Lease): void {
@@ -435,14 +480,8 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#expiryAt = Infinity;
     if (this.#closed) return;
     try {
-      this.#begin();
+      this.#begin(false);
       const rows = this.#deleteExpired.all(this.#now()) as unknown as Row[];
-      if (rows.length === 0 && this.#pending.length === 0) {
-        this.#commitStatement.run();
-        this.#inTransaction = false;
-        this.#armExpiry();
-        return;
-      }
       // One pending entry per client, so a failed commit restores each version.
       const expiredBy = new Map<string, Lease[]>();
       for (const row of rows) {
