@@ -38,7 +38,7 @@ const encoder = new TextEncoder();
  * of its own identity. Returns operations (messages answered) per second
  * and per-operation latencies in ms.
  */
-async function drive(server: ServerHandle, clients: number, seconds: number): Promise<Row> {
+function drive(server: ServerHandle, clients: number, seconds: number): Row {
   const sockets = Array.from({ length: clients }, () => AbstractDatagramSocket.bind(null));
   const fds = new Uint8Array(8 * clients);
   const view = new DataView(fds.buffer);
@@ -104,8 +104,8 @@ export async function benchThroughput(seconds = 5): Promise<{ rows: Row[]; rss: 
     config: { num_tables: 100_000, log_path: `${dir}/server.log` },
   });
   const rows: Row[] = [];
-  await drive(server, 4, 1); // warm-up
-  for (const clients of [1, 8, 32]) rows.push(await drive(server, clients, seconds));
+  drive(server, 4, 1); // warm-up
+  for (const clients of [1, 8, 32]) rows.push(drive(server, clients, seconds));
   const rss = rssMiB(server.process.pid);
   await server.stop();
 
