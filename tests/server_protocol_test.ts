@@ -60,6 +60,11 @@ Deno.test("server grants the lowest free table, refreshes it, and releases it id
     lease_expires: 0,
   });
   assertEquals(server.leases().filter((l) => l.family === 2).map((l) => l.table), [10001]);
+  assertEquals(
+    server.allLeases().filter((l) => l.address === "192.168.5.113").map((l) => [l.state, l.table]),
+    [["released", 10000]],
+    "a released lease stays as history",
+  );
   // The freed table is the lowest again.
   assertEquals((await client.request("192.168.5.115")).table, 10000);
   await server.waitForLog(

@@ -284,7 +284,7 @@ export class Daemon {
     const { identity, tag } = job.request;
     const pool = this.#pools.get(identity.family)!;
     const expiresAt = this.#now() + this.#config.tableTimeout * 1000;
-    const existing = leases[0];
+    const existing = leases.find((l) => l.state === "bound");
     let table: number;
     let allocated = false;
     if (existing) {
@@ -327,13 +327,16 @@ export class Daemon {
     leases: Lease[],
     token: LeaseToken,
   ): Uint8Array<ArrayBuffer> | Promise<() => Uint8Array<ArrayBuffer>> {
-    if (leases.length === 0) {
+    const bound = leases.filter((l) => l.state === "bound");
+    if (bound.length === 0) {
       this.#store.releaseToken(token);
       this.#event("released", job, { table: 0, note: "no lease held" }, "debug");
       return encodeReply(0, 0);
     }
-    return this.#store.update(job.clientId, [], token).then(() => () => {
-      for (const lease of leases) {
+    // The released lease stays as history (state "released") until the retention passes.
+    const history = bound.map((l): Lease => ({ ...l, state: "released", owner: SERVER_OWNER }));
+    return this.#store.update(job.clientId, history, token).then(() => () => {
+      for (const lease of bound) {
         this.#free(lease);
         this.#event("released", job, { table: lease.table });
       }

@@ -24,17 +24,37 @@
 import type { AddrFamily } from "../net/ip.ts";
 import type { Identity } from "../protocol/v1.ts";
 
-/** Where a lease stands. Stored with the lease; see `docs/leases.md`. */
-export type LeaseState = "bound";
+/**
+ * Where a lease stands, stored with it (see `docs/leases.md`):
+ *
+ * - `bound`: the identity holds the table until `expiresAt`.
+ * - `released`: the identity gave it back; kept as history, the table is free.
+ * - `expired`: not refreshed in time; kept as history, the table is free.
+ * - `reserved`: a reservation: the table is held for the identities its
+ *   selector (`ifname`, `address` or `*`, `family`) names, and never given
+ *   to anyone else. Its owner's lease is a `bound` lease of the same table.
+ *
+ * At most one `bound` and one `reserved` lease exist per (family, table).
+ */
+export type LeaseState = "bound" | "released" | "expired" | "reserved";
+
+/** Every state, for validation. */
+export const LEASE_STATES: readonly LeaseState[] = ["bound", "released", "expired", "reserved"];
+
+/** Whether a lease in this state holds its table. */
+export function holdsTable(state: LeaseState): boolean {
+  return state === "bound" || state === "reserved";
+}
 
 /** One lease: a table held by an identity until `expiresAt`. */
 export interface Lease {
   family: AddrFamily;
   ifname: string;
+  /** The address; `*` in a reservation that covers every address of the interface. */
   address: string;
   /** The routing table number. */
   table: number;
-  /** Wall-clock expiry, in milliseconds since the epoch. */
+  /** Wall-clock expiry, in milliseconds since the epoch (0 for `reserved`). */
   expiresAt: number;
   /** The tag the client sent, if any. */
   tag: string | undefined;
@@ -70,9 +90,18 @@ export interface ListOptions {
   after?: string | undefined;
   /** Page size (default 1000). */
   limit?: number | undefined;
+  /** Only leases in this state (or these states). */
+  state?: LeaseState | readonly LeaseState[] | undefined;
+  /** Only leases of this family. */
+  family?: AddrFamily | undefined;
+  /** Only leases of this interface. */
+  ifname?: string | undefined;
 }
 
-/** Receives each lease the store reclaimed because it expired. */
+/**
+ * Receives each lease the store reclaimed because it expired, in state
+ * `expired` (it stays in the store as history).
+ */
 export type ExpiryListener = (lease: Lease) => void;
 
 /**
@@ -104,18 +133,24 @@ export class TransientError extends Error {
 
 /** Storage of leases, keyed by client id. */
 export interface LeaseStore {
-  /** Returns the client's leases and a token for one {@link update}. */
+  /**
+   * Returns the client's leases, in every state (history included), and a
+   * token for one {@link update}.
+   */
   lookup(clientId: string): Promise<LookupResult>;
   /** Returns the client's leases without a token (read only). */
   peek(clientId: string): Promise<Lease[]>;
   /**
-   * Replaces the client's leases with `leases` (empty: release them all).
-   * Resolves once the change is durable; an update that only removes
-   * leases may resolve once committed, to become durable with the next
-   * durable commit (a crash in between brings the leases back until they
-   * expire, and never lets a table be leased twice). Rejects with
-   * {@link ConcurrencyError} (token stale) or {@link TransientError}.
-   * The token is used up either way, except after a TransientError.
+   * Replaces the client's leases with `leases` (empty: forget them). A
+   * lease that holds a table (`bound`, `reserved`) must not collide with
+   * another client's lease of the same state, family and table: that is a
+   * {@link ConcurrencyError}. Resolves once the change is durable; an
+   * update that writes no table-holding lease (a release, history) may
+   * resolve once committed, to become durable with the next durable commit
+   * (a crash in between brings the lease back until it expires, and never
+   * lets a table be leased twice). Rejects with {@link ConcurrencyError}
+   * (token stale, or table taken) or {@link TransientError}. The token is
+   * used up either way, except after a TransientError.
    */
   update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void>;
   /** Discards a token that will not be used for an update. */
@@ -125,9 +160,12 @@ export interface LeaseStore {
    * concurrent updates themselves; calling this makes the commit happen now.
    */
   flush(): Promise<void>;
-  /** Every lease in client-id order, one page at a time. */
+  /** Leases in client-id order, one page at a time, optionally filtered. */
   list(options?: ListOptions): Promise<LeasePage>;
-  /** `[family, table]` of every lease: what an allocator must mark taken at start. */
+  /**
+   * `[family, table]` of every lease that holds its table (`bound`,
+   * `reserved`; a table may appear twice): what an allocator must mark taken.
+   */
   usedTables(): Promise<Array<[AddrFamily, number]>>;
   /** Registers a listener for reclaimed leases; returns the unregister function. */
   onExpire(listener: ExpiryListener): () => void;
@@ -138,4 +176,11 @@ export interface LeaseStore {
 /** The client id of an identity: `family/ifname/address`. */
 export function clientIdOf(identity: Identity): string {
   return `${identity.family}/${identity.ifname}/${identity.address}`;
+}
+
+/** The client id of a reservation: `reserved/family/ifname/address` (address may be `*`). */
+export function reservationIdOf(
+  selector: { family: AddrFamily; ifname: string; address: string },
+): string {
+  return `reserved/${selector.family}/${selector.ifname}/${selector.address}`;
 }

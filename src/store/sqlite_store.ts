@@ -29,6 +29,7 @@ import type { AddrFamily } from "../net/ip.ts";
 import {
   ConcurrencyError,
   type ExpiryListener,
+  holdsTable,
   type Lease,
   type LeasePage,
   type LeaseStore,
@@ -39,7 +40,19 @@ import {
 } from "./lease_store.ts";
 
 /** The schema this code reads and writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
+
+/**
+ * Version 2: lease states. Uniqueness of a table holds per state class
+ * (one `bound` and one `reserved` lease per family and table), history
+ * (`released`, `expired`) is kept until the retention passes.
+ */
+const INDEXES_V2 = `
+CREATE UNIQUE INDEX leases_bound_table ON leases (family, table_id) WHERE state = 'bound';
+CREATE UNIQUE INDEX leases_reserved_table ON leases (family, table_id) WHERE state = 'reserved';
+CREATE INDEX leases_expiry ON leases (expires_at) WHERE state = 'bound';
+CREATE INDEX leases_history ON leases (updated_at) WHERE state IN ('released', 'expired');
+`;
 
 const SCHEMA = `
 CREATE TABLE leases (
@@ -48,22 +61,37 @@ CREATE TABLE leases (
   ifname     TEXT    NOT NULL,
   address    TEXT    NOT NULL,
   table_id   INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL, -- wall clock, ms since the epoch
+  expires_at INTEGER NOT NULL, -- wall clock, ms since the epoch (0: reserved)
   tag        TEXT,
   owner      TEXT    NOT NULL,
-  state      TEXT    NOT NULL DEFAULT 'bound',
+  state      TEXT    NOT NULL DEFAULT 'bound', -- bound, released, expired, reserved
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (client_id, table_id)
 ) WITHOUT ROWID;
-CREATE UNIQUE INDEX leases_family_table ON leases (family, table_id);
-CREATE INDEX leases_expires_at ON leases (expires_at);
+${INDEXES_V2}
 PRAGMA user_version = ${SCHEMA_VERSION};
 `;
+
+/** Upgrades of older schemas, by the version they start from. */
+const MIGRATIONS: Record<number, string> = {
+  // v1 had one unique index over every lease, and every lease was bound.
+  1: `
+DROP INDEX leases_family_table;
+DROP INDEX leases_expires_at;
+${INDEXES_V2}
+PRAGMA user_version = 2;
+`,
+};
+
+/** How long released and expired leases are kept as history, by default. */
+export const DEFAULT_HISTORY_RETENTION_MS = 7 * 24 * 3600_000;
 
 /** Options of {@link SqliteLeaseStore.open}. */
 export interface SqliteStoreOptions {
   /** Wall clock in ms (tests may pass their own). */
   now?: () => number;
+  /** How long `released` and `expired` leases are kept (default 7 days). */
+  historyRetentionMs?: number;
 }
 
 interface Token {
@@ -118,6 +146,7 @@ function wrap(action: string, error: unknown): Error {
 export class SqliteLeaseStore implements LeaseStore {
   #db: DatabaseSync;
   #now: () => number;
+  #historyRetentionMs: number;
   #versions = new Map<string, number>();
   #pending: Pending[] = [];
   #inTransaction = false;
@@ -135,9 +164,9 @@ export class SqliteLeaseStore implements LeaseStore {
   #delete: StatementSync;
   #insert: StatementSync;
   #nextExpiry: StatementSync;
-  #deleteExpired: StatementSync;
+  #expireDue: StatementSync;
+  #pruneHistory: StatementSync;
   #page: StatementSync;
-  #pageAfter: StatementSync;
   #used: StatementSync;
   // Transaction control, prepared once: db.exec() would compile it every time.
   #beginStatement: StatementSync;
@@ -161,6 +190,7 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#lock = lock;
     this.path = path;
     this.#now = options.now ?? Date.now;
+    this.#historyRetentionMs = options.historyRetentionMs ?? DEFAULT_HISTORY_RETENTION_MS;
     const prepare = (sql: string, arrays = true): StatementSync => {
       // setReturnArrays exists in Deno's node:sqlite but not yet in its types.
       const statement = db.prepare(sql) as StatementSync & { setReturnArrays(on: boolean): void };
@@ -174,17 +204,28 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#insert = prepare(
       `INSERT INTO leases (${LEASE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#nextExpiry = prepare("SELECT MIN(expires_at) FROM leases");
-    this.#deleteExpired = prepare(
-      `DELETE FROM leases WHERE expires_at <= ? RETURNING ${LEASE_COLUMNS}`,
+    this.#nextExpiry = prepare("SELECT MIN(expires_at) FROM leases WHERE state = 'bound'");
+    this.#expireDue = prepare(
+      `UPDATE leases SET state = 'expired', updated_at = ?1
+       WHERE state = 'bound' AND expires_at <= ?1 RETURNING ${LEASE_COLUMNS}`,
     );
+    this.#pruneHistory = prepare(
+      "DELETE FROM leases WHERE state IN ('released', 'expired') AND updated_at < ?",
+    );
+    // One statement for every filter: a NULL parameter switches its filter off.
     this.#page = prepare(
-      `SELECT ${LEASE_COLUMNS} FROM leases ORDER BY client_id, table_id LIMIT ?`,
+      `SELECT ${LEASE_COLUMNS} FROM leases
+       WHERE (client_id, table_id) > (?1, ?2)
+         AND (?3 IS NULL OR instr(?3, ',' || state || ',') > 0)
+         AND (?4 IS NULL OR family = ?4)
+         AND (?5 IS NULL OR ifname = ?5)
+       ORDER BY client_id, table_id LIMIT ?6`,
     );
-    this.#pageAfter = prepare(
-      `SELECT ${LEASE_COLUMNS} FROM leases WHERE (client_id, table_id) > (?, ?) ORDER BY client_id, table_id LIMIT ?`,
+    // Two index-only scans instead of one scan of the whole table.
+    this.#used = prepare(
+      `SELECT family, table_id FROM leases WHERE state = 'bound'
+       UNION ALL SELECT family, table_id FROM leases WHERE state = 'reserved'`,
     );
-    this.#used = prepare("SELECT family, table_id FROM leases");
     this.#beginStatement = db.prepare("BEGIN IMMEDIATE");
     this.#commitStatement = db.prepare("COMMIT");
     this.#savepoint = db.prepare("SAVEPOINT lease_update");
@@ -225,7 +266,9 @@ export class SqliteLeaseStore implements LeaseStore {
       const version =
         (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
       if (version === 0) db.exec(SCHEMA);
-      else if (version > SCHEMA_VERSION) {
+      else if (version < SCHEMA_VERSION) {
+        for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
+      } else if (version > SCHEMA_VERSION) {
         throw new Error(
           `its schema version ${version} is newer than this server's (${SCHEMA_VERSION})`,
         );
@@ -279,7 +322,8 @@ export class SqliteLeaseStore implements LeaseStore {
       return Promise.reject(new ConcurrencyError(clientId));
     }
     try {
-      this.#begin(leases.length > 0);
+      // Only a lease that holds a table must be fsynced before the reply.
+      this.#begin(leases.some((l) => holdsTable(l.state)));
     } catch (error) {
       return Promise.reject(wrap("cannot start a transaction", error));
     }
@@ -382,12 +426,20 @@ export class SqliteLeaseStore implements LeaseStore {
       return Promise.reject(new RangeError(`limit must be a positive integer, got ${limit}`));
     }
     try {
-      let rows: Row[];
-      if (options.after === undefined) rows = this.#page.all(limit) as unknown as Row[];
-      else {
-        const [clientId, table] = JSON.parse(options.after) as [string, number];
-        rows = this.#pageAfter.all(clientId, table, limit) as unknown as Row[];
-      }
+      const [clientId, table] = options.after === undefined
+        ? ["", -1]
+        : JSON.parse(options.after) as [string, number];
+      const states = options.state === undefined
+        ? null
+        : `,${(typeof options.state === "string" ? [options.state] : options.state).join(",")},`;
+      const rows = this.#page.all(
+        clientId,
+        table,
+        states,
+        options.family ?? null,
+        options.ifname ?? null,
+        limit,
+      ) as unknown as Row[];
       const last = rows.at(-1);
       return Promise.resolve({
         leases: rows.map(toLease),
@@ -481,7 +533,9 @@ export class SqliteLeaseStore implements LeaseStore {
     if (this.#closed) return;
     try {
       this.#begin(false);
-      const rows = this.#deleteExpired.all(this.#now()) as unknown as Row[];
+      const now = this.#now();
+      this.#pruneHistory.run(now - this.#historyRetentionMs);
+      const rows = this.#expireDue.all(now) as unknown as Row[];
       // One pending entry per client, so a failed commit restores each version.
       const expiredBy = new Map<string, Lease[]>();
       for (const row of rows) {

@@ -48,21 +48,26 @@ export interface ServerHandle extends AsyncDisposable {
   process: Deno.ChildProcess;
   /** Every stderr line so far, then the log file's lines when `log_path` is set. */
   output(): string;
-  /** Leases in the database, ordered by family and table. */
+  /** Bound leases in the database, ordered by family and table. */
   leases(): StoredLease[];
+  /** Every lease row, history (released, expired) and reservations included. */
+  allLeases(): StoredLease[];
   /** Waits until a log line matches `pattern`; returns it. */
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Signals the server (SIGTERM by default) and waits for it to exit. */
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
 
-/** Reads every lease of a database file (read only; the server may be running). */
-export function readLeases(dbPath: string): StoredLease[] {
+/**
+ * Reads the bound leases of a database file (every row with `all`), read
+ * only: the server may be running.
+ */
+export function readLeases(dbPath: string, all = false): StoredLease[] {
   const db = new DatabaseSync(dbPath, { readOnly: true });
   try {
     return db.prepare(
       `SELECT family, ifname, address, table_id AS "table", expires_at AS expiresAt, tag, state
-       FROM leases ORDER BY family, table_id`,
+       FROM leases ${all ? "" : "WHERE state = 'bound'"} ORDER BY family, table_id, client_id`,
     ).all().map((row) => ({ ...row }) as unknown as StoredLease);
   } finally {
     db.close();
@@ -169,6 +174,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
     process,
     output: allOutput,
     leases: () => readLeases(dbPath),
+    allLeases: () => readLeases(dbPath, true),
     waitForLog,
     stop,
     async [Symbol.asyncDispose]() {

@@ -141,7 +141,7 @@ export function storeConformance(
     assertEquals((await store.usedTables()).length, 30);
   });
 
-  test("expiry fires once per lease, and expired leases are gone", async (store) => {
+  test("expiry fires once per lease, and expired leases stay as history without their table", async (store) => {
     const seen: string[] = [];
     store.onExpire((l) => seen.push(l.address));
     const soon = Date.now() + 300;
@@ -158,7 +158,14 @@ export function storeConformance(
     await new Promise((r) => setTimeout(r, 1200));
     assertEquals(seen.toSorted(), Array.from({ length: 10 }, (_, i) => `10.0.2.${i}`).toSorted());
     assertEquals((await store.usedTables()).map(([, t]) => t), [20000]);
-    for (let i = 0; i < 10; i++) assertEquals(await store.peek(id(`10.0.2.${i}`)), []);
+    for (let i = 0; i < 10; i++) {
+      assertEquals((await store.peek(id(`10.0.2.${i}`))).map((l) => [l.state, l.table]), [[
+        "expired",
+        10000 + i,
+      ]]);
+    }
+    const expired = await store.list({ state: "expired" });
+    assertEquals(expired.leases.length, 10);
   });
 
   test("a refresh before expiry keeps the lease from expiring", async (store) => {
@@ -174,7 +181,79 @@ export function storeConformance(
     );
     await new Promise((r) => setTimeout(r, 600));
     assertEquals(seen, []);
-    assertEquals((await store.peek(id("10.0.4.1"))).length, 1);
+    assertEquals((await store.peek(id("10.0.4.1"))).map((l) => l.state), ["bound"]);
+  });
+
+  test("released leases are history: their table is free for another client", async (store) => {
+    const a = await store.lookup(id("10.0.6.1"));
+    await store.update(id("10.0.6.1"), [lease("10.0.6.1", 10000)], a.token);
+    const b = await store.lookup(id("10.0.6.1"));
+    await store.update(id("10.0.6.1"), [{ ...b.leases[0], state: "released" }], b.token);
+    assertEquals(await store.usedTables(), []);
+    const c = await store.lookup(id("10.0.6.2"));
+    await store.update(id("10.0.6.2"), [lease("10.0.6.2", 10000)], c.token);
+    assertEquals((await store.peek(id("10.0.6.1"))).map((l) => l.state), ["released"]);
+    assertEquals(await store.usedTables(), [[2, 10000]]);
+  });
+
+  test("one bound and one reserved lease may share a table; two of a kind may not", async (store) => {
+    const reservation = { ...lease("*", 10007), state: "reserved" as const, expiresAt: 0 };
+    const r = await store.lookup("reserved/2/eth1/*");
+    await store.update("reserved/2/eth1/*", [reservation], r.token);
+    const owner = await store.lookup(id("10.0.7.1"));
+    await store.update(id("10.0.7.1"), [lease("10.0.7.1", 10007)], owner.token);
+    const other = await store.lookup(id("10.0.7.2"));
+    const taken = await store.update(id("10.0.7.2"), [lease("10.0.7.2", 10007)], other.token).catch(
+      (e) => e,
+    );
+    assertInstanceOf(taken, ConcurrencyError);
+    const r2 = await store.lookup("reserved/2/eth2/*");
+    const twice = await store.update(
+      "reserved/2/eth2/*",
+      [{ ...reservation, ifname: "eth2" }],
+      r2.token,
+    )
+      .catch((e) => e);
+    assertInstanceOf(twice, ConcurrencyError);
+    assertEquals((await store.usedTables()).toSorted(), [[2, 10007], [2, 10007]]);
+    assertEquals((await store.list({ state: "reserved" })).leases, [reservation]);
+  });
+
+  test("a reserved lease never expires", async (store) => {
+    const seen: string[] = [];
+    store.onExpire((l) => seen.push(l.address));
+    const r = await store.lookup("reserved/2/eth1/*");
+    await store.update("reserved/2/eth1/*", [{
+      ...lease("*", 10008),
+      state: "reserved",
+      expiresAt: 0,
+    }], r.token);
+    const b = await store.lookup(id("10.0.8.1"));
+    await store.update(id("10.0.8.1"), [lease("10.0.8.1", 10009, Date.now() + 50)], b.token);
+    await new Promise((r) => setTimeout(r, 400));
+    assertEquals(seen, ["10.0.8.1"]);
+    assertEquals((await store.peek("reserved/2/eth1/*")).map((l) => l.state), ["reserved"]);
+  });
+
+  test("list() filters by state, family and interface", async (store) => {
+    const put = async (clientId: string, l: Lease) => {
+      const { token } = await store.lookup(clientId);
+      await store.update(clientId, [l], token);
+    };
+    await put(id("10.0.9.1"), lease("10.0.9.1", 10001));
+    await put(id("10.0.9.2"), { ...lease("10.0.9.2", 10002), state: "released" });
+    await put("10/eth1/2001:db8::1", { ...lease("2001:db8::1", 10001), family: 10 });
+    await put("2/eth2/10.0.9.3", { ...lease("10.0.9.3", 10003), ifname: "eth2" });
+    const tables = async (options: Parameters<LeaseStore["list"]>[0]) =>
+      (await store.list(options)).leases.map((l) => `${l.family}:${l.table}`);
+    assertEquals(await tables({ state: "bound" }), ["10:10001", "2:10001", "2:10003"]);
+    assertEquals(await tables({ state: ["bound", "released"], family: 2 }), [
+      "2:10001",
+      "2:10002",
+      "2:10003",
+    ]);
+    assertEquals(await tables({ ifname: "eth2" }), ["2:10003"]);
+    assertEquals(await tables({ state: "released", ifname: "eth1" }), ["2:10002"]);
   });
 
   test("list() pages through every lease in order", async (store) => {
