@@ -15,7 +15,8 @@ import { Logger } from "./src/log/logger.ts";
 import { MAX_REQUEST_BYTES } from "./src/protocol/v1.ts";
 import { Daemon } from "./src/server/daemon.ts";
 import { notifySystemd } from "./src/server/notify.ts";
-import { SqliteLeaseStore } from "./src/store/sqlite_store.ts";
+import type { LeaseStore } from "./src/store/lease_store.ts";
+import { openStore } from "./src/store/open_store.ts";
 import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -80,9 +81,9 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
 
-  let store: SqliteLeaseStore;
+  let store: LeaseStore;
   try {
-    store = SqliteLeaseStore.open(config.dbPath);
+    store = await openStore(config.store);
   } catch (error) {
     logger.error((error as Error).message);
     logger.close();
@@ -117,7 +118,7 @@ export async function main(args: string[]): Promise<number> {
   logger.info("ready", {
     version: VERSION,
     socket: `@${config.socketPath}`,
-    db: config.dbPath,
+    store: config.store.kind === "sqlite" ? config.store.path : "postgres",
     pools: pools.join(","),
     leased: [...daemon.pools.values()].reduce((n, p) => n + p.used, 0),
   });

@@ -38,7 +38,7 @@ const encoder = new TextEncoder();
  * of its own identity. Returns operations (messages answered) per second
  * and per-operation latencies in ms.
  */
-function drive(server: ServerHandle, clients: number, seconds: number): Row {
+export function drive(server: ServerHandle, clients: number, seconds: number): Row {
   const sockets = Array.from({ length: clients }, () => AbstractDatagramSocket.bind(null));
   const fds = new Uint8Array(8 * clients);
   const view = new DataView(fds.buffer);

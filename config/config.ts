@@ -15,6 +15,23 @@ export interface FamilyFlags {
   unspec: boolean;
 }
 
+/** Where leases are stored. */
+export type StoreConfig =
+  | { kind: "sqlite"; path: string }
+  | {
+    kind: "postgres";
+    /** A `postgres://` URL; the fields below override its parts. */
+    url: string | undefined;
+    /** Host name, or the directory of a unix socket. */
+    host: string | undefined;
+    port: number | undefined;
+    database: string | undefined;
+    user: string | undefined;
+    password: string | undefined;
+    /** Connections in the pool (default 4). */
+    poolSize: number;
+  };
+
 /** A validated server configuration. */
 export interface ServerConfig {
   /** Abstract socket name, without the leading NUL. */
@@ -25,8 +42,10 @@ export interface ServerConfig {
   numTables: number;
   /** Lease lifetime in seconds. */
   tableTimeout: number;
-  /** SQLite database file. */
-  dbPath: string;
+  /** SQLite database file (unused with a PostgreSQL store). */
+  dbPath: string | undefined;
+  /** The lease store: SQLite at `db_path` unless `store` says otherwise. */
+  store: StoreConfig;
   /** Families served. */
   addrFamilies: FamilyFlags;
   /** Log to syslog (facility daemon). */
@@ -67,6 +86,7 @@ const KEYS = [
   "addr_families",
   "do_syslog",
   "log_path",
+  "store",
 ] as const;
 const FAMILY_KEYS = ["inet", "inet6", "unspec"] as const;
 
@@ -148,6 +168,60 @@ function families(value: unknown): FamilyFlags {
   return flags;
 }
 
+const STORE_KEYS = ["kind", "url", "host", "port", "database", "user", "password", "pool_size"];
+
+/** `store` (optional, default SQLite at `db_path`), with `db_path` required for SQLite. */
+function storeConfig(obj: Record<string, unknown>): StoreConfig {
+  const raw = obj.store;
+  if (raw === undefined) return { kind: "sqlite", path: text(obj, "db_path", 4096) };
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(
+      `"store" must be an object like {"kind": "postgres", "url": "..."}, got ${show(raw)}`,
+      "store",
+    );
+  }
+  const store = raw as Record<string, unknown>;
+  for (const key of Object.keys(store)) {
+    if (!STORE_KEYS.includes(key)) {
+      throw new ConfigError(
+        `"store.${key}" is not a known key; known keys: ${STORE_KEYS.join(", ")}`,
+        `store.${key}`,
+      );
+    }
+  }
+  if (store.kind === "sqlite") {
+    if (Object.keys(store).length > 1) {
+      throw new ConfigError(
+        `"store" of kind "sqlite" takes no other keys; the file is "db_path"`,
+        "store",
+      );
+    }
+    return { kind: "sqlite", path: text(obj, "db_path", 4096) };
+  }
+  if (store.kind !== "postgres") {
+    throw new ConfigError(
+      `"store.kind" must be "sqlite" or "postgres", got ${show(store.kind)}`,
+      "store.kind",
+    );
+  }
+  const optionalText = (key: string) =>
+    store[key] === undefined ? undefined : text(store, key, 4096);
+  const url = optionalText("url");
+  if (url !== undefined && !/^postgres(ql)?:\/\//.test(url)) {
+    throw new ConfigError(`"url" must start with postgres://, got ${show(url)}`, "url");
+  }
+  return {
+    kind: "postgres",
+    url,
+    host: optionalText("host"),
+    port: store.port === undefined ? undefined : integer(store, "port", 1, 65535),
+    database: optionalText("database"),
+    user: optionalText("user"),
+    password: optionalText("password"),
+    poolSize: store.pool_size === undefined ? 4 : integer(store, "pool_size", 1, 100),
+  };
+}
+
 /** Validates a parsed config object. Throws {@link ConfigError}. */
 export function validateConfig(raw: unknown): ServerConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
@@ -183,7 +257,8 @@ export function validateConfig(raw: unknown): ServerConfig {
     );
   }
   const tableTimeout = integer(obj, "table_timeout", 1, MAX_TABLE_TIMEOUT);
-  const dbPath = text(obj, "db_path", 4096);
+  const store = storeConfig(obj);
+  const dbPath = store.kind === "sqlite" ? store.path : undefined;
   const addrFamilies = families(obj.addr_families);
   const doSyslog = boolean(obj, "do_syslog", false);
   const logPath = obj.log_path === undefined ? undefined : text(obj, "log_path", 4096);
@@ -193,6 +268,7 @@ export function validateConfig(raw: unknown): ServerConfig {
     numTables,
     tableTimeout,
     dbPath,
+    store,
     addrFamilies,
     doSyslog,
     logPath,

@@ -24,6 +24,7 @@ Deno.test("validateConfig() accepts the original's example and fills defaults", 
     numTables: 40,
     tableTimeout: 3600,
     dbPath: "var/leases.db",
+    store: { kind: "sqlite", path: "var/leases.db" },
     addrFamilies: { inet: true, inet6: false, unspec: false },
     doSyslog: false,
     logPath: undefined,
@@ -107,6 +108,52 @@ Deno.test("validateConfig() names the key, the expected form and the value for e
     assertThrowsType(() => validateConfig([]), ConfigError).message,
     /must be a JSON object, got \[\]/,
   );
+});
+
+Deno.test("validateConfig() takes a PostgreSQL store, and then no db_path", () => {
+  const config = validateConfig({
+    ...VALID,
+    db_path: undefined,
+    store: { kind: "postgres", url: "postgres://ta@db.example/leases", pool_size: 8 },
+  });
+  assertEquals(config.store, {
+    kind: "postgres",
+    url: "postgres://ta@db.example/leases",
+    host: undefined,
+    port: undefined,
+    database: undefined,
+    user: undefined,
+    password: undefined,
+    poolSize: 8,
+  });
+  assertEquals(config.dbPath, undefined);
+  assertEquals(validateConfig({ ...VALID, store: { kind: "sqlite" } }).store, {
+    kind: "sqlite",
+    path: "var/leases.db",
+  });
+  rejects({ store: "postgres" }, "store", /"store" must be an object like/);
+  rejects(
+    { store: { kind: "mysql" } },
+    "store.kind",
+    /"store.kind" must be "sqlite" or "postgres", got "mysql"/,
+  );
+  rejects(
+    { store: { kind: "postgres", url: "http://x" } },
+    "url",
+    /"url" must start with postgres:\/\//,
+  );
+  rejects(
+    { store: { kind: "postgres", port: 0 } },
+    "port",
+    /"port" must be an integer from 1 to 65535, got 0/,
+  );
+  rejects(
+    { store: { kind: "postgres", hostname: "x" } },
+    "store.hostname",
+    /"store.hostname" is not a known key/,
+  );
+  rejects({ store: { kind: "sqlite", url: "x" } }, "store", /takes no other keys/);
+  rejects({ store: { kind: "sqlite" }, db_path: undefined }, "db_path", /"db_path" is required/);
 });
 
 Deno.test("parseConfig() accepts // and /* */ comments and reports bad JSON", () => {
