@@ -51,7 +51,10 @@ export type ErrorCode =
   | "family_disabled"
   | "pool_exhausted"
   | "store_failure"
-  | "not_permitted";
+  | "not_permitted"
+  | "no_pool"
+  | "not_found"
+  | "conflict";
 
 /** A lease identity: the key of a lease. */
 export interface Identity {
@@ -153,11 +156,12 @@ export function validateIdentity(family: unknown, ifname: string, address: strin
 }
 
 /**
- * Decodes a request datagram. `length` is the datagram's real length (it
- * may exceed `data` when the receive buffer truncated it). Throws a
- * {@link ProtocolError} naming what is wrong.
+ * The first step of decoding any datagram: checks its size, decodes UTF-8
+ * and JSON, and checks that it is an object of protocol version 1.
+ * `length` is the datagram's real length (it may exceed `data` when the
+ * receive buffer truncated it). Throws a {@link ProtocolError}.
  */
-export function decodeRequest(data: Uint8Array, length = data.byteLength): Request {
+export function parseDatagram(data: Uint8Array, length = data.byteLength): Record<string, unknown> {
   if (length > MAX_REQUEST_BYTES) {
     throw new ProtocolError("oversize", `datagram of ${length} bytes exceeds ${MAX_REQUEST_BYTES}`);
   }
@@ -176,6 +180,11 @@ export function decodeRequest(data: Uint8Array, length = data.byteLength): Reque
   if (version !== PROTOCOL_VERSION) {
     throw new ProtocolError("bad_version", `"version" must be 1, got ${version}`);
   }
+  return obj;
+}
+
+/** Validates a parsed v1 message as a lease request or release. Throws a {@link ProtocolError}. */
+export function decodeRequestObject(obj: Record<string, unknown>): Request {
   const cmd = requireInt(obj, "cmd");
   if (cmd !== Command.REQUEST && cmd !== Command.RELEASE) {
     throw new ProtocolError("unknown_cmd", `"cmd" must be 0 (request) or 1 (release), got ${cmd}`);
@@ -186,6 +195,11 @@ export function decodeRequest(data: Uint8Array, length = data.byteLength): Reque
   const identity = validateIdentity(family, ifname, address);
   const tag = obj.tag === undefined ? undefined : requireString(obj, "tag", MAX_TAG_BYTES);
   return { cmd, identity, tag };
+}
+
+/** Decodes a request datagram: {@link parseDatagram} then {@link decodeRequestObject}. */
+export function decodeRequest(data: Uint8Array, length = data.byteLength): Request {
+  return decodeRequestObject(parseDatagram(data, length));
 }
 
 /**

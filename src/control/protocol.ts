@@ -1,0 +1,295 @@
+/**
+ * Control messages on the server socket: inspection and administration of
+ * leases, pools and reservations, for `table-allocator-ctl` and other
+ * programs. Pure codec: JSON in, a typed request or a ProtocolError out.
+ *
+ * A control request is a v1 datagram with `cmd` 16 and an `op`:
+ *
+ *     {"version":1,"cmd":16,"op":"list","state":"bound","limit":50}
+ *
+ * The reply has `cmd` 17, the same `op` and a `result`:
+ *
+ *     {"version":1,"cmd":17,"op":"list","result":{"leases":[...],"next":null}}
+ *
+ * Errors are the usual error reply (`cmd` 3, `error`, `message`). The
+ * server answers control requests only to root (uid 0), by the kernel's
+ * SCM_CREDENTIALS; see `docs/ctl.md`.
+ *
+ * @module
+ */
+
+import { AddrFamily } from "../net/ip.ts";
+import { Command as V1Command, ProtocolError, validateIdentity } from "../protocol/v1.ts";
+import { type Lease, LEASE_STATES, type LeaseState } from "../store/lease_store.ts";
+
+/** Command numbers of control messages. */
+export const ControlCommand = {
+  /** A control request. */
+  REQUEST: 16,
+  /** The server's answer to a control request. */
+  REPLY: 17,
+  /** Errors use the v1 error reply. */
+  ERROR: V1Command.ERROR,
+} as const;
+
+/** Most leases in one page of `list`. */
+export const MAX_LIST_LIMIT = 200;
+/** Page size of `list` when none is given. */
+export const DEFAULT_LIST_LIMIT = 100;
+
+/** Selects leases by table or by identity. */
+export type LeaseSelector =
+  | { family: AddrFamily; table: number }
+  | { family: AddrFamily; ifname: string; address: string };
+
+/** A validated control request. */
+export type ControlRequest =
+  | { op: "status" }
+  | { op: "pools" }
+  | {
+    op: "list";
+    after: string | undefined;
+    limit: number;
+    family: AddrFamily | undefined;
+    ifname: string | undefined;
+    state: LeaseState | undefined;
+  }
+  | { op: "show"; selector: LeaseSelector }
+  | { op: "release"; selector: LeaseSelector }
+  | {
+    op: "reserve";
+    table: number;
+    ifname: string;
+    /** An address, or undefined for every address of the interface. */
+    address: string | undefined;
+    /** A family, or undefined for every enabled family. */
+    family: AddrFamily | undefined;
+  }
+  | { op: "unreserve"; table: number; family: AddrFamily | undefined };
+
+/** The operations, for usage texts and validation. */
+export const CONTROL_OPS = [
+  "status",
+  "pools",
+  "list",
+  "show",
+  "release",
+  "reserve",
+  "unreserve",
+] as const;
+
+/** A lease as control replies show it (snake case, like the rest of the wire). */
+export interface LeaseView {
+  family: AddrFamily;
+  ifname: string;
+  address: string;
+  table: number;
+  state: LeaseState;
+  /** Wall-clock expiry in ms since the epoch; null for reservations. */
+  expires_at: number | null;
+  tag: string | null;
+  owner: string;
+}
+
+/** One pool as `pools` and `status` show it. */
+export interface PoolView {
+  name: string;
+  family: AddrFamily;
+  ranges: Array<{ first: number; last: number }>;
+  /** Which requests the pool serves: tags and interface-name patterns (empty: all). */
+  tags: string[];
+  ifnames: string[];
+  size: number;
+  /** Tables bound to an identity. */
+  bound: number;
+  /** Tables held by reservations and not bound. */
+  reserved: number;
+  free: number;
+}
+
+/** The `status` result. */
+export interface StatusView {
+  version: string;
+  pid: number;
+  uptime_s: number;
+  socket: string;
+  store: string;
+  families: AddrFamily[];
+  pools: PoolView[];
+  leases: { bound: number; reserved: number; outside_pools: number };
+}
+
+/** Results by operation. */
+export interface ControlResults {
+  status: StatusView;
+  pools: { pools: PoolView[] };
+  list: { leases: LeaseView[]; next: string | null };
+  show: { leases: LeaseView[] };
+  release: { released: LeaseView[] };
+  reserve: { reserved: LeaseView[] };
+  unreserve: { removed: LeaseView[] };
+}
+
+const encoder = new TextEncoder();
+
+function fail(message: string): never {
+  throw new ProtocolError("bad_request", message);
+}
+
+function optionalInt(
+  obj: Record<string, unknown>,
+  key: string,
+  min: number,
+  max: number,
+): number | undefined {
+  const value = obj[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    fail(`"${key}" must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function optionalString(obj: Record<string, unknown>, key: string): string | undefined {
+  const value = obj[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string" || value.length === 0 || value.length > 256) {
+    fail(`"${key}" must be a non-empty string, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function optionalFamily(obj: Record<string, unknown>): AddrFamily | undefined {
+  const value = obj.family;
+  if (value === undefined || value === null) return undefined;
+  if (value !== AddrFamily.UNSPEC && value !== AddrFamily.INET && value !== AddrFamily.INET6) {
+    fail(`"family" must be 0, 2 or 10, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function requiredTable(obj: Record<string, unknown>): number {
+  const table = optionalInt(obj, "table", 1, 0xffff_ffff);
+  if (table === undefined) fail(`"table" is required (an integer from 1 to 4294967295)`);
+  return table;
+}
+
+function selector(obj: Record<string, unknown>): LeaseSelector {
+  const family = optionalFamily(obj);
+  if (family === undefined) fail(`"family" is required (0, 2 or 10)`);
+  const table = optionalInt(obj, "table", 1, 0xffff_ffff);
+  if (table !== undefined) return { family, table };
+  const ifname = optionalString(obj, "ifname");
+  const address = optionalString(obj, "address");
+  if (ifname === undefined || address === undefined) {
+    fail(`give "table", or "ifname" and "address", to select a lease`);
+  }
+  return validateIdentity(family, ifname, address);
+}
+
+/**
+ * Validates a parsed control message (one whose `cmd` is 16). Throws a
+ * ProtocolError naming the key and value at fault.
+ */
+export function decodeControlRequest(obj: Record<string, unknown>): ControlRequest {
+  const op = obj.op;
+  switch (op) {
+    case "status":
+    case "pools":
+      return { op };
+    case "list": {
+      const state = optionalString(obj, "state");
+      if (state !== undefined && !(LEASE_STATES as readonly string[]).includes(state)) {
+        fail(`"state" must be one of ${LEASE_STATES.join(", ")}, got ${JSON.stringify(state)}`);
+      }
+      return {
+        op,
+        after: optionalString(obj, "after"),
+        limit: optionalInt(obj, "limit", 1, MAX_LIST_LIMIT) ?? DEFAULT_LIST_LIMIT,
+        family: optionalFamily(obj),
+        ifname: optionalString(obj, "ifname"),
+        state: state as LeaseState | undefined,
+      };
+    }
+    case "show":
+    case "release":
+      return { op, selector: selector(obj) };
+    case "reserve": {
+      const table = requiredTable(obj);
+      const family = optionalFamily(obj);
+      const ifname = optionalString(obj, "ifname");
+      if (ifname === undefined) fail(`"ifname" is required for a reservation`);
+      let address = optionalString(obj, "address");
+      if (address !== undefined) {
+        if (family === undefined) fail(`a reservation with an "address" needs its "family"`);
+        address = validateIdentity(family, ifname, address).address;
+      } else validateIdentity(AddrFamily.UNSPEC, ifname, "*");
+      return { op, table, ifname, address, family };
+    }
+    case "unreserve":
+      return { op, table: requiredTable(obj), family: optionalFamily(obj) };
+    default:
+      throw new ProtocolError(
+        "unknown_cmd",
+        `"op" must be one of ${CONTROL_OPS.join(", ")}, got ${JSON.stringify(op)}`,
+      );
+  }
+}
+
+/** Encodes a control request (for ctl and tests): `args` are the op's keys. */
+export function encodeControlRequest(
+  op: string,
+  args: Record<string, unknown> = {},
+): Uint8Array<ArrayBuffer> {
+  return encoder.encode(JSON.stringify({ version: 1, cmd: ControlCommand.REQUEST, op, ...args }));
+}
+
+/** Encodes a control reply. */
+export function encodeControlReply<K extends keyof ControlResults>(
+  op: K,
+  result: ControlResults[K],
+): Uint8Array<ArrayBuffer> {
+  return encoder.encode(JSON.stringify({ version: 1, cmd: ControlCommand.REPLY, op, result }));
+}
+
+/** A lease as control replies show it. */
+export function leaseView(lease: Lease): LeaseView {
+  return {
+    family: lease.family,
+    ifname: lease.ifname,
+    address: lease.address,
+    table: lease.table,
+    state: lease.state,
+    expires_at: lease.state === "reserved" ? null : lease.expiresAt,
+    tag: lease.tag ?? null,
+    owner: lease.owner,
+  };
+}
+
+/** A decoded control reply, as ctl sees it. */
+export type ControlReply =
+  | { ok: true; op: string; result: unknown }
+  | { ok: false; code: string; message: string };
+
+/** Decodes a control reply (or error reply); throws a ProtocolError when it is neither. */
+export function decodeControlReply(data: Uint8Array): ControlReply {
+  let obj: Record<string, unknown>;
+  try {
+    const parsed = JSON.parse(new TextDecoder().decode(data));
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error();
+    obj = parsed;
+  } catch {
+    throw new ProtocolError("bad_json", "the server's reply is not a JSON object");
+  }
+  if (obj.cmd === ControlCommand.REPLY && typeof obj.op === "string") {
+    return { ok: true, op: obj.op, result: obj.result };
+  }
+  if (obj.cmd === ControlCommand.ERROR) {
+    return {
+      ok: false,
+      code: typeof obj.error === "string" ? obj.error : "error",
+      message: typeof obj.message === "string" ? obj.message : "the server gave no reason",
+    };
+  }
+  throw new ProtocolError("bad_request", `unexpected reply: ${JSON.stringify(obj).slice(0, 80)}`);
+}
