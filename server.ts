@@ -108,19 +108,38 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
 
-  const daemon = await Daemon.create({ config, store, socket, logger });
+  const storeDescription = config.store.kind === "sqlite"
+    ? `sqlite:${config.store.path}`
+    : "postgres";
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.create({
+      config,
+      store,
+      socket,
+      logger,
+      sharedStore: config.store.kind === "postgres",
+      storeDescription,
+    });
+  } catch (error) {
+    logger.error(`Cannot load the leases from the store: ${(error as Error).message}`);
+    socket.close();
+    await store.close().catch(() => {});
+    logger.close();
+    return 1;
+  }
   const stop = () => daemon.stop();
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
-  const pools = [...daemon.pools].map(([family, pool]) =>
-    `${family}:${pool.first}-${pool.first + pool.size - 1}`
-  );
+  const pools = daemon.allocation.pools.pools.map((p) => `${p.name}/${p.family}:${p.describe()}`);
   logger.info("ready", {
     version: VERSION,
     socket: `@${config.socketPath}`,
-    store: config.store.kind === "sqlite" ? config.store.path : "postgres",
+    store: storeDescription,
     pools: pools.join(","),
-    leased: [...daemon.pools.values()].reduce((n, p) => n + p.used, 0),
+    leased: daemon.allocation.pools.pools.reduce((n, p) => n + p.used, 0) +
+      daemon.allocation.outside,
+    reservations: daemon.allocation.reservations.length,
   });
   try {
     notifySystemd("READY=1");

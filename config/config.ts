@@ -7,6 +7,34 @@
  */
 
 import { stripJsonComments } from "./jsonc.ts";
+import { ConfigError } from "./config_error.ts";
+import {
+  MAX_NUM_TABLES,
+  MAX_SOCKET_PATH,
+  MAX_TABLE,
+  MAX_TABLE_TIMEOUT,
+  RESERVED_TABLES,
+} from "./limits.ts";
+
+import {
+  FAMILY_BY_NAME,
+  parsePools,
+  parseReservations,
+  type PoolConfig,
+  type ReservationConfig,
+  type TableRange,
+} from "./pools.ts";
+import type { AddrFamily } from "../src/net/ip.ts";
+
+export { ConfigError } from "./config_error.ts";
+export { familyName, type PoolConfig, type ReservationConfig, type TableRange } from "./pools.ts";
+export {
+  MAX_NUM_TABLES,
+  MAX_SOCKET_PATH,
+  MAX_TABLE,
+  MAX_TABLE_TIMEOUT,
+  RESERVED_TABLES,
+} from "./limits.ts";
 
 /** Which address families get a pool. */
 export interface FamilyFlags {
@@ -36,10 +64,13 @@ export type StoreConfig =
 export interface ServerConfig {
   /** Abstract socket name, without the leading NUL. */
   socketPath: string;
-  /** First table of each family's pool. */
-  tableOffset: number;
-  /** Tables in each family's pool: tableOffset .. tableOffset + numTables - 1. */
-  numTables: number;
+  /**
+   * The pools, in the order requests try them: those of `pools`, then one
+   * `default` pool per enabled family from `table_offset`/`num_tables`.
+   */
+  pools: PoolConfig[];
+  /** Tables held for given identities. */
+  reservations: ReservationConfig[];
   /** Lease lifetime in seconds. */
   tableTimeout: number;
   /** SQLite database file (unused with a PostgreSQL store). */
@@ -54,29 +85,6 @@ export interface ServerConfig {
   logPath: string | undefined;
 }
 
-/** An invalid configuration; the message names the key, the expected form and the value. */
-export class ConfigError extends Error {
-  /** The offending key (dotted path), or undefined for file-level errors. */
-  readonly key: string | undefined;
-  /** Builds the error. */
-  constructor(message: string, key?: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ConfigError";
-    this.key = key;
-  }
-}
-
-/** Longest socket_path the original accepts. */
-export const MAX_SOCKET_PATH = 106;
-/** Largest pool: 16 Mi tables (2 MiB of bitmap). */
-export const MAX_NUM_TABLES = 1 << 24;
-/** Longest lease: ten years. */
-export const MAX_TABLE_TIMEOUT = 10 * 365 * 24 * 3600;
-/** Highest routing table number (u32). */
-export const MAX_TABLE = 0xffff_ffff;
-/** Tables the kernel reserves: unspec, default, main, local. */
-export const RESERVED_TABLES: readonly number[] = [0, 253, 254, 255];
-
 const KEYS = [
   "socket_path",
   "table_offset",
@@ -87,6 +95,8 @@ const KEYS = [
   "do_syslog",
   "log_path",
   "store",
+  "pools",
+  "reservations",
 ] as const;
 const FAMILY_KEYS = ["inet", "inet6", "unspec"] as const;
 
@@ -222,21 +232,8 @@ function storeConfig(obj: Record<string, unknown>): StoreConfig {
   };
 }
 
-/** Validates a parsed config object. Throws {@link ConfigError}. */
-export function validateConfig(raw: unknown): ServerConfig {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new ConfigError(`the config must be a JSON object, got ${show(raw)}`);
-  }
-  const obj = raw as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    if (!(KEYS as readonly string[]).includes(key)) {
-      throw new ConfigError(`"${key}" is not a known key; known keys: ${KEYS.join(", ")}`, key);
-    }
-  }
-  const socketPath = text(obj, "socket_path", MAX_SOCKET_PATH);
-  if (socketPath.includes("\0")) {
-    throw new ConfigError(`"socket_path" must not contain NUL`, "socket_path");
-  }
+/** The original's `table_offset` and `num_tables`: one range for each enabled family. */
+function shorthandRange(obj: Record<string, unknown>): TableRange {
   const tableOffset = integer(obj, "table_offset", 1, MAX_TABLE);
   const numTables = integer(obj, "num_tables", 1, MAX_NUM_TABLES);
   const last = tableOffset + numTables - 1;
@@ -256,16 +253,47 @@ export function validateConfig(raw: unknown): ServerConfig {
       "table_offset",
     );
   }
+  return { first: tableOffset, last };
+}
+
+/** The families `addr_families` enables, as numbers. */
+export function enabledFamilies(flags: FamilyFlags): AddrFamily[] {
+  return (Object.keys(FAMILY_BY_NAME) as Array<keyof FamilyFlags>).filter((name) => flags[name])
+    .map((name) => FAMILY_BY_NAME[name]);
+}
+
+/** Validates a parsed config object. Throws {@link ConfigError}. */
+export function validateConfig(raw: unknown): ServerConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`the config must be a JSON object, got ${show(raw)}`);
+  }
+  const obj = raw as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    if (!(KEYS as readonly string[]).includes(key)) {
+      throw new ConfigError(`"${key}" is not a known key; known keys: ${KEYS.join(", ")}`, key);
+    }
+  }
+  const socketPath = text(obj, "socket_path", MAX_SOCKET_PATH);
+  if (socketPath.includes("\0")) {
+    throw new ConfigError(`"socket_path" must not contain NUL`, "socket_path");
+  }
+  const shorthand =
+    obj.table_offset === undefined && obj.num_tables === undefined && obj.pools !== undefined
+      ? undefined
+      : shorthandRange(obj);
   const tableTimeout = integer(obj, "table_timeout", 1, MAX_TABLE_TIMEOUT);
   const store = storeConfig(obj);
   const dbPath = store.kind === "sqlite" ? store.path : undefined;
   const addrFamilies = families(obj.addr_families);
+  const enabled = enabledFamilies(addrFamilies);
+  const pools = parsePools(obj, enabled, shorthand);
+  const reservations = parseReservations(obj, enabled);
   const doSyslog = boolean(obj, "do_syslog", false);
   const logPath = obj.log_path === undefined ? undefined : text(obj, "log_path", 4096);
   return {
     socketPath,
-    tableOffset,
-    numTables,
+    pools,
+    reservations,
     tableTimeout,
     dbPath,
     store,

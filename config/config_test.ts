@@ -20,8 +20,14 @@ function rejects(change: Record<string, unknown>, key: string | undefined, messa
 Deno.test("validateConfig() accepts the original's example and fills defaults", () => {
   assertEquals(validateConfig(VALID), {
     socketPath: "tas_socket",
-    tableOffset: 10000,
-    numTables: 40,
+    pools: [{
+      name: "default",
+      family: 2,
+      ranges: [{ first: 10000, last: 10039 }],
+      tags: [],
+      ifnames: [],
+    }],
+    reservations: [],
     tableTimeout: 3600,
     dbPath: "var/leases.db",
     store: { kind: "sqlite", path: "var/leases.db" },
@@ -33,10 +39,12 @@ Deno.test("validateConfig() accepts the original's example and fills defaults", 
 
 Deno.test("validateConfig() accepts every valid extreme the original got wrong", () => {
   // num_tables < 32, a timeout past 16 bits, one family only: all fine here.
-  assertEquals(validateConfig({ ...VALID, num_tables: 1 }).numTables, 1);
+  const range = (change: Record<string, unknown>) =>
+    validateConfig({ ...VALID, ...change }).pools[0].ranges[0];
+  assertEquals(range({ num_tables: 1 }), { first: 10000, last: 10000 });
   assertEquals(validateConfig({ ...VALID, table_timeout: 100_000 }).tableTimeout, 100_000);
-  assertEquals(validateConfig({ ...VALID, num_tables: 1 << 20 }).numTables, 1 << 20);
-  assertEquals(validateConfig({ ...VALID, table_offset: 256, num_tables: 1 }).tableOffset, 256);
+  assertEquals(range({ num_tables: 1 << 20 }), { first: 10000, last: 10000 + (1 << 20) - 1 });
+  assertEquals(range({ table_offset: 256, num_tables: 1 }), { first: 256, last: 256 });
   assertEquals(
     validateConfig({ ...VALID, addr_families: { unspec: true } }).addrFamilies.unspec,
     true,
@@ -170,7 +178,10 @@ Deno.test("parseConfig() accepts // and /* */ comments and reports bad JSON", ()
 
 Deno.test("parseConfig() accepts configs of 1 KiB and more", () => {
   const padding = " ".repeat(4096);
-  assertEquals(parseConfig(`${padding}${JSON.stringify(VALID)}${padding}`).numTables, 40);
+  assertEquals(parseConfig(`${padding}${JSON.stringify(VALID)}${padding}`).pools[0].ranges, [{
+    first: 10000,
+    last: 10039,
+  }]);
 });
 
 Deno.test("stripJsonComments() leaves comment markers inside strings alone", () => {
@@ -182,10 +193,165 @@ Deno.test("the shipped configs are valid", async () => {
   for (const name of ["default.json", "production.json"]) {
     const text = await Deno.readTextFile(new URL(name, import.meta.url));
     const config = parseConfig(text);
-    assertEquals([config.socketPath, config.tableOffset, config.numTables], [
-      "tas_socket",
-      10000,
-      40,
-    ]);
+    assertEquals([config.socketPath, config.pools[0].ranges], ["tas_socket", [{
+      first: 10000,
+      last: 10039,
+    }]]);
   }
+});
+
+Deno.test("validateConfig() builds pools: configured ones first, then the shorthand per family", () => {
+  const config = validateConfig({
+    ...VALID,
+    addr_families: { inet: true, inet6: true },
+    pools: [
+      {
+        name: "wan",
+        family: "inet",
+        ranges: [{ first: 20100, last: 20199 }, { first: 20000, last: 20009 }],
+        tags: ["wan"],
+        ifnames: ["eth*"],
+      },
+      { family: "inet6", ranges: [{ first: 30000, last: 30000 }] },
+    ],
+  });
+  assertEquals(config.pools, [
+    {
+      name: "wan",
+      family: 2,
+      ranges: [{ first: 20000, last: 20009 }, { first: 20100, last: 20199 }],
+      tags: ["wan"],
+      ifnames: ["eth*"],
+    },
+    { name: "pool1", family: 10, ranges: [{ first: 30000, last: 30000 }], tags: [], ifnames: [] },
+    { name: "default", family: 2, ranges: [{ first: 10000, last: 10039 }], tags: [], ifnames: [] },
+    { name: "default", family: 10, ranges: [{ first: 10000, last: 10039 }], tags: [], ifnames: [] },
+  ]);
+  // With pools, the shorthand is optional.
+  const only = validateConfig({
+    ...VALID,
+    table_offset: undefined,
+    num_tables: undefined,
+    pools: [{ family: "inet", ranges: [{ first: 500, last: 509 }] }],
+  });
+  assertEquals(only.pools.map((p) => p.name), ["pool0"]);
+});
+
+Deno.test("validateConfig() names what is wrong in pools", () => {
+  const pool = (p: Record<string, unknown>) => ({
+    pools: [{ family: "inet", ranges: [{ first: 500, last: 509 }], ...p }],
+  });
+  rejects({ pools: {} }, "pools", /"pools" must be an array of pools/);
+  rejects({ pools: [5] }, "pools[0]", /pools\[0\] must be an object, got 5/);
+  rejects(pool({ size: 3 }), "pools[0].size", /pools\[0\]: "size" is not a known key/);
+  rejects(
+    pool({ family: "ipx" }),
+    "pools[0].family",
+    /pools\[0\].family must be "inet", "inet6" or "unspec", got "ipx"/,
+  );
+  rejects(
+    pool({ family: "inet6" }),
+    "pools[0].family",
+    /is "inet6", which "addr_families" does not enable/,
+  );
+  rejects(pool({ ranges: [] }), "pools[0].ranges", /must be a non-empty array/);
+  rejects(
+    pool({ ranges: [{ first: 600, last: 500 }] }),
+    "pools[0].ranges[0]",
+    /"last" 500 is below "first" 600/,
+  );
+  rejects(
+    pool({ ranges: [{ first: 250, last: 260 }] }),
+    "pools[0].ranges[0]",
+    /includes the kernel's reserved table\(s\) 253, 254, 255/,
+  );
+  rejects(
+    pool({ ranges: [{ first: 254, last: 254 }] }),
+    "pools[0].ranges[0].first",
+    /one of the kernel's reserved tables/,
+  );
+  rejects(
+    pool({ ranges: [{ first: 10030, last: 10050 }] }),
+    "pools",
+    /pools "pool0" \(10030-10050\) and "default" \(10000-10039\) of family inet overlap|"default" \(10000-10039\) and "pool0" \(10030-10050\)/,
+  );
+  rejects(pool({ name: "bad name" }), "pools[0].name", /must be 1 to 32 letters/);
+  rejects(
+    pool({ tags: "wan" }),
+    "pools[0].tags",
+    /must be an array of non-empty strings, got "wan"/,
+  );
+  rejects(pool({ ifnames: ["eth["] }), undefined, /the pattern "eth\[" has an unclosed "\["/);
+  rejects(
+    { table_offset: undefined, num_tables: undefined },
+    "table_offset",
+    /"table_offset" is required/,
+  );
+  rejects(
+    {
+      pools: [{ name: "a", family: "inet", ranges: [{ first: 500, last: 500 }] }, {
+        name: "a",
+        family: "inet",
+        ranges: [{ first: 600, last: 600 }],
+      }],
+    },
+    "pools[1].name",
+    /"a" is used twice/,
+  );
+});
+
+Deno.test("validateConfig() reads reservations and names what is wrong in them", () => {
+  const config = validateConfig({
+    ...VALID,
+    addr_families: { inet: true, inet6: true },
+    reservations: [
+      { table: 10005, ifname: "eth0", address: "2001:DB8::1", family: "inet6" },
+      { table: 30000, ifname: "wg0" },
+    ],
+  });
+  assertEquals(config.reservations, [
+    { table: 10005, ifname: "eth0", address: "2001:db8::1", family: 10 },
+    { table: 30000, ifname: "wg0", address: "*", family: undefined },
+  ]);
+  rejects({ reservations: {} }, "reservations", /must be an array/);
+  rejects(
+    { reservations: [{ ifname: "eth0" }] },
+    "reservations[0].table",
+    /reservations\[0\].table must be an integer/,
+  );
+  rejects(
+    { reservations: [{ table: 5 }] },
+    "reservations[0].ifname",
+    /reservations\[0\].ifname is required/,
+  );
+  rejects(
+    { reservations: [{ table: 5, ifname: "eth0", address: "192.0.2.1" }] },
+    "reservations[0].family",
+    /an "address" needs its "family"/,
+  );
+  rejects(
+    { reservations: [{ table: 5, ifname: "eth0", address: "x", family: "inet" }] },
+    "reservations[0]",
+    /not an IPv4 address: "x"/,
+  );
+  rejects(
+    { reservations: [{ table: 5, ifname: "eth 0" }] },
+    "reservations[0]",
+    /not a valid interface name/,
+  );
+  rejects(
+    { reservations: [{ table: 5, ifname: "a" }, { table: 5, ifname: "b" }] },
+    "reservations[1]",
+    /table 5 is reserved twice \(for a and b\)/,
+  );
+  rejects(
+    { reservations: [{ table: 5, ifname: "a" }, { table: 6, ifname: "a" }] },
+    "reservations[1]",
+    /a \* has two reservations \(5 and 6\)/,
+  );
+  rejects(
+    { reservations: [{ table: 5, ifname: "a", size: 1 }] },
+    "reservations[0].size",
+    /"size" is not a known key/,
+  );
 });

@@ -101,7 +101,7 @@ Deno.test("server answers an exhausted pool with an error reply and loses nothin
   assertEquals(full.version, 1);
   assertEquals(full.cmd, 3);
   assertEquals(full.error, "pool_exhausted");
-  assertMatch(String(full.message), /all 2 tables from 10000 are leased/);
+  assertMatch(String(full.message), /all 2 tables of pool default \(10000-10001\) are taken/);
   assertEquals(server.leases().map((l) => [l.address, l.table]), [["10.0.0.1", 10000], [
     "10.0.0.2",
     10001,

@@ -8,20 +8,23 @@
  * @module
  */
 
-import { TablePool } from "../allocator/table_pool.ts";
 import { clockSeconds } from "../../ffi/libc.ts";
-import type { ServerConfig } from "../../config/config.ts";
+import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import { AddrFamily } from "../net/ip.ts";
+import type { AddrFamily } from "../net/ip.ts";
 import {
   Command,
-  decodeRequest,
+  decodeRequestObject,
   encodeError,
   encodeReply,
   type ErrorCode,
+  parseDatagram,
   ProtocolError,
   type Request,
 } from "../protocol/v1.ts";
+import { ControlCommand, decodeControlRequest } from "../control/protocol.ts";
+import { Allocation, type Choice } from "./allocation.ts";
+import { ControlHandler, syncConfigReservations } from "./control.ts";
 import {
   type AbstractDatagramSocket,
   type Credentials,
@@ -46,15 +49,11 @@ export const MAX_BATCH = 512;
  */
 export const SPIN_MICROSECONDS = 150;
 /** A request that loses an optimistic-concurrency race is retried this often. */
-const MAX_ATTEMPTS = 3;
+const MAX_ATTEMPTS = 5;
+/** With a store shared with other servers, rebuild the allocation this often. */
+export const RESYNC_INTERVAL_MS = 5000;
 /** The lease owner the server writes. */
 export const SERVER_OWNER = "table-allocator-server";
-
-const FAMILY_NAMES: Record<number, keyof ServerConfig["addrFamilies"]> = {
-  [AddrFamily.INET]: "inet",
-  [AddrFamily.INET6]: "inet6",
-  [AddrFamily.UNSPEC]: "unspec",
-};
 
 /** What the daemon needs; the caller owns (and closes) each part. */
 export interface DaemonOptions {
@@ -66,6 +65,14 @@ export interface DaemonOptions {
   now?: () => number;
   /** Seconds on the clock the C client reads (CLOCK_MONOTONIC_RAW). */
   monotonicSeconds?: () => number;
+  /**
+   * Other servers write to the same store (PostgreSQL): the allocation is
+   * only a hint, rebuilt every {@link RESYNC_INTERVAL_MS} and when a pool
+   * looks full; the store's unique indexes have the last word.
+   */
+  sharedStore?: boolean;
+  /** How `status` describes the store. */
+  storeDescription?: string;
 }
 
 interface Job {
@@ -75,7 +82,7 @@ interface Job {
   attempt: number;
 }
 
-type Event = "granted" | "refreshed" | "released" | "expired" | "rejected";
+type Event = "granted" | "refreshed" | "moved" | "released" | "expired" | "rejected";
 
 /** Counters for the status line and for tests. */
 export interface DaemonStats {
@@ -92,7 +99,12 @@ export class Daemon {
   #log: Logger;
   #now: () => number;
   #monotonic: () => number;
-  #pools = new Map<AddrFamily, TablePool>();
+  #families: AddrFamily[];
+  #allocation!: Allocation;
+  #shared: boolean;
+  #resyncAt = Infinity;
+  #resyncDue = false;
+  #control: ControlHandler;
   #carry: Array<{ datagram: Datagram; attempt: number }> = [];
   #stopping = false;
   #justServed = false;
@@ -107,52 +119,60 @@ export class Daemon {
     this.#log = options.logger;
     this.#now = options.now ?? Date.now;
     this.#monotonic = options.monotonicSeconds ?? (() => clockSeconds());
-    for (const [family, name] of Object.entries(FAMILY_NAMES)) {
-      if (options.config.addrFamilies[name]) {
-        this.#pools.set(
-          Number(family) as AddrFamily,
-          new TablePool(options.config.tableOffset, options.config.numTables),
-        );
-      }
-    }
+    this.#families = enabledFamilies(options.config.addrFamilies);
+    this.#shared = options.sharedStore ?? false;
+    this.#control = new ControlHandler({
+      config: options.config,
+      store: options.store,
+      allocation: () => this.#allocation,
+      log: options.logger,
+      startedAt: this.#now(),
+      storeDescription: options.storeDescription ?? "sqlite",
+      now: this.#now,
+    });
   }
 
   /**
-   * Builds a daemon whose pools are rebuilt from the store: every stored
-   * lease marks its table taken. Leases outside the configured pools
-   * (after a config change) are kept and reported, never dropped.
+   * Builds a daemon whose state is rebuilt from the store: the config's
+   * reservations are written, and every stored lease and reservation marks
+   * its table taken. Leases outside the configured pools (after a config
+   * change) are kept and reported, never dropped.
    */
   static async create(options: DaemonOptions): Promise<Daemon> {
     const daemon = new Daemon(options);
     daemon.#unsubscribe = options.store.onExpire((lease) => daemon.#expired(lease));
+    await syncConfigReservations(options.config, options.store, options.logger);
+    await daemon.#load(true);
+    return daemon;
+  }
+
+  /** Rebuilds the allocation from the store; `report` logs leases outside the pools. */
+  async #load(report: boolean): Promise<void> {
     let outside = 0;
-    for (const [family, table] of await options.store.usedTables()) {
-      const pool = daemon.#pools.get(family);
-      if (pool?.take(table)) continue;
-      if (outside++ < 10) {
-        options.logger.warn(
+    this.#allocation = await Allocation.load(this.#config, this.#store, (family, table) => {
+      if (report && outside++ < 10) {
+        this.#log.warn(
           "stored lease outside the configured pools is kept until it expires or is released",
           {
             family,
             table,
-            reason: pool
-              ? `table not in ${pool.first}-${pool.first + pool.size - 1}`
-              : "family disabled",
+            reason: this.#families.includes(family) ? "table in no pool" : "family disabled",
           },
         );
       }
-    }
-    if (outside > 10) {
-      options.logger.warn("more stored leases outside the configured pools are kept", {
+    });
+    if (report && outside > 10) {
+      this.#log.warn("more stored leases outside the configured pools are kept", {
         count: outside - 10,
       });
     }
-    return daemon;
+    if (this.#shared) this.#resyncAt = this.#now() + RESYNC_INTERVAL_MS;
+    this.#resyncDue = false;
   }
 
-  /** Per-family pools, for status and tests. */
-  get pools(): ReadonlyMap<AddrFamily, TablePool> {
-    return this.#pools;
+  /** The pools and reservations, for status and tests. */
+  get allocation(): Allocation {
+    return this.#allocation;
   }
 
   /** Serves until {@link stop} is called; in-flight work is committed before it returns. */
@@ -178,6 +198,13 @@ export class Daemon {
         this.#log.error("cannot receive from the socket", { error: (error as Error).message });
         await new Promise((r) => setTimeout(r, 100));
         if (batch.length === 0) continue;
+      }
+      if (this.#resyncDue || this.#now() >= this.#resyncAt) {
+        await this.#load(false).catch((error) =>
+          this.#log.error("cannot rebuild the allocation from the store", {
+            error: (error as Error).message,
+          })
+        );
       }
       await this.#process(batch);
       this.#justServed = true;
@@ -210,18 +237,24 @@ export class Daemon {
     this.stats.batches++;
     const replies: Array<[Uint8Array<ArrayBuffer>, Datagram]> = [];
     const jobs: Job[] = [];
+    const controls: Array<{ datagram: Datagram; message: Record<string, unknown> }> = [];
     const seen = new Set<string>();
     for (const { datagram, attempt } of batch) {
       this.stats.requests++;
       let request: Request;
       try {
-        request = decodeRequest(datagram.data, datagram.length);
+        const message = parseDatagram(datagram.data, datagram.length);
+        if (message.cmd === ControlCommand.REQUEST) {
+          controls.push({ datagram, message });
+          continue;
+        }
+        request = decodeRequestObject(message);
       } catch (error) {
         if (!(error instanceof ProtocolError)) throw error;
         replies.push([this.#reject(error.code, error.message, datagram), datagram]);
         continue;
       }
-      if (!this.#pools.has(request.identity.family) && request.cmd === Command.REQUEST) {
+      if (!this.#families.includes(request.identity.family) && request.cmd === Command.REQUEST) {
         const message = `address family ${request.identity.family} is not enabled on this server`;
         replies.push([this.#reject("family_disabled", message, datagram, request), datagram]);
         continue;
@@ -250,6 +283,7 @@ export class Daemon {
       const outcome = job.request.cmd === Command.REQUEST
         ? this.#grant(job, leases, token)
         : this.#release(job, leases, token);
+      if (outcome === null) return;
       if (outcome instanceof Uint8Array) replies.push([outcome, job.datagram]);
       else {
         updates.push(outcome);
@@ -269,35 +303,71 @@ export class Daemon {
       });
     }
     for (const [data, datagram] of replies) this.#send(data, datagram);
+    // Control requests are rare and not on the hot path: one at a time, after the leases.
+    for (const { datagram, message } of controls) {
+      this.#send(await this.#controlReply(datagram, message), datagram);
+    }
+  }
+
+  async #controlReply(
+    datagram: Datagram,
+    message: Record<string, unknown>,
+  ): Promise<Uint8Array<ArrayBuffer>> {
+    const uid = datagram.credentials?.uid;
+    if (uid !== 0) {
+      return this.#reject(
+        "not_permitted",
+        `control requests are answered only to root (uid 0), got uid ${uid ?? "unknown"}`,
+        datagram,
+      );
+    }
+    try {
+      return await this.#control.handle(decodeControlRequest(message), uid);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      return this.#reject(error.code, error.message, datagram);
+    }
   }
 
   /**
-   * A request: refresh the identity's lease (same table) or allocate the
-   * lowest free table. Returns an error reply, or the pending update whose
-   * value, once durable, builds the reply.
+   * A request: refresh the identity's lease (same table), or give it a
+   * table: its reservation's, else the lowest free one of the first pool
+   * that serves it. A reservation wins over a lease on another table: the
+   * owner moves to its reserved table when it is free (the client moves
+   * its rules). Returns an error reply, the pending update whose value,
+   * once durable, builds the reply, or null when the request waits for
+   * the next pass.
    */
   #grant(
     job: Job,
     leases: Lease[],
     token: LeaseToken,
-  ): Uint8Array<ArrayBuffer> | Promise<() => Uint8Array<ArrayBuffer>> {
+  ): Uint8Array<ArrayBuffer> | Promise<() => Uint8Array<ArrayBuffer>> | null {
     const { identity, tag } = job.request;
-    const pool = this.#pools.get(identity.family)!;
+    const allocation = this.#allocation;
     const expiresAt = this.#now() + this.#config.tableTimeout * 1000;
     const existing = leases.find((l) => l.state === "bound");
-    let table: number;
-    let allocated = false;
-    if (existing) {
-      table = existing.table;
-    } else {
-      if (pool.free === 0) {
+    const reservation = existing && allocation.reservationFor(identity);
+    let choice: Choice | undefined;
+    if (!existing) {
+      const chosen = allocation.choose(identity, tag);
+      if ("code" in chosen) {
         this.#store.releaseToken(token);
-        const message = `all ${pool.size} tables from ${pool.first} are leased`;
-        return this.#reject("pool_exhausted", message, job.datagram, job.request);
+        if (chosen.code === "pool_exhausted" && this.#shared && job.attempt === 1) {
+          // Another server may have freed tables: look again after a rebuild.
+          this.#resyncDue = true;
+          this.#carry.push({ datagram: job.datagram, attempt: job.attempt + 1 });
+          return null;
+        }
+        return this.#reject(chosen.code, chosen.message, job.datagram, job.request);
       }
-      table = pool.allocate();
-      allocated = true;
+      choice = chosen;
+    } else if (
+      reservation && reservation.table !== existing.table && allocation.claimReserved(reservation)
+    ) {
+      choice = { kind: "reservation", table: reservation.table, reservation };
     }
+    const table = choice?.table ?? existing!.table;
     const lease: Lease = {
       ...identity,
       table,
@@ -308,14 +378,25 @@ export class Daemon {
     };
     return this.#store.update(job.clientId, [lease], token).then(
       () => () => {
-        this.#event(existing ? "refreshed" : "granted", job, {
+        const moved = existing !== undefined && existing.table !== table;
+        if (moved) allocation.ended(existing);
+        this.#event(existing ? (moved ? "moved" : "refreshed") : "granted", job, {
           table,
+          ...(moved ? { previous_table: existing.table } : {}),
+          ...(choice?.kind === "pool" ? { pool: choice.pool.name } : {}),
+          ...(choice?.kind === "reservation" ? { reserved: "yes" } : {}),
           expires: new Date(expiresAt).toISOString(),
         });
         return encodeReply(table, this.#monotonic() + (expiresAt - this.#now()) / 1000);
       },
       (error) => {
-        if (allocated) pool.release(table);
+        if (choice) {
+          allocation.undo(choice);
+          // With a shared store the table may be another server's now.
+          if (this.#shared && error instanceof ConcurrencyError) {
+            allocation.markTaken(identity.family, choice.table);
+          }
+        }
         throw error;
       },
     );
@@ -355,14 +436,14 @@ export class Daemon {
     });
   }
 
-  /** Returns a lease's table to its pool; a table outside every pool is just logged. */
+  /** Returns a lease's table to its reservation or pool; a table outside every pool is just logged. */
   #free(lease: Lease): void {
-    const pool = this.#pools.get(lease.family);
-    if (pool?.contains(lease.table) && !pool.isFree(lease.table)) pool.release(lease.table);
-    else {this.#log.info("lease outside the configured pools ended", {
+    if (!this.#allocation.ended(lease)) {
+      this.#log.info("lease outside the configured pools ended", {
         family: lease.family,
         table: lease.table,
-      });}
+      });
+    }
   }
 
   #storeFailure(job: Job, reason: unknown): Uint8Array<ArrayBuffer> {

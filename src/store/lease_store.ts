@@ -96,6 +96,8 @@ export interface ListOptions {
   family?: AddrFamily | undefined;
   /** Only leases of this interface. */
   ifname?: string | undefined;
+  /** Only leases of this table. */
+  table?: number | undefined;
 }
 
 /**

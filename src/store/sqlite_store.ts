@@ -219,6 +219,7 @@ export class SqliteLeaseStore implements LeaseStore {
          AND (?3 IS NULL OR instr(?3, ',' || state || ',') > 0)
          AND (?4 IS NULL OR family = ?4)
          AND (?5 IS NULL OR ifname = ?5)
+         AND (?7 IS NULL OR table_id = ?7)
        ORDER BY client_id, table_id LIMIT ?6`,
     );
     // Two index-only scans instead of one scan of the whole table.
@@ -439,6 +440,7 @@ export class SqliteLeaseStore implements LeaseStore {
         options.family ?? null,
         options.ifname ?? null,
         limit,
+        options.table ?? null,
       ) as unknown as Row[];
       const last = rows.at(-1);
       return Promise.resolve({

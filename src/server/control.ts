@@ -1,0 +1,380 @@
+/**
+ * The server side of control messages (`cmd` 16): status, pools, lease
+ * listing and inspection, release by an administrator, reservations. Only
+ * root may use them: the daemon checks the kernel-verified uid before it
+ * calls {@link ControlHandler.handle}.
+ *
+ * @module
+ */
+
+import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
+import type { Logger } from "../log/logger.ts";
+import type { AddrFamily } from "../net/ip.ts";
+import { encodeError, ProtocolError } from "../protocol/v1.ts";
+import {
+  clientIdOf,
+  ConcurrencyError,
+  type Lease,
+  type LeaseStore,
+  reservationIdOf,
+} from "../store/lease_store.ts";
+import {
+  type ControlRequest,
+  encodeControlReply,
+  type LeaseSelector,
+  leaseView,
+  type PoolView,
+  type StatusView,
+} from "../control/protocol.ts";
+import type { Allocation } from "./allocation.ts";
+import { VERSION } from "../version.ts";
+
+/** The owner written on reservations made with control commands. */
+export const CONTROL_OWNER = "table-allocator-ctl";
+/** The owner written on reservations from the config file. */
+export const CONFIG_OWNER = "config";
+
+/** What the handler works with. */
+export interface ControlContext {
+  config: ServerConfig;
+  store: LeaseStore;
+  /** The daemon's current state (replaced when it is rebuilt). */
+  allocation: () => Allocation;
+  log: Logger;
+  startedAt: number;
+  /** How the store is described in `status` (path or "postgres"). */
+  storeDescription: string;
+  now: () => number;
+}
+
+/** A refusal of a control request, answered as an error reply. */
+class Refusal extends Error {
+  constructor(readonly code: "not_found" | "conflict", message: string) {
+    super(message);
+  }
+}
+
+/** Handles control requests. */
+export class ControlHandler {
+  #c: ControlContext;
+
+  /** A handler over the daemon's parts. */
+  constructor(context: ControlContext) {
+    this.#c = context;
+  }
+
+  /** Answers one request (already validated, from root). Never throws. */
+  async handle(request: ControlRequest, uid: number): Promise<Uint8Array<ArrayBuffer>> {
+    try {
+      switch (request.op) {
+        case "status":
+          return encodeControlReply("status", this.#status());
+        case "pools":
+          return encodeControlReply("pools", { pools: this.#pools() });
+        case "list": {
+          const page = await this.#c.store.list(request);
+          return encodeControlReply("list", {
+            leases: page.leases.map(leaseView),
+            next: page.next ?? null,
+          });
+        }
+        case "show":
+          return encodeControlReply("show", {
+            leases: (await this.#find(request.selector, false)).map(leaseView),
+          });
+        case "release":
+          return encodeControlReply("release", {
+            released: (await this.#release(request.selector, uid)).map(leaseView),
+          });
+        case "reserve":
+          return encodeControlReply("reserve", {
+            reserved: (await this.#reserve(request, uid)).map(leaseView),
+          });
+        case "unreserve":
+          return encodeControlReply("unreserve", {
+            removed: (await this.#unreserve(request, uid)).map(leaseView),
+          });
+      }
+    } catch (error) {
+      if (error instanceof Refusal) return encodeError(error.code, error.message);
+      if (error instanceof ProtocolError) return encodeError(error.code, error.message);
+      const message = `lease store failure: ${(error as Error).message}`;
+      this.#c.log.error("control request failed", { op: request.op, error: message });
+      return encodeError("store_failure", message);
+    }
+  }
+
+  #pools(): PoolView[] {
+    const allocation = this.#c.allocation();
+    return allocation.pools.pools.map((pool) => {
+      const reservedFree = allocation.reservations.filter((r) =>
+        r.family === pool.family && pool.contains(r.table) &&
+        !allocation.isReservedBound(r.family, r.table)
+      ).length;
+      return {
+        name: pool.name,
+        family: pool.family,
+        ranges: pool.ranges.map((r) => ({ first: r.first, last: r.first + r.size - 1 })),
+        tags: [...pool.tags],
+        ifnames: [...pool.ifnames],
+        size: pool.size,
+        bound: pool.used - reservedFree,
+        reserved: reservedFree,
+        free: pool.free,
+      };
+    });
+  }
+
+  #status(): StatusView {
+    const allocation = this.#c.allocation();
+    const pools = this.#pools();
+    const reservations = allocation.reservations;
+    // Bound tables: in pools, plus reserved tables outside every pool, plus leases left outside.
+    const boundReservedOutside =
+      reservations.filter((r) =>
+        !allocation.pools.poolOf(r.family, r.table) && allocation.isReservedBound(r.family, r.table)
+      ).length;
+    return {
+      version: VERSION,
+      pid: Deno.pid,
+      uptime_s: Math.floor((this.#c.now() - this.#c.startedAt) / 1000),
+      socket: `@${this.#c.config.socketPath}`,
+      store: this.#c.storeDescription,
+      families: enabledFamilies(this.#c.config.addrFamilies),
+      pools,
+      leases: {
+        bound: pools.reduce((n, p) => n + p.bound, 0) + boundReservedOutside + allocation.outside,
+        reserved: reservations.length,
+        outside_pools: allocation.outside,
+      },
+    };
+  }
+
+  /** The leases a selector names: an identity's (every state), or a table's bound and reserved ones. */
+  async #find(selector: LeaseSelector, boundOnly: boolean): Promise<Lease[]> {
+    if ("table" in selector) {
+      const page = await this.#c.store.list({
+        family: selector.family,
+        table: selector.table,
+        state: boundOnly ? "bound" : ["bound", "reserved"],
+      });
+      return page.leases;
+    }
+    const leases = await this.#c.store.peek(clientIdOf(selector));
+    return boundOnly ? leases.filter((l) => l.state === "bound") : leases;
+  }
+
+  async #release(selector: LeaseSelector, uid: number): Promise<Lease[]> {
+    const found = await this.#find(selector, true);
+    if (found.length === 0) throw new Refusal("not_found", `no bound lease ${describe(selector)}`);
+    const released: Lease[] = [];
+    for (const lease of found) {
+      const clientId = clientIdOf(lease);
+      const { leases, token } = await this.#c.store.lookup(clientId);
+      const bound = leases.filter((l) => l.state === "bound");
+      const history = leases.map((l): Lease =>
+        l.state === "bound" ? { ...l, state: "released" } : l
+      );
+      const write = this.#c.store.update(clientId, history, token);
+      await this.#c.store.flush();
+      await write;
+      for (const l of bound) {
+        this.#c.allocation().ended(l);
+        this.#c.log.info("released", { ...fields(l), by: "control", uid });
+        released.push({ ...l, state: "released" });
+      }
+    }
+    return released;
+  }
+
+  async #reserve(
+    request: Extract<ControlRequest, { op: "reserve" }>,
+    uid: number,
+  ): Promise<Lease[]> {
+    const allocation = this.#c.allocation();
+    const families = request.family === undefined
+      ? enabledFamilies(this.#c.config.addrFamilies)
+      : [request.family];
+    const address = request.address ?? "*";
+    const rows: Array<{ reservation: Lease; bound: boolean }> = [];
+    // Check every family first, so a refusal writes nothing.
+    for (const family of families) {
+      const reservation: Lease = {
+        family,
+        ifname: request.ifname,
+        address,
+        table: request.table,
+        expiresAt: 0,
+        tag: undefined,
+        owner: CONTROL_OWNER,
+        state: "reserved",
+      };
+      const existing = allocation.reservationOf(family, request.table);
+      if (existing) {
+        if (existing.ifname === request.ifname && existing.address === address) continue;
+        throw new Refusal(
+          "conflict",
+          `table ${request.table} of family ${family} is already reserved for ${existing.ifname} ${existing.address}`,
+        );
+      }
+      const same = allocation.reservations.find((r) =>
+        r.family === family && r.ifname === request.ifname && r.address === address
+      );
+      if (same) {
+        throw new Refusal(
+          "conflict",
+          `${request.ifname} ${address} (family ${family}) already has table ${same.table} reserved`,
+        );
+      }
+      const [holder] = await this.#find({ family, table: request.table }, true);
+      if (
+        holder &&
+        !(holder.ifname === request.ifname && (address === "*" || holder.address === address))
+      ) {
+        throw new Refusal(
+          "conflict",
+          `table ${request.table} of family ${family} is leased to ${holder.ifname} ${holder.address} until ${
+            new Date(holder.expiresAt).toISOString()
+          }; release it first`,
+        );
+      }
+      rows.push({ reservation, bound: holder !== undefined });
+    }
+    for (const { reservation, bound } of rows) {
+      await this.#write(reservationIdOf(reservation), [reservation]);
+      allocation.reserved(reservation, bound);
+      this.#c.log.info("reserved", { ...fields(reservation), by: "control", uid });
+    }
+    return rows.map((r) => r.reservation);
+  }
+
+  async #unreserve(
+    request: Extract<ControlRequest, { op: "unreserve" }>,
+    uid: number,
+  ): Promise<Lease[]> {
+    const allocation = this.#c.allocation();
+    const families = request.family === undefined
+      ? enabledFamilies(this.#c.config.addrFamilies)
+      : [request.family];
+    const removed = families.map((f) => allocation.reservationOf(f, request.table)).filter((
+      r,
+    ): r is Lease => r !== undefined);
+    if (removed.length === 0) {
+      throw new Refusal(
+        "not_found",
+        `table ${request.table} is not reserved${
+          request.family === undefined ? "" : ` in family ${request.family}`
+        }`,
+      );
+    }
+    for (const reservation of removed) {
+      await this.#write(reservationIdOf(reservation), []);
+      allocation.unreserved(reservation);
+      this.#c.log.info("unreserved", { ...fields(reservation), by: "control", uid });
+    }
+    return removed;
+  }
+
+  /** Writes a client's leases now (commit included). */
+  async #write(clientId: string, leases: Lease[]): Promise<void> {
+    const { token } = await this.#c.store.lookup(clientId);
+    const write = this.#c.store.update(clientId, leases, token);
+    await this.#c.store.flush().catch(() => {/* the write's promise carries the failure */});
+    try {
+      await write;
+    } catch (error) {
+      if (error instanceof ConcurrencyError) throw new Refusal("conflict", error.message);
+      throw error;
+    }
+  }
+}
+
+function describe(selector: LeaseSelector): string {
+  return "table" in selector
+    ? `on table ${selector.table} of family ${selector.family}`
+    : `for ${selector.ifname} ${selector.address} of family ${selector.family}`;
+}
+
+function fields(lease: Lease): Record<string, string | number> {
+  return { family: lease.family, ifname: lease.ifname, address: lease.address, table: lease.table };
+}
+
+/**
+ * Makes the reservations of the config file the stored ones of owner
+ * `config`: adds missing ones, removes those no longer configured. Never
+ * throws for a conflict: it is logged and the reservation skipped, so a
+ * config change cannot keep the server from starting.
+ */
+export async function syncConfigReservations(
+  config: ServerConfig,
+  store: LeaseStore,
+  log: Logger,
+): Promise<void> {
+  const wanted = new Map<string, Lease>();
+  for (const r of config.reservations) {
+    for (
+      const family of r.family === undefined ? enabledFamilies(config.addrFamilies) : [r.family]
+    ) {
+      const lease: Lease = {
+        family: family as AddrFamily,
+        ifname: r.ifname,
+        address: r.address,
+        table: r.table,
+        expiresAt: 0,
+        tag: undefined,
+        owner: CONFIG_OWNER,
+        state: "reserved",
+      };
+      wanted.set(reservationIdOf(lease), lease);
+    }
+  }
+  const write = async (clientId: string, leases: Lease[]) => {
+    const { token } = await store.lookup(clientId);
+    const done = store.update(clientId, leases, token);
+    await store.flush().catch(() => {});
+    await done;
+  };
+  let after: string | undefined;
+  const stored = new Map<string, Lease>();
+  do {
+    const page = await store.list({ state: "reserved", after });
+    for (const l of page.leases) stored.set(reservationIdOf(l), l);
+    after = page.next;
+  } while (after);
+  for (const [id, lease] of stored) {
+    const want = wanted.get(id);
+    if (lease.owner === CONFIG_OWNER && (!want || want.table !== lease.table)) {
+      await write(id, []);
+      log.info("config reservation removed", fields(lease));
+      stored.delete(id);
+    }
+  }
+  for (const [id, lease] of wanted) {
+    if (stored.get(id)?.table === lease.table) continue;
+    try {
+      await write(id, [lease]);
+      log.info("config reservation added", fields(lease));
+    } catch (error) {
+      log.error("config reservation skipped: its table is reserved for another identity", {
+        ...fields(lease),
+        reason: (error as Error).message,
+      });
+      continue;
+    }
+    const holder =
+      (await store.list({ family: lease.family, table: lease.table, state: "bound" })).leases[0];
+    if (
+      holder &&
+      !(holder.ifname === lease.ifname &&
+        (lease.address === "*" || holder.address === lease.address))
+    ) {
+      log.warn(
+        "reserved table is leased to another identity; the reservation takes effect when that lease ends",
+        {
+          ...fields(lease),
+          holder: `${holder.ifname} ${holder.address}`,
+        },
+      );
+    }
+  }
+}
