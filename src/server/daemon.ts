@@ -392,9 +392,12 @@ export class Daemon {
       (error) => {
         if (choice) {
           allocation.undo(choice);
-          // With a shared store the table may be another server's now.
+          // With a shared store the table may be another server's now: mark
+          // it, and rebuild before the retry, since that server is likely
+          // ahead on the next tables too.
           if (this.#shared && error instanceof ConcurrencyError) {
             allocation.markTaken(identity.family, choice.table);
+            this.#resyncDue = true;
           }
         }
         throw error;
