@@ -265,3 +265,33 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "hasAddress() tells from the kernel's address dump whether an interface still has an address",
+  ignore: !IS_ROOT,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using ns = await createNetns();
+    // The check runs inside the namespace, as the client does: a tiny script through the real FFI.
+    const script = `
+      import { hasAddress } from "${new URL("../src/client/addresses.ts", import.meta.url).href}";
+      import { ifNameToIndex } from "${new URL("../ffi/libc.ts", import.meta.url).href}";
+      import { parseIPv4, parseIPv6 } from "${new URL("../src/net/ip.ts", import.meta.url).href}";
+      const index = ifNameToIndex("${A.ifname}");
+      console.log(JSON.stringify([
+        await hasAddress(2, index, parseIPv4("${A.ipv4}")),
+        await hasAddress(10, index, parseIPv6("${A.ipv6}")),
+        await hasAddress(2, index, parseIPv4("198.51.100.1")),
+      ]));`;
+    const check = async () => {
+      const result = await ns.run([Deno.execPath(), "eval", script]);
+      assertEquals(result.code, 0, result.stderr);
+      return JSON.parse(result.stdout);
+    };
+    assertEquals(await check(), [true, true, false]);
+    await FAMILIES[0].deleteAddress(ns);
+    assertEquals(await check(), [false, true, false]);
+  },
+});

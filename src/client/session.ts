@@ -34,6 +34,7 @@ import {
   type Datagram,
   paddedAbstractAddress,
 } from "../unix/abstract_socket.ts";
+import { hasAddress } from "./addresses.ts";
 import { type ClientOptions, identityName } from "./options.ts";
 import type { Poller } from "./poller.ts";
 import { describeRule, leaseRules, type RuleFailure, type RuleKeeper } from "./rules.ts";
@@ -155,7 +156,7 @@ export class ClientSession {
         nextSend = now + RETRANSMIT_MS;
       }
       await this.#wait(nextSend);
-      const departure = this.#readEvents();
+      const departure = await this.#readEvents();
       if (departure) return { kind: "none", reason: departure };
       for (const reply of this.#readDatagrams()) {
         if (reply.kind === "error") return reply;
@@ -198,7 +199,7 @@ export class ClientSession {
         refreshAt = now + RETRANSMIT_MS;
       }
       await this.#wait(Math.min(refreshAt, ruleRetryAt));
-      const departure = this.#readEvents();
+      const departure = await this.#readEvents();
       if (departure) {
         this.stop(departure);
         break;
@@ -374,19 +375,30 @@ export class ClientSession {
   }
 
   /** Returns why the session must end, if a notification says so. */
-  #readEvents(): string | null {
+  async #readEvents(): Promise<string | null> {
     const { events, ifindex, options, logger } = this.#p;
     let messages;
     try {
       messages = events.receive();
     } catch (error) {
-      // ENOBUFS: notifications were dropped. The link can be checked again;
-      // a dropped address deletion cannot, so say so.
-      logger.warn("netlink notifications were lost; checking the interface", {
+      // ENOBUFS: notifications were dropped and cannot be replayed, so ask
+      // the kernel for the state they would have told: the link, the address.
+      logger.warn("netlink notifications were lost; checking the interface and address", {
         ...this.fields,
         reason: (error as Error).message,
       });
       if (ifNameToIndex(options.ifname) !== ifindex) return `interface ${options.ifname} is gone`;
+      if (options.family === AddrFamily.UNSPEC || options.addressBytes === null) return null;
+      try {
+        if (!await hasAddress(options.family, ifindex, options.addressBytes)) {
+          return `address ${options.address} is gone from ${options.ifname}`;
+        }
+      } catch (checkError) {
+        logger.warn("cannot list the addresses; keeping the lease", {
+          ...this.fields,
+          reason: (checkError as Error).message,
+        });
+      }
       return null;
     }
     const watch = {

@@ -34,6 +34,7 @@ export const MsgType = {
   RTM_DELLINK: 17,
   RTM_NEWADDR: 20,
   RTM_DELADDR: 21,
+  RTM_GETADDR: 22,
   RTM_NEWRULE: 32,
   RTM_DELRULE: 33,
   RTM_GETRULE: 34,
@@ -167,6 +168,12 @@ export function encodeRuleMessage(
 export function encodeRuleDump(family: number, options: EncodeOptions): Uint8Array<ArrayBuffer> {
   const body = [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
   return finish(MsgType.RTM_GETRULE, NlmFlags.REQUEST | NlmFlags.DUMP, options, body);
+}
+
+/** Encodes an RTM_GETADDR dump request (struct ifaddrmsg) for one address family. */
+export function encodeAddressDump(family: number, options: EncodeOptions): Uint8Array<ArrayBuffer> {
+  const body = [family, 0, 0, 0, 0, 0, 0, 0];
+  return finish(MsgType.RTM_GETADDR, NlmFlags.REQUEST | NlmFlags.DUMP, options, body);
 }
 
 /** One netlink message split out of a received buffer. */
