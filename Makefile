@@ -42,6 +42,7 @@ dist: $(DENO_STAMP)
 	mkdir -p $(DIST)
 	$(DENO) compile --allow-all --output $(DIST)/table-allocator-server server.ts
 	$(DENO) compile --allow-all --output $(DIST)/table-allocator-client client.ts
+	$(DENO) compile --allow-all --output $(DIST)/table-allocator-ctl ctl.ts
 
 fmt: $(DENO_STAMP)
 	$(DENO) fmt

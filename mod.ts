@@ -55,4 +55,16 @@ export {
   type ServerConfig,
   validateConfig,
 } from "./config/config.ts";
+export {
+  BadReplyError,
+  type ControlArgs,
+  ControlClient,
+  type ControlClientOptions,
+  ControlError,
+  type ControlOp,
+  DEFAULT_SOCKET,
+  DEFAULT_TIMEOUT_MS,
+  NotRunningError,
+  TimeoutError,
+} from "./src/control/client.ts";
 export { VERSION } from "./src/version.ts";
