@@ -67,4 +67,17 @@ export {
   NotRunningError,
   TimeoutError,
 } from "./src/control/client.ts";
+export {
+  ControlCommand,
+  type ControlRequest,
+  type ControlResults,
+  decodeControlReply,
+  decodeControlRequest,
+  encodeControlReply,
+  encodeControlRequest,
+  type LeaseSelector,
+  type LeaseView,
+  type PoolView,
+  type StatusView,
+} from "./src/control/protocol.ts";
 export { VERSION } from "./src/version.ts";

@@ -267,7 +267,7 @@ Deno.test({
     assertEquals(again.stdout, "");
     assertEquals(
       again.stderr,
-      "table-allocator-ctl: release: not_found: no bound lease on table 10001 of family 2\n",
+      "table-allocator-ctl: release: not_found: no bound lease on table 10001 of family inet\n",
     );
   },
 });
@@ -367,7 +367,7 @@ Deno.test({
     assertEquals([refused.code, refused.stdout], [1, ""]);
     assertMatch(
       refused.stderr,
-      /^table-allocator-ctl: reserve: conflict: table 10000 of family 2 is leased to eth1 192\.0\.2\.1 until \S+; release it first\n$/,
+      /^table-allocator-ctl: reserve: conflict: table 10000 of family inet is leased to eth1 192\.0\.2\.1 until \S+; release it first\n$/,
     );
     assertEquals(server.allLeases().filter((l) => l.state === "reserved"), [], "nothing written");
   },

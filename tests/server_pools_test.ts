@@ -58,7 +58,7 @@ Deno.test("a request that no pool serves is answered with no_pool", async () => 
   assertEquals((await client.request("10.0.0.1", { ifname: "eth3" })).table, 500);
   const none = await client.request("10.0.0.2", { ifname: "wg0" });
   assertEquals([none.cmd, none.error], [3, "no_pool"]);
-  assertMatch(String(none.message), /no pool of family 2 serves ifname wg0 without a tag/);
+  assertMatch(String(none.message), /no pool of family inet serves ifname wg0 without a tag/);
 });
 
 Deno.test("a reserved table goes to its owner only, and stays reserved after the owner leaves", async () => {
@@ -152,7 +152,7 @@ Deno.test("control: a reservation made at run time moves its owner to the reserv
   assertEquals([refused.cmd, refused.error], [3, "conflict"]);
   assertMatch(
     String(refused.message),
-    /table 10001 of family 2 is leased to eth1 10\.0\.0\.1 until .*; release it first/,
+    /table 10001 of family inet is leased to eth1 10\.0\.0\.1 until .*; release it first/,
   );
   const reserved = await control(client, "reserve", {
     table: 10007,

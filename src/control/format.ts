@@ -111,7 +111,8 @@ export function formatStatus(status: StatusView): string {
 
 /**
  * One row per lease, with a header; `empty` is printed when there are
- * none. EXPIRES is {@link formatExpiry}, or `-` for a released lease.
+ * none. EXPIRES is {@link formatExpiry}; for a released lease, when it was
+ * released (a history row's `expires_at` is when the lease ended).
  */
 export function formatLeases(
   leases: readonly LeaseView[],
@@ -128,7 +129,9 @@ export function formatLeases(
       String(l.table),
       l.state,
       // A released lease keeps the expiry it had; it no longer means anything.
-      l.state === "released" ? "-" : formatExpiry(l.expires_at, now),
+      l.state === "released" && l.expires_at !== null
+        ? `${formatTime(l.expires_at)} (released)`
+        : formatExpiry(l.expires_at, now),
       l.tag ?? "-",
       l.owner,
     ]),

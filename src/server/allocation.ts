@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { ServerConfig } from "../../config/config.ts";
+import { familyName, type ServerConfig } from "../../config/config.ts";
 import { type Pool, PoolSet } from "../allocator/pool_set.ts";
 import type { AddrFamily } from "../net/ip.ts";
 import type { Identity } from "../protocol/v1.ts";
@@ -109,7 +109,9 @@ export class Allocation {
     if (!pool) {
       return {
         code: "no_pool",
-        message: `no pool of family ${identity.family} serves ifname ${identity.ifname}${
+        message: `no pool of family ${
+          familyName(identity.family)
+        } serves ifname ${identity.ifname}${
           tag === undefined ? " without a tag" : ` with tag ${tag}`
         }`,
       };

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
+import { enabledFamilies, familyName, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
 import type { AddrFamily } from "../net/ip.ts";
 import { encodeError, ProtocolError } from "../protocol/v1.ts";
@@ -172,8 +172,10 @@ export class ControlHandler {
       const clientId = clientIdOf(lease);
       const { leases, token } = await this.#c.store.lookup(clientId);
       const bound = leases.filter((l) => l.state === "bound");
+      // A history row's expires_at is when the lease ended.
+      const endedAt = this.#c.now();
       const history = leases.map((l): Lease =>
-        l.state === "bound" ? { ...l, state: "released" } : l
+        l.state === "bound" ? { ...l, state: "released", expiresAt: endedAt } : l
       );
       const write = this.#c.store.update(clientId, history, token);
       await this.#c.store.flush();
@@ -181,7 +183,7 @@ export class ControlHandler {
       for (const l of bound) {
         this.#c.allocation().ended(l);
         this.#c.log.info("released", { ...fields(l), by: "control", uid });
-        released.push({ ...l, state: "released" });
+        released.push({ ...l, state: "released", expiresAt: endedAt });
       }
     }
     return released;
@@ -214,7 +216,9 @@ export class ControlHandler {
         if (existing.ifname === request.ifname && existing.address === address) continue;
         throw new Refusal(
           "conflict",
-          `table ${request.table} of family ${family} is already reserved for ${existing.ifname} ${existing.address}`,
+          `table ${request.table} of family ${
+            familyName(family)
+          } is already reserved for ${existing.ifname} ${existing.address}`,
         );
       }
       const same = allocation.reservations.find((r) =>
@@ -223,7 +227,9 @@ export class ControlHandler {
       if (same) {
         throw new Refusal(
           "conflict",
-          `${request.ifname} ${address} (family ${family}) already has table ${same.table} reserved`,
+          `${request.ifname} ${address} (family ${
+            familyName(family)
+          }) already has table ${same.table} reserved`,
         );
       }
       const [holder] = await this.#find({ family, table: request.table }, true);
@@ -233,7 +239,9 @@ export class ControlHandler {
       ) {
         throw new Refusal(
           "conflict",
-          `table ${request.table} of family ${family} is leased to ${holder.ifname} ${holder.address} until ${
+          `table ${request.table} of family ${
+            familyName(family)
+          } is leased to ${holder.ifname} ${holder.address} until ${
             new Date(holder.expiresAt).toISOString()
           }; release it first`,
         );
@@ -263,7 +271,7 @@ export class ControlHandler {
       throw new Refusal(
         "not_found",
         `table ${request.table} is not reserved${
-          request.family === undefined ? "" : ` in family ${request.family}`
+          request.family === undefined ? "" : ` in family ${familyName(request.family)}`
         }`,
       );
     }
@@ -291,8 +299,8 @@ export class ControlHandler {
 
 function describe(selector: LeaseSelector): string {
   return "table" in selector
-    ? `on table ${selector.table} of family ${selector.family}`
-    : `for ${selector.ifname} ${selector.address} of family ${selector.family}`;
+    ? `on table ${selector.table} of family ${familyName(selector.family)}`
+    : `for ${selector.ifname} ${selector.address} of family ${familyName(selector.family)}`;
 }
 
 function fields(lease: Lease): Record<string, string | number> {

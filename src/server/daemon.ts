@@ -9,7 +9,7 @@
  */
 
 import { clockSeconds } from "../../ffi/libc.ts";
-import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
+import { enabledFamilies, familyName, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
 import type { AddrFamily } from "../net/ip.ts";
 import {
@@ -255,7 +255,9 @@ export class Daemon {
         continue;
       }
       if (!this.#families.includes(request.identity.family) && request.cmd === Command.REQUEST) {
-        const message = `address family ${request.identity.family} is not enabled on this server`;
+        const message = `address family ${request.identity.family} (${
+          familyName(request.identity.family)
+        }) is not enabled on this server`;
         replies.push([this.#reject("family_disabled", message, datagram, request), datagram]);
         continue;
       }
@@ -417,8 +419,15 @@ export class Daemon {
       this.#event("released", job, { table: 0, note: "no lease held" }, "debug");
       return encodeReply(0, 0);
     }
-    // The released lease stays as history (state "released") until the retention passes.
-    const history = bound.map((l): Lease => ({ ...l, state: "released", owner: SERVER_OWNER }));
+    // The released lease stays as history (state "released") until the
+    // retention passes; a history row's expires_at is when the lease ended.
+    const endedAt = this.#now();
+    const history = bound.map((l): Lease => ({
+      ...l,
+      state: "released",
+      expiresAt: endedAt,
+      owner: SERVER_OWNER,
+    }));
     return this.#store.update(job.clientId, history, token).then(() => () => {
       for (const lease of bound) {
         this.#free(lease);
