@@ -5,7 +5,9 @@
  */
 
 import { benchClient } from "./client.ts";
+import { benchPostgres } from "./postgres.ts";
 import { benchStartup, benchThroughput, type Row } from "./server.ts";
+import { pgAvailable } from "../tests/helpers/postgres.ts";
 
 /** Formats rows as a Markdown table. */
 export function table(rows: Row[]): string {
@@ -32,6 +34,12 @@ if (import.meta.main) {
   const { rows, rss } = await benchThroughput(seconds);
   console.log(table(rows));
   console.log(`\nServer RSS after the load: ${rss} MiB\n`);
+  if (pgAvailable()) {
+    console.log("PostgreSQL backend: the same load, one server on a local PostgreSQL (fsync on)\n");
+    console.log(`${table(await benchPostgres(seconds))}\n`);
+  } else {
+    console.log("PostgreSQL backend: skipped (needs root and Debian's postgresql package)\n");
+  }
   console.log("Server start-up: spawn to first answered request\n");
   console.log(table(await benchStartup()));
   if (Deno.uid() === 0) {

@@ -2,9 +2,10 @@
 # Installs the Debian packages table-allocator needs at run time and in its
 # tests, when they are missing: libmnl0 (the client's netlink library),
 # iproute2 (`ip netns` in the end-to-end tests) and PostgreSQL (the shared
-# store's tests). Needs root; does nothing when everything is present.
+# store's tests: initdb and pg_ctl of a throwaway server; the package's own
+# cluster is not used). Needs root; does nothing when everything is present.
 set -euo pipefail
-packages=(libmnl0 iproute2 procps)
+packages=(libmnl0 iproute2 procps postgresql)
 if [ -n "${TA_EXTRA_PACKAGES:-}" ]; then read -r -a extra <<<"$TA_EXTRA_PACKAGES"; packages+=("${extra[@]}"); fi
 missing=()
 for p in "${packages[@]}"; do
