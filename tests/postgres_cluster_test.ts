@@ -17,7 +17,7 @@ const ignore = ignoreWithoutPg("the PostgreSQL cluster test");
 const CLIENTS = 32;
 const ROUNDS = 6;
 const REFRESHES = 2;
-const NUM_TABLES = 40;
+const NUM_TABLES = 32;
 
 /** One identity's definite hold of a table: from its grant's reply to its release's send. */
 interface Hold {
@@ -74,13 +74,9 @@ Deno.test({
           }
           const code = String(reply.error ?? JSON.stringify(reply));
           errors.set(code, (errors.get(code) ?? 0) + 1);
-          // The daemon gives up on a request after a few collisions with the
-          // other server: a retry is fine. Any other failure is not.
-          if (
-            code !== "store_failure" ||
-            !/leased to another client|changed by another server|changed since the lookup/
-              .test(String(reply.message))
-          ) violations.push(`${address}: ${JSON.stringify(reply)}`);
+          // Collisions with the other server are the daemon's to retry: no
+          // error reply of any kind may reach a client.
+          violations.push(`${address}: ${JSON.stringify(reply)}`);
           assert(attempt < 100, `${address}: no lease after 100 tries, last reply ${code}`);
           await sleep(5 + Math.random() * 20);
         }

@@ -161,7 +161,11 @@ export class Allocation {
       this.#boundReserved.delete(k);
       return true;
     }
-    if (this.pools.release(lease.family, lease.table)) return true;
+    if (this.pools.poolOf(lease.family, lease.table)) {
+      // Already free here when another server granted it (a shared store).
+      this.pools.release(lease.family, lease.table);
+      return true;
+    }
     if (this.outside > 0) this.outside--;
     return false;
   }

@@ -50,6 +50,12 @@ export const MAX_BATCH = 512;
 export const SPIN_MICROSECONDS = 150;
 /** A request that loses an optimistic-concurrency race is retried this often. */
 const MAX_ATTEMPTS = 5;
+/**
+ * With a shared store, a fresh table another server took meanwhile is not
+ * the request's fault: such collisions are retried this often on top (each
+ * retry follows a rebuild of the allocation, so they end quickly).
+ */
+const MAX_COLLISIONS = 32;
 /** With a store shared with other servers, rebuild the allocation this often. */
 export const RESYNC_INTERVAL_MS = 5000;
 /** The lease owner the server writes. */
@@ -75,11 +81,16 @@ export interface DaemonOptions {
   storeDescription?: string;
 }
 
-interface Job {
+/** A datagram waiting for its pass, with the races it lost so far. */
+interface Carried {
   datagram: Datagram;
+  attempt: number;
+  collisions: number;
+}
+
+interface Job extends Carried {
   request: Request;
   clientId: string;
-  attempt: number;
 }
 
 type Event = "granted" | "refreshed" | "moved" | "released" | "expired" | "rejected";
@@ -105,7 +116,7 @@ export class Daemon {
   #resyncAt = Infinity;
   #resyncDue = false;
   #control: ControlHandler;
-  #carry: Array<{ datagram: Datagram; attempt: number }> = [];
+  #carry: Carried[] = [];
   #stopping = false;
   #justServed = false;
   #unsubscribe: () => void = () => {};
@@ -184,7 +195,7 @@ export class Daemon {
         while (batch.length < MAX_BATCH) {
           const datagram = this.#socket.receive();
           if (!datagram) break;
-          batch.push({ datagram, attempt: 1 });
+          batch.push({ datagram, attempt: 1, collisions: 0 });
         }
         if (batch.length === 0) {
           const datagram = this.#spinForDatagram();
@@ -192,7 +203,7 @@ export class Daemon {
             await this.#socket.readable(-1);
             continue;
           }
-          batch.push({ datagram, attempt: 1 });
+          batch.push({ datagram, attempt: 1, collisions: 0 });
         }
       } catch (error) {
         this.#log.error("cannot receive from the socket", { error: (error as Error).message });
@@ -233,13 +244,13 @@ export class Daemon {
     this.#socket.wake();
   }
 
-  async #process(batch: Array<{ datagram: Datagram; attempt: number }>): Promise<void> {
+  async #process(batch: Carried[]): Promise<void> {
     this.stats.batches++;
     const replies: Array<[Uint8Array<ArrayBuffer>, Datagram]> = [];
     const jobs: Job[] = [];
     const controls: Array<{ datagram: Datagram; message: Record<string, unknown> }> = [];
     const seen = new Set<string>();
-    for (const { datagram, attempt } of batch) {
+    for (const { datagram, attempt, collisions } of batch) {
       this.stats.requests++;
       let request: Request;
       try {
@@ -265,11 +276,11 @@ export class Daemon {
       // A second message for the same identity waits for the next pass, so
       // it sees this one's committed result instead of racing it.
       if (seen.has(clientId)) {
-        this.#carry.push({ datagram, attempt });
+        this.#carry.push({ datagram, attempt, collisions });
         continue;
       }
       seen.add(clientId);
-      jobs.push({ datagram, request, clientId, attempt });
+      jobs.push({ datagram, request, clientId, attempt, collisions });
     }
 
     const lookups = await Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId)));
@@ -298,10 +309,17 @@ export class Daemon {
       const results = await Promise.allSettled(updates);
       results.forEach((result, i) => {
         const job = updateJobs[i];
-        if (result.status === "fulfilled") replies.push([result.value(), job.datagram]);
-        else if (result.reason instanceof ConcurrencyError && job.attempt < MAX_ATTEMPTS) {
-          this.#carry.push({ datagram: job.datagram, attempt: job.attempt + 1 });
-        } else replies.push([this.#storeFailure(job, result.reason), job.datagram]);
+        const reason = result.status === "rejected" ? result.reason : undefined;
+        const { datagram, attempt, collisions } = job;
+        if (result.status === "fulfilled") replies.push([result.value(), datagram]);
+        else if (
+          this.#shared && reason instanceof ConcurrencyError && reason.kind === "taken" &&
+          collisions < MAX_COLLISIONS
+        ) {
+          this.#carry.push({ datagram, attempt, collisions: collisions + 1 });
+        } else if (reason instanceof ConcurrencyError && attempt < MAX_ATTEMPTS) {
+          this.#carry.push({ datagram, attempt: attempt + 1, collisions });
+        } else replies.push([this.#storeFailure(job, reason), datagram]);
       });
     }
     for (const [data, datagram] of replies) this.#send(data, datagram);
@@ -358,7 +376,11 @@ export class Daemon {
         if (chosen.code === "pool_exhausted" && this.#shared && job.attempt === 1) {
           // Another server may have freed tables: look again after a rebuild.
           this.#resyncDue = true;
-          this.#carry.push({ datagram: job.datagram, attempt: job.attempt + 1 });
+          this.#carry.push({
+            datagram: job.datagram,
+            attempt: job.attempt + 1,
+            collisions: job.collisions,
+          });
           return null;
         }
         return this.#reject(chosen.code, chosen.message, job.datagram, job.request);

@@ -107,14 +107,17 @@ export interface ListOptions {
 export type ExpiryListener = (lease: Lease) => void;
 
 /**
- * The token is no longer valid: another update or an expiry changed the
- * client's leases since the lookup. Look up again and redo the change.
+ * The update lost a race. `kind` says which: `stale`, another update or an
+ * expiry changed the client's leases since the lookup (or the token was
+ * used); `taken`, another client holds a table the update wanted (a store
+ * shared with other writers). Either way: look up again and redo the change.
  */
 export class ConcurrencyError extends Error {
   /** Builds the error for `clientId`. */
   constructor(
     readonly clientId: string,
     message = `leases of ${clientId} changed since the lookup`,
+    readonly kind: "stale" | "taken" = "stale",
   ) {
     super(message);
     this.name = "ConcurrencyError";
@@ -123,7 +126,9 @@ export class ConcurrencyError extends Error {
 
 /**
  * The store could not complete the operation (database locked, disk full,
- * connection lost). Nothing was written; the token stays valid: retry.
+ * connection lost). Nothing is known to be written (after a lost answer the
+ * commit may have happened); the token stays valid, and its version check
+ * makes the retry safe either way.
  */
 export class TransientError extends Error {
   /** Builds the error, keeping the backend's error as the cause. */

@@ -645,13 +645,18 @@ export class PostgresLeaseStore implements LeaseStore {
       } else if (status === "stale") p.reject(new ConcurrencyError(clientId));
       else if (status === "taken") {
         p.reject(
-          new ConcurrencyError(clientId, `a table of ${clientId} is leased to another client`),
+          new ConcurrencyError(
+            clientId,
+            `a table of ${clientId} is leased to another client`,
+            "taken",
+          ),
         );
       } else if (status === "busy") {
         p.reject(
           new ConcurrencyError(
             clientId,
             `the leases or tables of ${clientId} are being changed by another server`,
+            "taken",
           ),
         );
       } else {
@@ -698,6 +703,7 @@ export class PostgresLeaseStore implements LeaseStore {
           AND (${states}::text IS NULL OR strpos(${states}::text, ',' || state || ',') > 0)
           AND (${options.family ?? null}::integer IS NULL OR family = ${options.family ?? null})
           AND (${options.ifname ?? null}::text IS NULL OR ifname = ${options.ifname ?? null})
+          AND (${options.table ?? null}::bigint IS NULL OR table_id = ${options.table ?? null})
         ORDER BY client_id, table_id LIMIT ${limit}::integer`,
         this.#queryTimeoutMs,
       );

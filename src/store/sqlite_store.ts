@@ -358,7 +358,11 @@ export class SqliteLeaseStore implements LeaseStore {
       const message = error instanceof Error ? error.message : String(error);
       if (/UNIQUE constraint failed/.test(message)) {
         return Promise.reject(
-          new ConcurrencyError(clientId, `a table of ${clientId} is leased to another client`),
+          new ConcurrencyError(
+            clientId,
+            `a table of ${clientId} is leased to another client`,
+            "taken",
+          ),
         );
       }
       return Promise.reject(wrap(`cannot update ${clientId}`, error));

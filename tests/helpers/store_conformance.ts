@@ -88,6 +88,7 @@ export function storeConformance(
       e,
     ) => e);
     assertInstanceOf(stale, ConcurrencyError);
+    assertEquals(stale.kind, "stale");
     const used = await store.update(id("10.0.0.1"), [], a.token).catch((e) => e);
     assertInstanceOf(used, ConcurrencyError);
     const c = await store.lookup(id("10.0.0.1"));
@@ -207,6 +208,7 @@ export function storeConformance(
       (e) => e,
     );
     assertInstanceOf(taken, ConcurrencyError);
+    assertEquals(taken.kind, "taken");
     const r2 = await store.lookup("reserved/2/eth2/*");
     const twice = await store.update(
       "reserved/2/eth2/*",
@@ -254,6 +256,8 @@ export function storeConformance(
     ]);
     assertEquals(await tables({ ifname: "eth2" }), ["2:10003"]);
     assertEquals(await tables({ state: "released", ifname: "eth1" }), ["2:10002"]);
+    assertEquals(await tables({ table: 10001 }), ["10:10001", "2:10001"]);
+    assertEquals(await tables({ table: 10001, family: 2 }), ["2:10001"]);
   });
 
   test("list() pages through every lease in order", async (store) => {
