@@ -1,6 +1,7 @@
 /**
  * table-allocator as a library: the v1 protocol codec, the lease storage
- * API with its SQLite backend, the table allocator, and the config parser.
+ * API with its SQLite and PostgreSQL backends, the table allocator, the
+ * control protocol and its client, and the config parser.
  *
  * ```ts
  * import { decodeRequest, SqliteLeaseStore, clientIdOf } from "./mod.ts";
@@ -46,6 +47,10 @@ export {
   SqliteLeaseStore,
   type SqliteStoreOptions,
 } from "./src/store/sqlite_store.ts";
+// The PostgreSQL backend loads its npm driver: openStore() imports it only when
+// a config asks for it; the class itself is in src/store/postgres_store.ts.
+export { openStore } from "./src/store/open_store.ts";
+export type { PostgresLeaseStore } from "./src/store/postgres_store.ts";
 export { DoubleFreeError, PoolExhaustedError, TablePool } from "./src/allocator/table_pool.ts";
 export { AddrFamily } from "./src/net/ip.ts";
 export {
