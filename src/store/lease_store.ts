@@ -98,6 +98,8 @@ export interface ListOptions {
   ifname?: string | undefined;
   /** Only leases of this table. */
   table?: number | undefined;
+  /** Only leases this consumer wrote (a consumer keeping to its own leases). */
+  owner?: string | undefined;
 }
 
 /**

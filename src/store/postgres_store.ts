@@ -704,6 +704,7 @@ export class PostgresLeaseStore implements LeaseStore {
           AND (${options.family ?? null}::integer IS NULL OR family = ${options.family ?? null})
           AND (${options.ifname ?? null}::text IS NULL OR ifname = ${options.ifname ?? null})
           AND (${options.table ?? null}::bigint IS NULL OR table_id = ${options.table ?? null})
+          AND (${options.owner ?? null}::text IS NULL OR owner = ${options.owner ?? null})
         ORDER BY client_id, table_id LIMIT ${limit}::integer`,
         this.#queryTimeoutMs,
       );

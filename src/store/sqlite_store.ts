@@ -231,7 +231,8 @@ export class SqliteLeaseStore implements LeaseStore {
     const filters = `(client_id, table_id) > ($afterClient, $afterTable)
          AND ($family IS NULL OR family = $family)
          AND ($ifname IS NULL OR ifname = $ifname)
-         AND ($table IS NULL OR table_id = $table)`;
+         AND ($table IS NULL OR table_id = $table)
+         AND ($owner IS NULL OR owner = $owner)`;
     this.#page = prepare(
       `SELECT ${LEASE_COLUMNS} FROM leases
        WHERE ${filters} AND ($states IS NULL OR instr($states, ',' || state || ',') > 0)
@@ -463,6 +464,7 @@ export class SqliteLeaseStore implements LeaseStore {
         family: options.family ?? null,
         ifname: options.ifname ?? null,
         table: options.table ?? null,
+        owner: options.owner ?? null,
         limit,
       };
       const rows = (states === ",reserved,"

@@ -258,6 +258,13 @@ export function storeConformance(
     assertEquals(await tables({ state: "released", ifname: "eth1" }), ["2:10002"]);
     assertEquals(await tables({ table: 10001 }), ["10:10001", "2:10001"]);
     assertEquals(await tables({ table: 10001, family: 2 }), ["2:10001"]);
+    await put("2/eth3/10.0.9.4", {
+      ...lease("10.0.9.4", 10004),
+      ifname: "eth3",
+      owner: "other-consumer",
+    });
+    assertEquals(await tables({ owner: "other-consumer" }), ["2:10004"]);
+    assertEquals((await tables({ owner: "test" })).length, 4);
   });
 
   test("list() pages through every lease in order", async (store) => {
