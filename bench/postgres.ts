@@ -25,13 +25,7 @@ export async function benchPostgres(seconds: number): Promise<Row[]> {
       config: {
         num_tables: 100_000,
         log_path: `${dir}/server.log`,
-        store: {
-          kind: "postgres",
-          host: pg.socketDir,
-          port: pg.port,
-          database: pg.database,
-          user: pg.user,
-        },
+        store: pg.storeKey,
       },
     });
     const rows: Row[] = [];

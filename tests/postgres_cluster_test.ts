@@ -37,13 +37,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using pg = await startPostgres();
-    const store = {
-      kind: "postgres",
-      host: pg.socketDir,
-      port: pg.port,
-      database: pg.database,
-      user: pg.user,
-    };
+    const store = pg.storeKey;
     const servers: ServerHandle[] = [];
     try {
       // Started at once: the schema is created by one, waited for by the other.
@@ -179,13 +173,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using pg = await startPostgres();
-    const store = {
-      kind: "postgres",
-      host: pg.socketDir,
-      port: pg.port,
-      database: pg.database,
-      user: pg.user,
-    };
+    const store = pg.storeKey;
     const servers: ServerHandle[] = [];
     try {
       for (const i of [0, 1]) {

@@ -194,9 +194,7 @@ export class ControlHandler {
     uid: number,
   ): Promise<Lease[]> {
     const allocation = this.#c.allocation();
-    const families = request.family === undefined
-      ? enabledFamilies(this.#c.config.addrFamilies)
-      : [request.family];
+    const families = this.#families(request.family);
     const address = request.address ?? "*";
     const rows: Array<{ reservation: Lease; bound: boolean }> = [];
     // Check every family first, so a refusal writes nothing.
@@ -261,9 +259,7 @@ export class ControlHandler {
     uid: number,
   ): Promise<Lease[]> {
     const allocation = this.#c.allocation();
-    const families = request.family === undefined
-      ? enabledFamilies(this.#c.config.addrFamilies)
-      : [request.family];
+    const families = this.#families(request.family);
     const removed = families.map((f) => allocation.reservationOf(f, request.table)).filter((
       r,
     ): r is Lease => r !== undefined);
@@ -281,6 +277,11 @@ export class ControlHandler {
       this.#c.log.info("unreserved", { ...fields(reservation), by: "control", uid });
     }
     return removed;
+  }
+
+  /** A request's family, or every enabled family when it names none. */
+  #families(family: AddrFamily | undefined): AddrFamily[] {
+    return family === undefined ? enabledFamilies(this.#c.config.addrFamilies) : [family];
   }
 
   /** Writes a client's leases now (commit included). */

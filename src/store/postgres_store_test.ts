@@ -1,7 +1,7 @@
 import type postgres from "postgres";
 import { assert, assertEquals, assertInstanceOf, assertMatch } from "../../tests/helpers/assert.ts";
 import { ignoreWithoutPg, type PgHandle, startPostgres } from "../../tests/helpers/postgres.ts";
-import { lease, storeConformance } from "../../tests/helpers/store_conformance.ts";
+import { allocateLowest, lease, storeConformance } from "../../tests/helpers/store_conformance.ts";
 import { ConcurrencyError, type Lease, type LeaseStore, TransientError } from "./lease_store.ts";
 import { PostgresLeaseStore, SCHEMA_VERSION } from "./postgres_store.ts";
 
@@ -251,22 +251,7 @@ pgTest(
   "two servers allocating at once never hand one table to two clients",
   async ({ open, sql }) => {
     const stores = [await open(), await open()];
-    const allocate = async (n: number) => {
-      const store = stores[n % 2];
-      const client = id(`10.0.1.${n}`);
-      for (;;) {
-        const { token } = await store.lookup(client);
-        const used = new Set((await store.usedTables()).map(([, t]) => t));
-        let table = 10000;
-        while (used.has(table)) table++;
-        try {
-          await store.update(client, [lease(`10.0.1.${n}`, table)], token);
-          return table;
-        } catch (error) {
-          if (!(error instanceof ConcurrencyError)) throw error;
-        }
-      }
-    };
+    const allocate = (n: number) => allocateLowest(stores[n % 2], `10.0.1.${n}`);
     const tables = await Promise.all(Array.from({ length: 60 }, (_, n) => allocate(n)));
     assertEquals(new Set(tables).size, 60);
     const rows = await sql()`

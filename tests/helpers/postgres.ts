@@ -36,6 +36,8 @@ export interface PgHandle extends AsyncDisposable {
   readonly config: PgStoreConfig;
   /** The same as a URL (the socket directory in the `host` query parameter, libpq style). */
   readonly url: string;
+  /** The same as the `store` key of a server config file. */
+  readonly storeKey: Record<string, unknown>;
   /** Creates another empty database and returns its store config. */
   createDatabase(name?: string): Promise<PgStoreConfig>;
   /** A client connection pool to `database` (default: the test's); the caller ends it. */
@@ -300,6 +302,7 @@ export async function startPostgres(
     user,
     config: configOf(database),
     url: `postgres://${user}@/${database}?host=${encodeURIComponent(dir)}&port=${port}`,
+    storeKey: { kind: "postgres", host: dir, port, database, user },
     async createDatabase(name = `test_${++databases}`) {
       const admin = connect("postgres");
       try {

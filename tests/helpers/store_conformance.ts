@@ -31,6 +31,27 @@ export function lease(address: string, table: number, expiresAt = Date.now() + 3
 
 const id = (address: string) => `2/eth1/${address}`;
 
+/**
+ * Gives eth1/`address` the lowest table no lease holds, looking up again
+ * after every ConcurrencyError, the loop every allocating consumer runs.
+ * Returns the table.
+ */
+export async function allocateLowest(store: LeaseStore, address: string): Promise<number> {
+  const client = id(address);
+  for (;;) {
+    const { token } = await store.lookup(client);
+    const used = new Set((await store.usedTables()).map(([, t]) => t));
+    let table = 10000;
+    while (used.has(table)) table++;
+    try {
+      await store.update(client, [lease(address, table)], token);
+      return table;
+    } catch (error) {
+      if (!(error instanceof ConcurrencyError)) throw error;
+    }
+  }
+}
+
 /** Registers the conformance tests for one backend. */
 export function storeConformance(
   backend: string,
@@ -122,21 +143,7 @@ export function storeConformance(
   });
 
   test("concurrent allocation never hands one table to two clients", async (store) => {
-    const allocate = async (n: number) => {
-      const client = id(`10.0.1.${n}`);
-      for (;;) {
-        const { token } = await store.lookup(client);
-        const used = new Set((await store.usedTables()).map(([, t]) => t));
-        let table = 10000;
-        while (used.has(table)) table++;
-        try {
-          await store.update(client, [lease(`10.0.1.${n}`, table)], token);
-          return table;
-        } catch (error) {
-          if (!(error instanceof ConcurrencyError)) throw error;
-        }
-      }
-    };
+    const allocate = (n: number) => allocateLowest(store, `10.0.1.${n}`);
     const tables = await Promise.all(Array.from({ length: 30 }, (_, n) => allocate(n)));
     assertEquals(new Set(tables).size, 30);
     assertEquals((await store.usedTables()).length, 30);
