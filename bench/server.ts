@@ -34,6 +34,13 @@ function rssMiB(pid: number): number {
 const encoder = new TextEncoder();
 
 /**
+ * Each client cycles through this many identities, as a host's interfaces
+ * and addresses come back: a returning identity replaces its history row,
+ * so the store holds about clients x identities rows, as in a deployment.
+ */
+const IDENTITIES_PER_CLIENT = 64;
+
+/**
  * Runs `clients` clients for `seconds`, each looping request then release
  * of its own identity. Returns operations (messages answered) per second
  * and per-operation latencies in ms.
@@ -53,7 +60,7 @@ export function drive(server: ServerHandle, clients: number, seconds: number): R
   let errors = 0;
 
   const send = (i: number) => {
-    const n = step[i] >> 1;
+    const n = (step[i] >> 1) % IDENTITIES_PER_CLIENT;
     const address = `10.${i}.${(n >> 8) & 255}.${n & 255}`;
     const body = requestBody(address, { ifname: `b${i}`, cmd: step[i] & 1 });
     sentAt[i] = performance.now();
