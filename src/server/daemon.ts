@@ -97,8 +97,11 @@ type Event = "granted" | "refreshed" | "moved" | "released" | "expired" | "rejec
 
 /** Counters for the status line and for tests. */
 export interface DaemonStats {
+  /** Passes (transactions) run. */
   batches: number;
+  /** Datagrams received. */
   requests: number;
+  /** Error replies sent. */
   errors: number;
 }
 
@@ -196,6 +199,7 @@ export class Daemon {
           const datagram = this.#socket.receive();
           if (!datagram) break;
           batch.push({ datagram, attempt: 1, collisions: 0 });
+          this.stats.requests++;
         }
         if (batch.length === 0) {
           const datagram = this.#spinForDatagram();
@@ -204,6 +208,7 @@ export class Daemon {
             continue;
           }
           batch.push({ datagram, attempt: 1, collisions: 0 });
+          this.stats.requests++;
         }
       } catch (error) {
         this.#log.error("cannot receive from the socket", { error: (error as Error).message });
@@ -251,7 +256,6 @@ export class Daemon {
     const controls: Array<{ datagram: Datagram; message: Record<string, unknown> }> = [];
     const seen = new Set<string>();
     for (const { datagram, attempt, collisions } of batch) {
-      this.stats.requests++;
       let request: Request;
       try {
         const message = parseDatagram(datagram.data, datagram.length);
