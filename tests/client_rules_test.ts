@@ -89,21 +89,24 @@ const ENDINGS: Array<{
   },
 ];
 
+/** The command line a hook runs for the family's address on the veth interface. */
+function hookCommand(f: Family, server: ServerHandle): string[] {
+  return clientCommand(
+    f.flag,
+    "-a",
+    f.address,
+    "-n",
+    f.netmask,
+    "-i",
+    A.ifname,
+    "-d",
+    server.socketName,
+  );
+}
+
 /** Starts a hook-style client (background mode) and returns its table and pid. */
 async function startClient(ns: Netns, server: ServerHandle, f: Family) {
-  const result = await ns.run(
-    clientCommand(
-      f.flag,
-      "-a",
-      f.address,
-      "-n",
-      f.netmask,
-      "-i",
-      A.ifname,
-      "-d",
-      server.socketName,
-    ),
-  );
+  const result = await ns.run(hookCommand(f, server));
   assertEquals(result.code, 0, result.stderr);
   assert(/^\d+\n$/.test(result.stdout), `stdout is a table and a newline: ${result.stdout}`);
   const table = Number(result.stdout);
@@ -234,19 +237,7 @@ Deno.test({
     assertEquals(holder.stdout, "10000\n", holder.stderr);
 
     // The restarted client gets 10001, and its old from-rule must not shadow the new one.
-    const again = await ns.run(
-      clientCommand(
-        "-4",
-        "-a",
-        f.address,
-        "-n",
-        f.netmask,
-        "-i",
-        A.ifname,
-        "-d",
-        server.socketName,
-      ),
-    );
+    const again = await ns.run(hookCommand(f, server));
     assertEquals(again.stdout, "10001\n", again.stderr);
     await waitFor("the leftover rule is gone", async () => {
       const rules = await ourRules(ns, 4);

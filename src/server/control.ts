@@ -26,7 +26,7 @@ import {
   type PoolView,
   type StatusView,
 } from "../control/protocol.ts";
-import type { Allocation } from "./allocation.ts";
+import { type Allocation, listAll } from "./allocation.ts";
 import { VERSION } from "../version.ts";
 
 /** The owner written on reservations made with control commands. */
@@ -169,18 +169,17 @@ export class ControlHandler {
     if (found.length === 0) throw new Refusal("not_found", `no bound lease ${describe(selector)}`);
     const released: Lease[] = [];
     for (const lease of found) {
-      const clientId = clientIdOf(lease);
-      const { leases, token } = await this.#c.store.lookup(clientId);
-      const bound = leases.filter((l) => l.state === "bound");
       // A history row's expires_at is when the lease ended.
       const endedAt = this.#c.now();
-      const history = leases.map((l): Lease =>
-        l.state === "bound" ? { ...l, state: "released", expiresAt: endedAt } : l
+      const before = await commitChange(
+        this.#c.store,
+        clientIdOf(lease),
+        (leases) =>
+          leases.map((l): Lease =>
+            l.state === "bound" ? { ...l, state: "released", expiresAt: endedAt } : l
+          ),
       );
-      const write = this.#c.store.update(clientId, history, token);
-      await this.#c.store.flush();
-      await write;
-      for (const l of bound) {
+      for (const l of before.filter((b) => b.state === "bound")) {
         this.#c.allocation().ended(l);
         this.#c.log.info("released", { ...fields(l), by: "control", uid });
         released.push({ ...l, state: "released", expiresAt: endedAt });
@@ -194,7 +193,7 @@ export class ControlHandler {
     uid: number,
   ): Promise<Lease[]> {
     const allocation = this.#c.allocation();
-    const families = this.#families(request.family);
+    const families = familiesOf(this.#c.config, request.family);
     const address = request.address ?? "*";
     const rows: Array<{ reservation: Lease; bound: boolean }> = [];
     // Check every family first, so a refusal writes nothing.
@@ -231,10 +230,7 @@ export class ControlHandler {
         );
       }
       const [holder] = await this.#find({ family, table: request.table }, true);
-      if (
-        holder &&
-        !(holder.ifname === request.ifname && (address === "*" || holder.address === address))
-      ) {
+      if (holder && !heldByOwner({ ifname: request.ifname, address }, holder)) {
         throw new Refusal(
           "conflict",
           `table ${request.table} of family ${
@@ -259,7 +255,7 @@ export class ControlHandler {
     uid: number,
   ): Promise<Lease[]> {
     const allocation = this.#c.allocation();
-    const families = this.#families(request.family);
+    const families = familiesOf(this.#c.config, request.family);
     const removed = families.map((f) => allocation.reservationOf(f, request.table)).filter((
       r,
     ): r is Lease => r !== undefined);
@@ -279,23 +275,43 @@ export class ControlHandler {
     return removed;
   }
 
-  /** A request's family, or every enabled family when it names none. */
-  #families(family: AddrFamily | undefined): AddrFamily[] {
-    return family === undefined ? enabledFamilies(this.#c.config.addrFamilies) : [family];
-  }
-
-  /** Writes a client's leases now (commit included). */
+  /** Writes a client's leases now; a lost race is a conflict for the asker. */
   async #write(clientId: string, leases: Lease[]): Promise<void> {
-    const { token } = await this.#c.store.lookup(clientId);
-    const write = this.#c.store.update(clientId, leases, token);
-    await this.#c.store.flush().catch(() => {/* the write's promise carries the failure */});
     try {
-      await write;
+      await commitChange(this.#c.store, clientId, () => leases);
     } catch (error) {
       if (error instanceof ConcurrencyError) throw new Refusal("conflict", error.message);
       throw error;
     }
   }
+}
+
+/** A request's family, or every enabled family when it names none. */
+function familiesOf(config: ServerConfig, family: AddrFamily | undefined): AddrFamily[] {
+  return family === undefined ? enabledFamilies(config.addrFamilies) : [family];
+}
+
+/**
+ * Read-modify-writes one client's leases and commits at once: `change`
+ * gets the stored leases and returns the new ones. Resolves with the
+ * stored ones once the change is committed.
+ */
+async function commitChange(
+  store: LeaseStore,
+  clientId: string,
+  change: (leases: Lease[]) => Lease[],
+): Promise<Lease[]> {
+  const { leases, token } = await store.lookup(clientId);
+  const write = store.update(clientId, change(leases), token);
+  await store.flush().catch(() => {/* the write's promise carries the failure */});
+  await write;
+  return leases;
+}
+
+/** Whether a bound lease is held by an identity the reservation names. */
+function heldByOwner(reservation: { ifname: string; address: string }, lease: Lease): boolean {
+  return lease.ifname === reservation.ifname &&
+    (reservation.address === "*" || lease.address === reservation.address);
 }
 
 function describe(selector: LeaseSelector): string {
@@ -321,11 +337,9 @@ export async function syncConfigReservations(
 ): Promise<void> {
   const wanted = new Map<string, Lease>();
   for (const r of config.reservations) {
-    for (
-      const family of r.family === undefined ? enabledFamilies(config.addrFamilies) : [r.family]
-    ) {
+    for (const family of familiesOf(config, r.family)) {
       const lease: Lease = {
-        family: family as AddrFamily,
+        family,
         ifname: r.ifname,
         address: r.address,
         table: r.table,
@@ -337,19 +351,9 @@ export async function syncConfigReservations(
       wanted.set(reservationIdOf(lease), lease);
     }
   }
-  const write = async (clientId: string, leases: Lease[]) => {
-    const { token } = await store.lookup(clientId);
-    const done = store.update(clientId, leases, token);
-    await store.flush().catch(() => {});
-    await done;
-  };
-  let after: string | undefined;
+  const write = (clientId: string, leases: Lease[]) => commitChange(store, clientId, () => leases);
   const stored = new Map<string, Lease>();
-  do {
-    const page = await store.list({ state: "reserved", after });
-    for (const l of page.leases) stored.set(reservationIdOf(l), l);
-    after = page.next;
-  } while (after);
+  for await (const l of listAll(store, "reserved")) stored.set(reservationIdOf(l), l);
   for (const [id, lease] of stored) {
     const want = wanted.get(id);
     if (lease.owner === CONFIG_OWNER && (!want || want.table !== lease.table)) {
@@ -372,11 +376,7 @@ export async function syncConfigReservations(
     }
     const holder =
       (await store.list({ family: lease.family, table: lease.table, state: "bound" })).leases[0];
-    if (
-      holder &&
-      !(holder.ifname === lease.ifname &&
-        (lease.address === "*" || holder.address === lease.address))
-    ) {
+    if (holder && !heldByOwner(lease, holder)) {
       log.warn(
         "reserved table is leased to another identity; the reservation takes effect when that lease ends",
         {
