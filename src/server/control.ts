@@ -16,6 +16,7 @@ import {
   ConcurrencyError,
   type Lease,
   type LeaseStore,
+  releasedAt,
   reservationIdOf,
 } from "../store/lease_store.ts";
 import {
@@ -169,20 +170,16 @@ export class ControlHandler {
     if (found.length === 0) throw new Refusal("not_found", `no bound lease ${describe(selector)}`);
     const released: Lease[] = [];
     for (const lease of found) {
-      // A history row's expires_at is when the lease ended.
       const endedAt = this.#c.now();
       const before = await commitChange(
         this.#c.store,
         clientIdOf(lease),
-        (leases) =>
-          leases.map((l): Lease =>
-            l.state === "bound" ? { ...l, state: "released", expiresAt: endedAt } : l
-          ),
+        (leases) => leases.map((l) => l.state === "bound" ? releasedAt(l, endedAt) : l),
       );
       for (const l of before.filter((b) => b.state === "bound")) {
         this.#c.allocation().ended(l);
         this.#c.log.info("released", { ...fields(l), by: "control", uid });
-        released.push({ ...l, state: "released", expiresAt: endedAt });
+        released.push(releasedAt(l, endedAt));
       }
     }
     return released;

@@ -37,6 +37,7 @@ import {
   type Lease,
   type LeaseStore,
   type LeaseToken,
+  releasedAt,
 } from "../store/lease_store.ts";
 
 /** Most datagrams handled in one pass (one transaction). */
@@ -433,7 +434,7 @@ export class Daemon {
     );
   }
 
-  /** A release: delete the identity's leases; acknowledged even when it has none. */
+  /** A release: the identity's bound leases become history; acknowledged even when it has none. */
   #release(
     job: Job,
     leases: Lease[],
@@ -445,15 +446,9 @@ export class Daemon {
       this.#event("released", job, { table: 0, note: "no lease held" }, "debug");
       return encodeReply(0, 0);
     }
-    // The released lease stays as history (state "released") until the
-    // retention passes; a history row's expires_at is when the lease ended.
+    // The released lease stays as history until the retention passes.
     const endedAt = this.#now();
-    const history = bound.map((l): Lease => ({
-      ...l,
-      state: "released",
-      expiresAt: endedAt,
-      owner: SERVER_OWNER,
-    }));
+    const history = bound.map((l) => ({ ...releasedAt(l, endedAt), owner: SERVER_OWNER }));
     return this.#store.update(job.clientId, history, token).then(() => () => {
       for (const lease of bound) {
         this.#free(lease);

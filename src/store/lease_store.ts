@@ -182,6 +182,14 @@ export interface LeaseStore {
   close(): Promise<void>;
 }
 
+/**
+ * A bound lease given back at `endedAt`: state `released`, kept as
+ * history, its `expiresAt` the time it ended.
+ */
+export function releasedAt(lease: Lease, endedAt: number): Lease {
+  return { ...lease, state: "released", expiresAt: endedAt };
+}
+
 /** The client id of an identity: `family/ifname/address`. */
 export function clientIdOf(identity: Identity): string {
   return `${identity.family}/${identity.ifname}/${identity.address}`;

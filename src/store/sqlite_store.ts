@@ -206,10 +206,11 @@ export class SqliteLeaseStore implements LeaseStore {
     this.path = path;
     this.#now = options.now ?? Date.now;
     this.#historyRetentionMs = options.historyRetentionMs ?? DEFAULT_HISTORY_RETENTION_MS;
-    const prepare = (sql: string, arrays = true): StatementSync => {
+    // Rows as arrays: building an object per row costs several times more.
+    const prepare = (sql: string): StatementSync => {
       // setReturnArrays exists in Deno's node:sqlite but not yet in its types.
       const statement = db.prepare(sql) as StatementSync & { setReturnArrays(on: boolean): void };
-      statement.setReturnArrays(arrays);
+      statement.setReturnArrays(true);
       return statement;
     };
     this.#select = prepare(
