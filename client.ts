@@ -12,7 +12,7 @@
 import { resolve } from "node:path";
 import { Errno, ErrnoError, ifNameToIndex, setCloseOnExec } from "./ffi/libc.ts";
 import { Logger } from "./src/log/logger.ts";
-import { AddrFamily } from "./src/net/ip.ts";
+import { AddrFamily } from "./src/net/family.ts";
 import { NetlinkSocket } from "./src/netlink/connection.ts";
 import { groupMask, RtnlGroup } from "./src/netlink/message.ts";
 import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";

@@ -15,17 +15,12 @@ import {
   NotRunningError,
   TimeoutError,
 } from "./src/control/client.ts";
-import { type CtlCommand, parseCtlArgs, PROGRAM, USAGE, UsageError } from "./src/control/args.ts";
+import { type CtlCommand, parseCtlArgs, PROGRAM, USAGE } from "./src/control/args.ts";
+import { UsageError, writeAll as write } from "./src/cli/cli.ts";
 import { formatResult } from "./src/control/format.ts";
 import type { ControlResults } from "./src/control/protocol.ts";
 import { VERSION } from "./src/version.ts";
-
-const encoder = new TextEncoder();
-
-function write(file: { writeSync(p: Uint8Array): number }, text: string): void {
-  const bytes = encoder.encode(text);
-  for (let done = 0; done < bytes.byteLength;) done += file.writeSync(bytes.subarray(done));
-}
+import { errorMessage } from "./src/util/errors.ts";
 
 /** Runs `command` and returns its result (every page of `leases --all`). */
 async function run(
@@ -88,7 +83,7 @@ export async function main(args: string[]): Promise<number> {
     } else if (error instanceof BadReplyError) {
       write(Deno.stderr, `${PROGRAM}: ${error.message}\n`);
     } else {
-      write(Deno.stderr, `${PROGRAM}: ${command.name} failed: ${(error as Error).message}\n`);
+      write(Deno.stderr, `${PROGRAM}: ${command.name} failed: ${errorMessage(error)}\n`);
     }
     return 1;
   }

@@ -52,7 +52,7 @@ export {
 export { openStore } from "./src/store/open_store.ts";
 export type { PostgresLeaseStore } from "./src/store/postgres_store.ts";
 export { DoubleFreeError, PoolExhaustedError, TablePool } from "./src/allocator/table_pool.ts";
-export { AddrFamily } from "./src/net/ip.ts";
+export { AddrFamily, familyName } from "./src/net/family.ts";
 export {
   ConfigError,
   loadConfig,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseCommandLine, UsageError } from "./src/cli/cli.ts";
 import { ConfigError, loadConfig } from "./config/config.ts";
 import { ErrnoError } from "./ffi/libc.ts";
 import { Logger } from "./src/log/logger.ts";
@@ -19,6 +19,7 @@ import type { LeaseStore } from "./src/store/lease_store.ts";
 import { openStore } from "./src/store/open_store.ts";
 import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
 import { VERSION } from "./src/version.ts";
+import { errorMessage } from "./src/util/errors.ts";
 
 const PROGRAM = "table-allocator-server";
 
@@ -37,18 +38,18 @@ Options:
 export async function main(args: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({
+    ({ values } = parseCommandLine({
       args,
       options: {
         config: { type: "string", short: "c" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
-      strict: true,
       allowPositionals: false,
     }));
   } catch (error) {
-    console.error(`${PROGRAM}: ${(error as Error).message}\n\n${USAGE}`);
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${PROGRAM}: ${error.message}\n\n${USAGE}`);
     return 2;
   }
   if (values.help) {
@@ -77,7 +78,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     logger = new Logger({ program: PROGRAM, logPath: config.logPath, syslog: config.doSyslog });
   } catch (error) {
-    console.error(`${PROGRAM}: ${(error as Error).message}`);
+    console.error(`${PROGRAM}: ${errorMessage(error)}`);
     return 1;
   }
 
@@ -85,7 +86,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     store = await openStore(config.store);
   } catch (error) {
-    logger.error((error as Error).message);
+    logger.error(errorMessage(error));
     logger.close();
     return 1;
   }
@@ -101,7 +102,7 @@ export async function main(args: string[]): Promise<number> {
     logger.error(
       inUse
         ? `Cannot bind socket @${config.socketPath}: the name is in use (is another server running in this network namespace?)`
-        : `Cannot bind socket @${config.socketPath}: ${(error as Error).message}`,
+        : `Cannot bind socket @${config.socketPath}: ${errorMessage(error)}`,
     );
     await store.close();
     logger.close();
@@ -122,7 +123,7 @@ export async function main(args: string[]): Promise<number> {
       storeDescription,
     });
   } catch (error) {
-    logger.error(`Cannot load the leases from the store: ${(error as Error).message}`);
+    logger.error(`Cannot load the leases from the store: ${errorMessage(error)}`);
     socket.close();
     await store.close().catch(() => {});
     logger.close();
@@ -144,7 +145,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     notifySystemd("READY=1");
   } catch (error) {
-    logger.warn("cannot notify systemd", { error: (error as Error).message });
+    logger.warn("cannot notify systemd", { error: errorMessage(error) });
   }
 
   try {
@@ -156,7 +157,7 @@ export async function main(args: string[]): Promise<number> {
     try {
       await store.close();
     } catch (error) {
-      logger.error("cannot commit the last changes", { error: (error as Error).message });
+      logger.error("cannot commit the last changes", { error: errorMessage(error) });
     }
     logger.info("stopped", daemon.stats as unknown as Record<string, number>);
     logger.close();

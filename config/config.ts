@@ -17,17 +17,16 @@ import {
 } from "./limits.ts";
 
 import {
-  FAMILY_BY_NAME,
   parsePools,
   parseReservations,
   type PoolConfig,
   type ReservationConfig,
   type TableRange,
 } from "./pools.ts";
-import type { AddrFamily } from "../src/net/ip.ts";
+import { type AddrFamily, FAMILY_BY_NAME } from "../src/net/family.ts";
 
 export { ConfigError } from "./config_error.ts";
-export { familyName, type PoolConfig, type ReservationConfig, type TableRange } from "./pools.ts";
+export { type PoolConfig, type ReservationConfig, type TableRange } from "./pools.ts";
 export {
   MAX_NUM_TABLES,
   MAX_SOCKET_PATH,
@@ -35,6 +34,7 @@ export {
   MAX_TABLE_TIMEOUT,
   RESERVED_TABLES,
 } from "./limits.ts";
+import { errorMessage } from "../src/util/errors.ts";
 
 /** Which address families get a pool. */
 export interface FamilyFlags {
@@ -309,7 +309,7 @@ export function parseConfig(source: string): ServerConfig {
   try {
     raw = JSON.parse(stripJsonComments(source));
   } catch (error) {
-    throw new ConfigError(`not valid JSON: ${(error as Error).message}`, undefined, {
+    throw new ConfigError(`not valid JSON: ${errorMessage(error)}`, undefined, {
       cause: error,
     });
   }
@@ -322,7 +322,7 @@ export async function loadConfig(path: string): Promise<ServerConfig> {
   try {
     source = await Deno.readTextFile(path);
   } catch (error) {
-    throw new ConfigError(`Cannot load config "${path}": ${(error as Error).message}`, undefined, {
+    throw new ConfigError(`Cannot load config "${path}": ${errorMessage(error)}`, undefined, {
       cause: error,
     });
   }

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { AddrFamily } from "../src/net/ip.ts";
+import { AddrFamily, familyByName, familyName } from "../src/net/family.ts";
 import { ProtocolError, validateIdentity } from "../src/protocol/v1.ts";
 import { ConfigError } from "./config_error.ts";
 import { MAX_NUM_TABLES, MAX_TABLE, RESERVED_TABLES } from "./limits.ts";
@@ -50,18 +50,6 @@ export interface ReservationConfig {
   address: string;
   /** The family, or undefined for every enabled family. */
   family: AddrFamily | undefined;
-}
-
-/** Config names of the families. */
-export const FAMILY_BY_NAME: Record<string, AddrFamily> = {
-  inet: AddrFamily.INET,
-  inet6: AddrFamily.INET6,
-  unspec: AddrFamily.UNSPEC,
-};
-
-/** The config name of a family. */
-export function familyName(family: AddrFamily): string {
-  return Object.entries(FAMILY_BY_NAME).find(([, f]) => f === family)![0];
 }
 
 function show(value: unknown): string {
@@ -104,13 +92,13 @@ function table(value: unknown, where: string): number {
 }
 
 function family(value: unknown, where: string, enabled: readonly AddrFamily[]): AddrFamily {
-  if (typeof value !== "string" || !(value in FAMILY_BY_NAME)) {
+  const f = typeof value === "string" ? familyByName(value) : undefined;
+  if (f === undefined) {
     throw new ConfigError(
       `${where} must be "inet", "inet6" or "unspec", got ${show(value)}`,
       where,
     );
   }
-  const f = FAMILY_BY_NAME[value];
   if (!enabled.includes(f)) {
     throw new ConfigError(`${where} is "${value}", which "addr_families" does not enable`, where);
   }

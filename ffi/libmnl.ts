@@ -11,6 +11,7 @@
  */
 
 import { Errno, errno, ErrnoError } from "./libc.ts";
+import { errorMessage } from "../src/util/errors.ts";
 
 const SYMBOLS = {
   // struct mnl_socket *mnl_socket_open2(int bus, int flags)
@@ -40,7 +41,7 @@ function mnl(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
       library = Deno.dlopen("libmnl.so.0", SYMBOLS);
     } catch (error) {
       throw new Error(
-        `Cannot load libmnl.so.0 (install the libmnl0 package): ${(error as Error).message}`,
+        `Cannot load libmnl.so.0 (install the libmnl0 package): ${errorMessage(error)}`,
         { cause: error },
       );
     }

@@ -1,2 +1,2 @@
-/** The version of table-allocator, printed by `--version` and in status replies. */
-export const VERSION = "0.1.0";
+/** The one version of table-allocator: every program prints it with `--version`, status replies carry it, packages are named by it. */
+export const VERSION = "1.0.0";

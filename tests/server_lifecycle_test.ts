@@ -8,6 +8,7 @@ import { readLeases, SERVER_PATH, startServer } from "./helpers/server.ts";
 import { requestBody, WireClient } from "./helpers/wire.ts";
 import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 import { DatabaseSync } from "node:sqlite";
+import { errorMessage } from "../src/util/errors.ts";
 
 async function runServer(
   args: string[],
@@ -222,12 +223,12 @@ Deno.test("a second server on the same database or socket fails with a clear err
   await using server = await startServer();
   const sameDb = await startServer({ dir: server.dir }).then(
     () => "started",
-    (error) => (error as Error).message,
+    (error) => errorMessage(error),
   );
   assertMatch(sameDb, /Cannot open database ".*leases\.db": it is locked by another process/);
   const sameSocket = await startServer({ socketName: server.socketName }).then(
     () => "started",
-    (error) => (error as Error).message,
+    (error) => errorMessage(error),
   );
   assertMatch(sameSocket, /Cannot bind socket @ta-\w+: the name is in use/);
   using client = new WireClient(server.socketName);

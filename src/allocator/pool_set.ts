@@ -7,7 +7,7 @@
  */
 
 import { globToRegExp, type PoolConfig } from "../../config/pools.ts";
-import type { AddrFamily } from "../net/ip.ts";
+import type { AddrFamily } from "../net/family.ts";
 import { PoolExhaustedError, TablePool } from "./table_pool.ts";
 
 /** One pool: named ranges of one family, with the requests it serves. */

@@ -8,7 +8,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { AddrFamily, formatIP, parseIP, parsePrefixLength } from "../net/ip.ts";
+import { formatIP, parseIP, parsePrefixLength } from "../net/ip.ts";
+import { AddrFamily } from "../net/family.ts";
+import { VERSION } from "../version.ts";
 import {
   MAX_IFNAME_BYTES,
   MAX_TAG_BYTES,
@@ -17,7 +19,7 @@ import {
 } from "../protocol/v1.ts";
 
 /** Printed by `--version`. */
-export const CLIENT_VERSION = "table-allocator-client 1.0.0 (protocol v1)";
+export const CLIENT_VERSION = `table-allocator-client ${VERSION} (protocol v1)`;
 
 /** Longest server name: `sun_path` less the leading NUL and the original's terminator. */
 export const MAX_DESTINATION_BYTES = 105;

@@ -13,7 +13,7 @@
  */
 
 import type { Logger } from "../log/logger.ts";
-import { AddrFamily } from "../net/ip.ts";
+import { AddrFamily } from "../net/family.ts";
 import { Command, decodeReply, encodeRequest, type Reply } from "../protocol/v1.ts";
 import { AbstractDatagramSocket, paddedAbstractAddress } from "../unix/abstract_socket.ts";
 import { type ClientOptions, identityName } from "./options.ts";

@@ -6,8 +6,9 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { AddrFamily } from "../net/ip.ts";
+import type { parseArgs } from "node:util";
+import { AddrFamily, parseFamilyWord } from "../net/family.ts";
+import { parseCommandLine, UsageError } from "../cli/cli.ts";
 import {
   MAX_ADDRESS_BYTES,
   MAX_IFNAME_BYTES,
@@ -103,27 +104,7 @@ export type CtlInvocation =
   | { kind: "version" }
   | { kind: "run"; options: CtlOptions; command: CtlCommand };
 
-/** A bad command line: the message names the offending argument. */
-export class UsageError extends Error {
-  /** Builds the error. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "UsageError";
-  }
-}
-
 const byteLength = (s: string) => new TextEncoder().encode(s).byteLength;
-
-const FAMILY_WORDS: Record<string, AddrFamily> = {
-  inet: AddrFamily.INET,
-  "4": AddrFamily.INET,
-  "2": AddrFamily.INET,
-  inet6: AddrFamily.INET6,
-  "6": AddrFamily.INET6,
-  "10": AddrFamily.INET6,
-  unspec: AddrFamily.UNSPEC,
-  "0": AddrFamily.UNSPEC,
-};
 
 /**
  * Reads a family given by name (`inet`, `inet6`, `unspec`, any case), by
@@ -131,9 +112,7 @@ const FAMILY_WORDS: Record<string, AddrFamily> = {
  * {@link UsageError} for anything else.
  */
 export function parseFamily(text: string): AddrFamily {
-  const family = Object.hasOwn(FAMILY_WORDS, text.toLowerCase())
-    ? FAMILY_WORDS[text.toLowerCase()]
-    : undefined;
+  const family = parseFamilyWord(text);
   if (family === undefined) {
     throw new UsageError(
       `--family must be inet (4, 2), inet6 (6, 10) or unspec (0), got "${text}"`,
@@ -225,18 +204,12 @@ type Values = ReturnType<typeof parseArgs<{ options: typeof PARSE_OPTIONS }>>["v
  */
 export function parseCtlArgs(args: readonly string[]): CtlInvocation {
   if (args.includes("-h") || args.includes("--help")) return { kind: "help" };
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: true,
-      options: PARSE_OPTIONS,
-      tokens: true,
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message.replace(/^TypeError: /, ""), { cause: error });
-  }
+  const parsed = parseCommandLine({
+    args: [...args],
+    allowPositionals: true,
+    options: PARSE_OPTIONS,
+    tokens: true,
+  });
   const v = parsed.values;
   if (v.version) return { kind: "version" };
 

@@ -1,5 +1,6 @@
 import { assertEquals, assertMatch, assertThrowsType } from "../../tests/helpers/assert.ts";
-import { parseCtlArgs, parseFamily, USAGE, UsageError } from "./args.ts";
+import { UsageError } from "../cli/cli.ts";
+import { parseCtlArgs, parseFamily, USAGE } from "./args.ts";
 
 const run = (...args: string[]) => {
   const invocation = parseCtlArgs(args);

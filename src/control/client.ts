@@ -21,7 +21,7 @@ import { Errno, ErrnoError } from "../../ffi/libc.ts";
 import { AbstractDatagramSocket, paddedAbstractAddress } from "../unix/abstract_socket.ts";
 import { ProtocolError } from "../protocol/v1.ts";
 import { LEASE_STATES, type LeaseState } from "../store/lease_store.ts";
-import type { AddrFamily } from "../net/ip.ts";
+import type { AddrFamily } from "../net/family.ts";
 import {
   type ControlResults,
   decodeControlReply,
@@ -30,6 +30,8 @@ import {
   type PoolView,
   type StatusView,
 } from "./protocol.ts";
+import { errorMessage } from "../util/errors.ts";
+import { sameBytes } from "../util/bytes.ts";
 
 /** The shipped server's socket name (`config/default.json`). */
 export const DEFAULT_SOCKET = "tas_socket";
@@ -173,7 +175,7 @@ export class ControlClient {
         ) {
           throw new NotRunningError(this.socket, { cause: error });
         }
-        throw new Error(`cannot send ${op} to @${this.socket}: ${(error as Error).message}`, {
+        throw new Error(`cannot send ${op} to @${this.socket}: ${errorMessage(error)}`, {
           cause: error,
         });
       }
@@ -210,10 +212,6 @@ export class ControlClient {
       return validateResult(op, reply.result);
     }
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.byteLength === b.byteLength && a.every((byte, i) => byte === b[i]);
 }
 
 // Validation of results: the reply is bytes from another process, checked

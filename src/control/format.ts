@@ -6,15 +6,8 @@
  * @module
  */
 
-import type { AddrFamily } from "../net/ip.ts";
+import { familyName } from "../net/family.ts";
 import type { ControlResults, LeaseView, PoolView, StatusView } from "./protocol.ts";
-
-const FAMILY_NAMES: Record<number, string> = { 0: "unspec", 2: "inet", 10: "inet6" };
-
-/** `inet`, `inet6` or `unspec` for a family number (the number itself if unknown). */
-export function familyName(family: AddrFamily | number): string {
-  return FAMILY_NAMES[family] ?? String(family);
-}
 
 /**
  * A duration as days, hours, minutes and seconds, leaving out zero parts:

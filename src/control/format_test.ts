@@ -1,6 +1,5 @@
 import { assertEquals } from "../../tests/helpers/assert.ts";
 import {
-  familyName,
   formatColumns,
   formatDuration,
   formatExpiry,
@@ -44,15 +43,6 @@ const pool = (over: Partial<PoolView> = {}): PoolView => ({
   reserved: 1,
   free: 36,
   ...over,
-});
-
-Deno.test("familyName() names the three families and shows an unknown one as its number", () => {
-  assertEquals([familyName(2), familyName(10), familyName(0), familyName(7)], [
-    "inet",
-    "inet6",
-    "unspec",
-    "7",
-  ]);
 });
 
 Deno.test("formatDuration() leaves out zero parts and rounds down to seconds", () => {

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { AddrFamily } from "../net/ip.ts";
+import { AddrFamily, isAddrFamily } from "../net/family.ts";
 import { Command as V1Command, ProtocolError, validateIdentity } from "../protocol/v1.ts";
 import { type Lease, LEASE_STATES, type LeaseState } from "../store/lease_store.ts";
 
@@ -162,7 +162,7 @@ function optionalString(obj: Record<string, unknown>, key: string): string | und
 function optionalFamily(obj: Record<string, unknown>): AddrFamily | undefined {
   const value = obj.family;
   if (value === undefined || value === null) return undefined;
-  if (value !== AddrFamily.UNSPEC && value !== AddrFamily.INET && value !== AddrFamily.INET6) {
+  if (!isAddrFamily(value)) {
     fail(`"family" must be 0, 2 or 10, got ${JSON.stringify(value)}`);
   }
   return value;

@@ -10,6 +10,7 @@
  */
 
 import { closelog, LogSeverity, openlog, syslog } from "../../ffi/libc.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Severity of a log line, most severe first. */
 export type Level = "error" | "warn" | "info" | "debug";
@@ -67,7 +68,7 @@ export class Logger {
       try {
         this.#file = Deno.openSync(options.logPath, { append: true, create: true });
       } catch (error) {
-        throw new Error(`Cannot open log file "${options.logPath}": ${(error as Error).message}`, {
+        throw new Error(`Cannot open log file "${options.logPath}": ${errorMessage(error)}`, {
           cause: error,
         });
       }

@@ -6,10 +6,7 @@
  * @module
  */
 
-/** Address families as numbered on the wire (Linux `AF_*`). */
-export const AddrFamily = { UNSPEC: 0, INET: 2, INET6: 10 } as const;
-/** One of {@link AddrFamily}'s values. */
-export type AddrFamily = typeof AddrFamily[keyof typeof AddrFamily];
+import { AddrFamily } from "./family.ts";
 
 /** Parses dotted-quad IPv4 (no leading zeros, like inet_pton); null if invalid. */
 export function parseIPv4(text: string): Uint8Array | null {

@@ -1,12 +1,6 @@
 import { assertEquals } from "../../tests/helpers/assert.ts";
-import {
-  AddrFamily,
-  formatIP,
-  maskAddress,
-  parseIPv4,
-  parseIPv6,
-  parsePrefixLength,
-} from "./ip.ts";
+import { formatIP, maskAddress, parseIPv4, parseIPv6, parsePrefixLength } from "./ip.ts";
+import { AddrFamily } from "./family.ts";
 
 Deno.test("parseIPv4() accepts dotted quads and rejects everything else", () => {
   assertEquals([...parseIPv4("192.168.5.113")!], [192, 168, 5, 113]);

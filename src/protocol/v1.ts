@@ -9,7 +9,8 @@
  * @module
  */
 
-import { AddrFamily, formatIP, parseIP } from "../net/ip.ts";
+import { formatIP, parseIP } from "../net/ip.ts";
+import { AddrFamily, isAddrFamily } from "../net/family.ts";
 
 /** The only protocol version. */
 export const PROTOCOL_VERSION = 1;
@@ -124,7 +125,7 @@ function requireString(obj: Record<string, unknown>, key: string, maxBytes: numb
  * family (any identifier without control characters for family 0).
  */
 export function validateIdentity(family: unknown, ifname: string, address: string): Identity {
-  if (family !== AddrFamily.UNSPEC && family !== AddrFamily.INET && family !== AddrFamily.INET6) {
+  if (!isAddrFamily(family)) {
     throw new ProtocolError(
       "bad_request",
       `"addr_family" must be 0, 2 or 10, got ${quote(family)}`,

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { familyName, type ServerConfig } from "../../config/config.ts";
+import type { ServerConfig } from "../../config/config.ts";
 import { type Pool, PoolSet } from "../allocator/pool_set.ts";
-import type { AddrFamily } from "../net/ip.ts";
+import { type AddrFamily, familyName } from "../net/family.ts";
 import type { Identity } from "../protocol/v1.ts";
 import type { Lease, LeaseStore } from "../store/lease_store.ts";
 

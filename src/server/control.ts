@@ -7,9 +7,9 @@
  * @module
  */
 
-import { enabledFamilies, familyName, type ServerConfig } from "../../config/config.ts";
+import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import type { AddrFamily } from "../net/ip.ts";
+import { type AddrFamily, familyName } from "../net/family.ts";
 import { encodeError, ProtocolError } from "../protocol/v1.ts";
 import {
   clientIdOf,
@@ -29,6 +29,7 @@ import {
 } from "../control/protocol.ts";
 import { type Allocation, listAll } from "./allocation.ts";
 import { VERSION } from "../version.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** The owner written on reservations made with control commands. */
 export const CONTROL_OWNER = "table-allocator-ctl";
@@ -99,7 +100,7 @@ export class ControlHandler {
     } catch (error) {
       if (error instanceof Refusal) return encodeError(error.code, error.message);
       if (error instanceof ProtocolError) return encodeError(error.code, error.message);
-      const message = `lease store failure: ${(error as Error).message}`;
+      const message = `lease store failure: ${errorMessage(error)}`;
       this.#c.log.error("control request failed", { op: request.op, error: message });
       return encodeError("store_failure", message);
     }
@@ -367,7 +368,7 @@ export async function syncConfigReservations(
     } catch (error) {
       log.error("config reservation skipped: its table is reserved for another identity", {
         ...fields(lease),
-        reason: (error as Error).message,
+        reason: errorMessage(error),
       });
       continue;
     }

@@ -9,9 +9,9 @@
  */
 
 import { clockSeconds } from "../../ffi/libc.ts";
-import { enabledFamilies, familyName, type ServerConfig } from "../../config/config.ts";
+import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import type { AddrFamily } from "../net/ip.ts";
+import { type AddrFamily, familyName } from "../net/family.ts";
 import {
   Command,
   decodeRequestObject,
@@ -39,6 +39,7 @@ import {
   type LeaseToken,
   releasedAt,
 } from "../store/lease_store.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Most datagrams handled in one pass (one transaction). */
 export const MAX_BATCH = 512;
@@ -212,14 +213,14 @@ export class Daemon {
           this.stats.requests++;
         }
       } catch (error) {
-        this.#log.error("cannot receive from the socket", { error: (error as Error).message });
+        this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
         await new Promise((r) => setTimeout(r, 100));
         if (batch.length === 0) continue;
       }
       if (this.#resyncDue || this.#now() >= this.#resyncAt) {
         await this.#load(false).catch((error) =>
           this.#log.error("cannot rebuild the allocation from the store", {
-            error: (error as Error).message,
+            error: errorMessage(error),
           })
         );
       }
@@ -528,7 +529,7 @@ export class Daemon {
       // The client may have gone; its lease stays correct and reclaimable.
       this.#log.debug("reply not delivered", {
         to: describeAddress(datagram.sender),
-        error: (error as Error).message,
+        error: errorMessage(error),
       });
     }
   }

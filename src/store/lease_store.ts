@@ -21,7 +21,7 @@
  * @module
  */
 
-import type { AddrFamily } from "../net/ip.ts";
+import type { AddrFamily } from "../net/family.ts";
 import type { Identity } from "../protocol/v1.ts";
 
 /**

@@ -57,7 +57,7 @@
 
 import postgres from "postgres";
 import type { StoreConfig } from "../../config/config.ts";
-import type { AddrFamily } from "../net/ip.ts";
+import type { AddrFamily } from "../net/family.ts";
 import {
   ConcurrencyError,
   type ExpiryListener,
@@ -70,6 +70,7 @@ import {
   type LookupResult,
   TransientError,
 } from "./lease_store.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** The store config this backend takes. */
 export type PostgresStoreConfig = Extract<StoreConfig, { kind: "postgres" }>;
@@ -336,7 +337,7 @@ function connectionOptions(config: PostgresStoreConfig): {
           : config.url,
       );
     } catch (error) {
-      throw new TypeError(`"url" is not a valid URL: ${(error as Error).message}`, {
+      throw new TypeError(`"url" is not a valid URL: ${errorMessage(error)}`, {
         cause: error,
       });
     }
@@ -471,7 +472,7 @@ export class PostgresLeaseStore implements LeaseStore {
     try {
       ({ options: connection, where } = connectionOptions(config));
     } catch (error) {
-      throw new TypeError(`Cannot open the PostgreSQL store: ${(error as Error).message}`, {
+      throw new TypeError(`Cannot open the PostgreSQL store: ${errorMessage(error)}`, {
         cause: error,
       });
     }

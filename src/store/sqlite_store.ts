@@ -25,7 +25,7 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
-import type { AddrFamily } from "../net/ip.ts";
+import type { AddrFamily } from "../net/family.ts";
 import {
   ConcurrencyError,
   type ExpiryListener,

@@ -31,6 +31,7 @@ import {
   socket,
   SOL_SOCKET,
 } from "../../ffi/libc.ts";
+import { sameBytes } from "../util/bytes.ts";
 
 /** `sizeof(struct sockaddr_un)`: the address length the original uses. */
 export const SOCKADDR_UN_SIZE = 110;
@@ -205,9 +206,7 @@ export class AbstractDatagramSocket implements Disposable {
   static adopt(fd: number, name: string, options: BindOptions = {}): AbstractDatagramSocket {
     const expected = paddedAbstractAddress(name);
     const actual = getsockname(fd);
-    if (
-      actual.byteLength !== expected.byteLength || !actual.every((b, i) => b === expected[i])
-    ) {
+    if (!sameBytes(actual, expected)) {
       throw new RangeError(
         `descriptor ${fd} is bound to ${describeAddress(actual)}, not to the padded @${name}`,
       );

@@ -17,6 +17,7 @@
 
 import postgres from "postgres";
 import type { StoreConfig } from "../../config/config.ts";
+import { errorMessage } from "../../src/util/errors.ts";
 
 /** The store config of a PostgreSQL database. */
 export type PgStoreConfig = Extract<StoreConfig, { kind: "postgres" }>;
@@ -288,7 +289,7 @@ export async function startPostgres(
     } catch { /* no log yet */ }
     await dispose();
     throw new Error(
-      `Cannot start PostgreSQL in ${dir}: ${(error as Error).message}${log ? `\n${log}` : ""}`,
+      `Cannot start PostgreSQL in ${dir}: ${errorMessage(error)}${log ? `\n${log}` : ""}`,
       { cause: error },
     );
   }
