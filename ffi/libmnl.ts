@@ -1,7 +1,7 @@
 /**
  * FFI bindings to libmnl (the minimalistic netlink library the original
  * client uses): it carries the netlink socket only. Messages are built and
- * parsed in TypeScript (`src/netlink/message.ts`), so this file stays a
+ * parsed in TypeScript (`src/netlink/`), so this file stays a
  * thin, typed layer over the socket calls.
  *
  * The library is opened on first use; importing this module has no side

@@ -7,7 +7,7 @@
  */
 
 import { NetlinkSocket } from "../netlink/connection.ts";
-import { decodeLinkEvent, encodeAddressDump } from "../netlink/message.ts";
+import { decodeLinkEvent, encodeAddressDump } from "../netlink/link.ts";
 
 /** Whether interface `ifindex` has `address` (of `family`) now, by a dump of the kernel's addresses. */
 export async function hasAddress(

@@ -11,13 +11,8 @@
  */
 
 import { formatIP, maskAddress } from "../net/ip.ts";
-import {
-  decodeRule,
-  encodeRuleDump,
-  encodeRuleMessage,
-  MsgType,
-  type Rule,
-} from "../netlink/message.ts";
+import { MsgType } from "../netlink/message.ts";
+import { decodeRule, encodeRuleDump, encodeRuleMessage, type Rule } from "../netlink/rule.ts";
 import { NetlinkError, type NetlinkSocket } from "../netlink/connection.ts";
 
 /** Priority of `from ADDRESS lookup T`. */

@@ -1,14 +1,8 @@
 import { assertEquals } from "../../tests/helpers/assert.ts";
 import { parseIPv4, parseIPv6 } from "../net/ip.ts";
 import { NetlinkError } from "../netlink/connection.ts";
-import {
-  decodeRule,
-  encodeRuleMessage,
-  type Message,
-  MsgType,
-  parseMessages,
-  type Rule,
-} from "../netlink/message.ts";
+import { type Message, MsgType, parseMessages } from "../netlink/message.ts";
+import { decodeRule, encodeRuleMessage, type Rule } from "../netlink/rule.ts";
 import { describeRule, leaseRules, RuleKeeper, rulesOfAddress } from "./rules.ts";
 
 const v4 = (s: string) => parseIPv4(s)!;

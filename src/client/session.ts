@@ -18,7 +18,7 @@ import { clockSeconds, ErrnoError, ifNameToIndex } from "../../ffi/libc.ts";
 import type { Logger } from "../log/logger.ts";
 import { AddrFamily } from "../net/family.ts";
 import type { NetlinkSocket } from "../netlink/connection.ts";
-import { decodeLinkEvent, type LinkEvent } from "../netlink/message.ts";
+import { decodeLinkEvent, type LinkEvent } from "../netlink/link.ts";
 import {
   Command,
   decodeReply,

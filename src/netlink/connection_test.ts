@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertInstanceOf } from "../../tests/helpers/assert.ts";
 import { NetlinkError, NetlinkSocket } from "./connection.ts";
-import { encodeRuleDump, encodeRuleMessage, MsgType } from "./message.ts";
+import { MsgType } from "./message.ts";
+import { encodeRuleDump, encodeRuleMessage } from "./rule.ts";
 
 const IS_ROOT = Deno.uid() === 0;
 

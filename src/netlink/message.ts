@@ -1,14 +1,14 @@
 /**
- * rtnetlink messages in pure TypeScript: routing rules (RTM_NEWRULE,
- * RTM_DELRULE, RTM_GETRULE with `struct fib_rule_hdr` and FRA_*
- * attributes), kernel answers (NLMSG_ERROR, NLMSG_DONE) and the link and
- * address notifications the client watches. Bytes in, typed values out;
- * no I/O, so everything here is tested without root.
+ * netlink framing in pure TypeScript: the message header (`struct
+ * nlmsghdr`), attributes (`struct nlattr`), their 4-byte alignment, and the
+ * kernel's answers (NLMSG_ERROR, NLMSG_DONE). The payloads of the messages
+ * the project speaks live beside it: routing rules in `rule.ts`, link and
+ * address notifications in `link.ts`. Bytes in, typed values out; no I/O,
+ * so everything here is tested without root.
  *
- * Layouts follow `<linux/netlink.h>`, `<linux/rtnetlink.h>`,
- * `<linux/fib_rules.h>`, `<linux/if_addr.h>` and `<linux/if_link.h>`:
- * host byte order for integers, network order for addresses, every header
- * and attribute aligned to 4 bytes.
+ * Layouts follow `<linux/netlink.h>` and `<linux/rtnetlink.h>`: host byte
+ * order for integers, every header and attribute aligned to 4 bytes.
+ * Lengths that do not fit their buffer throw a {@link NetlinkParseError}.
  *
  * @module
  */
@@ -16,13 +16,7 @@
 /** `struct nlmsghdr` size. */
 export const NLMSG_HDRLEN = 16;
 /** `struct nlattr` header size. */
-const NLA_HDRLEN = 4;
-/** `struct fib_rule_hdr` size. */
-export const FIB_RULE_HDRLEN = 12;
-/** `struct ifaddrmsg` size. */
-const IFADDRMSG_LEN = 8;
-/** `struct ifinfomsg` size. */
-const IFINFOMSG_LEN = 16;
+export const NLA_HDRLEN = 4;
 
 /** Message types. */
 export const MsgType = {
@@ -58,21 +52,22 @@ export function groupMask(groups: readonly number[]): number {
   return groups.reduce((mask, group) => (mask | (1 << (group - 1))) >>> 0, 0);
 }
 
-/** FRA_* attribute types of a routing rule. */
-export const Fra = { DST: 1, SRC: 2, IIFNAME: 3, PRIORITY: 6, TABLE: 15 } as const;
-/** `FR_ACT_TO_TBL`: the rule's action is "lookup table". */
-export const FR_ACT_TO_TBL = 1;
-/** Tables above this do not fit the 8-bit `fib_rule_hdr.table` and travel in FRA_TABLE only. */
-const RT_TABLE_MAX_U8 = 255;
+/**
+ * A netlink buffer whose lengths do not add up: a header or attribute
+ * claiming more bytes than are left, or a payload shorter than its fixed
+ * header. A RangeError, since the bytes are out of range of their own
+ * lengths.
+ */
+export class NetlinkParseError extends RangeError {
+  /** Builds the error; `message` says what was short and by how much. */
+  constructor(message: string) {
+    super(message);
+    this.name = "NetlinkParseError";
+  }
+}
 
-/** IFA_* attribute types of an address message. */
-const Ifa = { ADDRESS: 1, LOCAL: 2 } as const;
-/** IFLA_IFNAME attribute of a link message. */
-const IFLA_IFNAME = 3;
-
-const align = (n: number) => (n + 3) & ~3;
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+/** Rounds a length up to netlink's 4-byte alignment (`NLMSG_ALIGN`, `NLA_ALIGN`). */
+export const align = (n: number): number => (n + 3) & ~3;
 
 /** One attribute: type and raw payload. */
 export interface Attribute {
@@ -80,21 +75,7 @@ export interface Attribute {
   payload: Uint8Array;
 }
 
-/** A routing rule as the client manages it: one selector, a priority, a table. */
-export interface Rule {
-  /** 2 (AF_INET) or 10 (AF_INET6). */
-  family: number;
-  priority: number;
-  table: number;
-  /** `from ADDRESS/LEN`, when set. */
-  src?: { address: Uint8Array; prefix: number };
-  /** `to NETWORK/LEN`, when set. */
-  dst?: { address: Uint8Array; prefix: number };
-  /** `iif NAME`, when set. */
-  iifname?: string;
-}
-
-/** Options of {@link encodeRuleMessage}. */
+/** Options of the encoders: the header fields a request sets. */
 export interface EncodeOptions {
   /** Sequence number, echoed in the kernel's answer. */
   seq: number;
@@ -102,19 +83,42 @@ export interface EncodeOptions {
   portid?: number;
 }
 
-function putAttribute(out: number[], type: number, payload: Uint8Array): void {
+/** Appends one attribute (header, payload, padding to 4 bytes) to a message body. */
+export function putAttribute(out: number[], type: number, payload: Uint8Array): void {
   const length = NLA_HDRLEN + payload.byteLength;
   out.push(length & 0xff, length >> 8, type & 0xff, type >> 8, ...payload);
   while (out.length % 4 !== 0) out.push(0);
 }
 
-function u32(value: number): Uint8Array {
+/** A u32 in host (little-endian) byte order, as attributes carry it. */
+export function u32(value: number): Uint8Array {
   const bytes = new Uint8Array(4);
   new DataView(bytes.buffer).setUint32(0, value >>> 0, true);
   return bytes;
 }
 
-function finish(type: number, flags: number, options: EncodeOptions, body: number[]) {
+/** Reads the u32 an attribute payload starts with (host byte order). */
+export function readU32(bytes: Uint8Array): number {
+  if (bytes.byteLength < 4) {
+    throw new NetlinkParseError(`a u32 attribute needs 4 bytes, got ${bytes.byteLength}`);
+  }
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
+}
+
+/** Reads a NUL-terminated string attribute (trailing NULs removed). */
+export function readCString(bytes: Uint8Array): string {
+  return decoder.decode(bytes).replace(/\0+$/, "");
+}
+
+const decoder = new TextDecoder();
+
+/** Prepends a `struct nlmsghdr` to `body`: one complete message. */
+export function encodeMessage(
+  type: number,
+  flags: number,
+  options: EncodeOptions,
+  body: ArrayLike<number>,
+): Uint8Array<ArrayBuffer> {
   const message = new Uint8Array(NLMSG_HDRLEN + body.length);
   const view = new DataView(message.buffer);
   view.setUint32(0, message.byteLength, true);
@@ -124,56 +128,6 @@ function finish(type: number, flags: number, options: EncodeOptions, body: numbe
   view.setUint32(12, (options.portid ?? 0) >>> 0, true);
   message.set(body, NLMSG_HDRLEN);
   return message;
-}
-
-/**
- * Encodes RTM_NEWRULE or RTM_DELRULE for a rule, always asking for an ACK.
- * A new rule carries NLM_F_CREATE | NLM_F_EXCL, so an identical rule is
- * answered with EEXIST instead of being added twice. A deletion carries
- * neither: newer kernels read NLM_F_EXCL on RTM_DELRULE as a bulk delete
- * and refuse it (the original client's bug).
- */
-export function encodeRuleMessage(
-  type: typeof MsgType.RTM_NEWRULE | typeof MsgType.RTM_DELRULE,
-  rule: Rule,
-  options: EncodeOptions,
-): Uint8Array<ArrayBuffer> {
-  const body: number[] = [
-    rule.family,
-    rule.dst?.prefix ?? 0,
-    rule.src?.prefix ?? 0,
-    0, // tos
-    rule.table <= RT_TABLE_MAX_U8 ? rule.table : 0, // RT_TABLE_UNSPEC: see FRA_TABLE
-    0,
-    0,
-    FR_ACT_TO_TBL,
-    0,
-    0,
-    0,
-    0, // flags
-  ];
-  putAttribute(body, Fra.PRIORITY, u32(rule.priority));
-  putAttribute(body, Fra.TABLE, u32(rule.table));
-  if (rule.src) putAttribute(body, Fra.SRC, rule.src.address);
-  if (rule.dst) putAttribute(body, Fra.DST, rule.dst.address);
-  if (rule.iifname !== undefined) {
-    putAttribute(body, Fra.IIFNAME, encoder.encode(`${rule.iifname}\0`));
-  }
-  const flags = NlmFlags.REQUEST | NlmFlags.ACK |
-    (type === MsgType.RTM_NEWRULE ? NlmFlags.CREATE | NlmFlags.EXCL : 0);
-  return finish(type, flags, options, body);
-}
-
-/** Encodes an RTM_GETRULE dump request for one address family. */
-export function encodeRuleDump(family: number, options: EncodeOptions): Uint8Array<ArrayBuffer> {
-  const body = [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-  return finish(MsgType.RTM_GETRULE, NlmFlags.REQUEST | NlmFlags.DUMP, options, body);
-}
-
-/** Encodes an RTM_GETADDR dump request (struct ifaddrmsg) for one address family. */
-export function encodeAddressDump(family: number, options: EncodeOptions): Uint8Array<ArrayBuffer> {
-  const body = [family, 0, 0, 0, 0, 0, 0, 0];
-  return finish(MsgType.RTM_GETADDR, NlmFlags.REQUEST | NlmFlags.DUMP, options, body);
 }
 
 /** One netlink message split out of a received buffer. */
@@ -187,8 +141,9 @@ export interface Message {
 }
 
 /**
- * Splits a buffer of one or more netlink messages. Throws a RangeError for
- * a header whose length does not fit the buffer (a truncated read).
+ * Splits a buffer of one or more netlink messages. Throws a
+ * {@link NetlinkParseError} for a header whose length does not fit the
+ * buffer (a truncated read).
  */
 export function parseMessages(buffer: Uint8Array): Message[] {
   const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
@@ -197,7 +152,7 @@ export function parseMessages(buffer: Uint8Array): Message[] {
   while (offset + NLMSG_HDRLEN <= buffer.byteLength) {
     const length = view.getUint32(offset, true);
     if (length < NLMSG_HDRLEN || offset + length > buffer.byteLength) {
-      throw new RangeError(
+      throw new NetlinkParseError(
         `netlink message at offset ${offset} claims ${length} bytes, ${
           buffer.byteLength - offset
         } left`,
@@ -215,19 +170,42 @@ export function parseMessages(buffer: Uint8Array): Message[] {
   return out;
 }
 
-/** Splits attributes that start `offset` bytes into a payload. */
+/**
+ * Splits the attributes that start `offset` bytes into a payload. Throws a
+ * {@link NetlinkParseError}, as {@link parseMessages} does, for an
+ * attribute whose length does not fit what is left of the payload.
+ */
 export function parseAttributes(payload: Uint8Array, offset: number): Attribute[] {
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const out: Attribute[] = [];
   while (offset + NLA_HDRLEN <= payload.byteLength) {
     const length = view.getUint16(offset, true);
-    if (length < NLA_HDRLEN || offset + length > payload.byteLength) break;
+    if (length < NLA_HDRLEN || offset + length > payload.byteLength) {
+      throw new NetlinkParseError(
+        `netlink attribute at offset ${offset} claims ${length} bytes, ${
+          payload.byteLength - offset
+        } left`,
+      );
+    }
     // The top bits are NLA_F_NESTED and NLA_F_NET_BYTEORDER.
     const type = view.getUint16(offset + 2, true) & 0x3fff;
     out.push({ type, payload: payload.subarray(offset + NLA_HDRLEN, offset + length) });
     offset += align(length);
   }
   return out;
+}
+
+/**
+ * Checks that a payload holds at least its fixed header (`struct
+ * fib_rule_hdr`, `ifaddrmsg`, ...); throws a {@link NetlinkParseError}
+ * naming `what` otherwise.
+ */
+export function requireLength(payload: Uint8Array, length: number, what: string): void {
+  if (payload.byteLength < length) {
+    throw new NetlinkParseError(
+      `${what} of ${payload.byteLength} bytes is shorter than its ${length}-byte header`,
+    );
+  }
 }
 
 /**
@@ -238,120 +216,10 @@ export function parseAttributes(payload: Uint8Array, offset: number): Attribute[
 export function ackErrno(message: Message): number | null {
   if (message.type !== MsgType.ERROR) return null;
   if (message.payload.byteLength < 4) {
-    throw new RangeError(`NLMSG_ERROR of ${message.payload.byteLength} bytes has no error code`);
+    throw new NetlinkParseError(
+      `NLMSG_ERROR of ${message.payload.byteLength} bytes has no error code`,
+    );
   }
   const error = new DataView(message.payload.buffer, message.payload.byteOffset).getInt32(0, true);
   return -error;
-}
-
-const u32At = (bytes: Uint8Array) =>
-  new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
-
-/**
- * Decodes an RTM_NEWRULE message (a dump entry or a notification) into a
- * {@link Rule}. Only the fields the client manages are read; null for
- * another message type.
- */
-export function decodeRule(message: Message): Rule | null {
-  if (message.type !== MsgType.RTM_NEWRULE && message.type !== MsgType.RTM_DELRULE) return null;
-  const p = message.payload;
-  if (p.byteLength < FIB_RULE_HDRLEN) {
-    throw new RangeError(`rule message of ${p.byteLength} bytes is shorter than fib_rule_hdr`);
-  }
-  const rule: Rule = { family: p[0], priority: 0, table: p[4] };
-  for (const attr of parseAttributes(p, FIB_RULE_HDRLEN)) {
-    if (attr.type === Fra.PRIORITY) rule.priority = u32At(attr.payload);
-    else if (attr.type === Fra.TABLE) rule.table = u32At(attr.payload);
-    else if (attr.type === Fra.SRC) rule.src = { address: attr.payload.slice(), prefix: p[2] };
-    else if (attr.type === Fra.DST) rule.dst = { address: attr.payload.slice(), prefix: p[1] };
-    else if (attr.type === Fra.IIFNAME) {
-      rule.iifname = decoder.decode(attr.payload).replace(/\0+$/, "");
-    }
-  }
-  return rule;
-}
-
-/** A link or address notification the client reacts to. */
-export type LinkEvent =
-  | { kind: "link-deleted"; index: number; name: string | undefined }
-  | { kind: "link-changed"; index: number; name: string | undefined }
-  | {
-    kind: "address-deleted" | "address-added";
-    index: number;
-    family: number;
-    prefix: number;
-    address: Uint8Array;
-  };
-
-/**
- * Decodes RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR and RTM_DELADDR
- * notifications; null for any other message. The address of an IPv4
- * entry is IFA_LOCAL (the interface's own address; IFA_ADDRESS is the peer
- * on point-to-point links), of an IPv6 entry IFA_ADDRESS.
- */
-export function decodeLinkEvent(message: Message): LinkEvent | null {
-  const p = message.payload;
-  const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
-  if (message.type === MsgType.RTM_NEWLINK || message.type === MsgType.RTM_DELLINK) {
-    if (p.byteLength < IFINFOMSG_LEN) return null;
-    const index = view.getInt32(4, true);
-    const nameAttr = parseAttributes(p, IFINFOMSG_LEN).find((a) => a.type === IFLA_IFNAME);
-    const name = nameAttr ? decoder.decode(nameAttr.payload).replace(/\0+$/, "") : undefined;
-    return {
-      kind: message.type === MsgType.RTM_DELLINK ? "link-deleted" : "link-changed",
-      index,
-      name,
-    };
-  }
-  if (message.type === MsgType.RTM_NEWADDR || message.type === MsgType.RTM_DELADDR) {
-    if (p.byteLength < IFADDRMSG_LEN) return null;
-    const family = p[0];
-    const attrs = parseAttributes(p, IFADDRMSG_LEN);
-    const local = attrs.find((a) => a.type === Ifa.LOCAL);
-    const address = attrs.find((a) => a.type === Ifa.ADDRESS);
-    const chosen = family === 2 ? (local ?? address) : (address ?? local);
-    if (!chosen) return null;
-    return {
-      kind: message.type === MsgType.RTM_DELADDR ? "address-deleted" : "address-added",
-      index: view.getUint32(4, true),
-      family,
-      prefix: p[1],
-      address: chosen.payload.slice(),
-    };
-  }
-  return null;
-}
-
-/**
- * Builds a notification as the kernel sends it; for the tests of code that
- * consumes events (and documentation of the layout).
- */
-export function encodeLinkEvent(event: LinkEvent, seq = 0): Uint8Array<ArrayBuffer> {
-  const body: number[] = [];
-  if (event.kind === "link-deleted" || event.kind === "link-changed") {
-    const header = new Uint8Array(IFINFOMSG_LEN);
-    new DataView(header.buffer).setInt32(4, event.index, true);
-    body.push(...header);
-    if (event.name !== undefined) {
-      putAttribute(body, IFLA_IFNAME, encoder.encode(`${event.name}\0`));
-    }
-    const type = event.kind === "link-deleted" ? MsgType.RTM_DELLINK : MsgType.RTM_NEWLINK;
-    return finish(type, 0, { seq }, body);
-  }
-  const header = new Uint8Array(IFADDRMSG_LEN);
-  header[0] = event.family;
-  header[1] = event.prefix;
-  new DataView(header.buffer).setUint32(4, event.index, true);
-  body.push(...header);
-  putAttribute(body, Ifa.ADDRESS, event.address);
-  if (event.family === 2) putAttribute(body, Ifa.LOCAL, event.address);
-  const type = event.kind === "address-deleted" ? MsgType.RTM_DELADDR : MsgType.RTM_NEWADDR;
-  return finish(type, 0, { seq }, body);
-}
-
-/** Builds an NLMSG_ERROR answer (errno 0 is an ACK) to a request; for tests. */
-export function encodeAck(request: Uint8Array, errnoValue: number): Uint8Array<ArrayBuffer> {
-  const original = parseMessages(request)[0];
-  const body: number[] = [...u32(-errnoValue >>> 0), ...request.subarray(0, NLMSG_HDRLEN)];
-  return finish(MsgType.ERROR, 0, { seq: original.seq, portid: original.portid }, body);
 }
