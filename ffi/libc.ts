@@ -195,19 +195,99 @@ export function sendto(
   return rc;
 }
 
+// struct msghdr on 64-bit Linux: msg_name (pointer, offset 0), msg_namelen
+// (u32, 8), msg_iov (pointer, 16), msg_iovlen (size_t, 24), msg_control
+// (pointer, 32), msg_controllen (size_t, 40), msg_flags (int, 48).
+const MSGHDR_SIZE = 56;
+const IOVEC_SIZE = 16; // iov_base (pointer), iov_len (size_t)
+const CMSG_HEADER = 16; // cmsg_len (size_t), cmsg_level, cmsg_type
+const UCRED_SIZE = 12; // struct ucred: pid, uid, gid
+const CMSG_SPACE_UCRED = 32; // CMSG_SPACE(sizeof(struct ucred))
+
+/** `struct ucred`: a sender's pid, uid and gid as the kernel attached them. */
+export interface Ucred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** One datagram from {@link MessageReceiver.receive}, copied out of the buffers. */
+export interface ReceivedMessage {
+  /** The payload, at most the receive buffer's size. */
+  data: Uint8Array<ArrayBuffer>;
+  /** The datagram's real length (MSG_TRUNC): larger than `data` when it was cut. */
+  length: number;
+  /** The sender's address bytes (`msg_name`), as long as the kernel said. */
+  sender: Uint8Array<ArrayBuffer>;
+  /** SCM_CREDENTIALS, when the kernel attached them (SO_PASSCRED). */
+  credentials: Ucred | undefined;
+}
+
+function pointerValue(buf: Uint8Array<ArrayBuffer>): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
 /**
- * recvmsg(2) with a prepared `struct msghdr`. Returns the datagram length
- * (the full length when called with MSG_TRUNC), or -1 when nothing is
- * waiting; every other failure throws.
+ * recvmsg(2) with one `struct msghdr` set up once: a payload buffer behind
+ * one iovec, a name buffer and room for one SCM_CREDENTIALS message. The
+ * buffers are referenced by raw pointers from the msghdr, so they live as
+ * long as the receiver; callers see only copies.
  */
-export function recvmsg(fd: number, msghdr: Uint8Array<ArrayBuffer>, flags: number): number {
-  const rc = Number(libc().recvmsg(fd, msghdr, flags));
-  if (rc < 0) {
-    const code = errno();
-    if (code === Errno.EAGAIN || code === Errno.EINTR) return -1;
-    throw new ErrnoError("recvmsg", code);
+export class MessageReceiver {
+  #data: Uint8Array<ArrayBuffer>;
+  #name: Uint8Array<ArrayBuffer>;
+  #control = new Uint8Array(CMSG_SPACE_UCRED);
+  #iovec = new Uint8Array(IOVEC_SIZE);
+  #msghdr = new Uint8Array(MSGHDR_SIZE);
+  #msg = new DataView(this.#msghdr.buffer);
+  #cmsg = new DataView(this.#control.buffer);
+
+  /** Buffers for payloads of up to `dataSize` bytes and names of up to `nameSize`. */
+  constructor(dataSize: number, nameSize: number) {
+    this.#data = new Uint8Array(dataSize);
+    this.#name = new Uint8Array(nameSize);
+    const iov = new DataView(this.#iovec.buffer);
+    iov.setBigUint64(0, pointerValue(this.#data), true);
+    iov.setBigUint64(8, BigInt(dataSize), true);
+    this.#msg.setBigUint64(0, pointerValue(this.#name), true);
+    this.#msg.setBigUint64(16, pointerValue(this.#iovec), true);
+    this.#msg.setBigUint64(24, 1n, true);
+    this.#msg.setBigUint64(32, pointerValue(this.#control), true);
   }
-  return rc;
+
+  /**
+   * Receives one datagram with `flags` (MSG_TRUNC reports the full
+   * length), or returns null when nothing is waiting (EAGAIN, EINTR);
+   * every other failure throws an {@link ErrnoError}.
+   */
+  receive(fd: number, flags: number): ReceivedMessage | null {
+    const msg = this.#msg;
+    // The kernel shrinks these to what it wrote: reset them for every call.
+    msg.setUint32(8, this.#name.byteLength, true);
+    msg.setBigUint64(40, BigInt(this.#control.byteLength), true);
+    msg.setInt32(48, 0, true);
+    const rc = Number(libc().recvmsg(fd, this.#msghdr, flags));
+    if (rc < 0) {
+      const code = errno();
+      if (code === Errno.EAGAIN || code === Errno.EINTR) return null;
+      throw new ErrnoError("recvmsg", code);
+    }
+    return {
+      data: this.#data.slice(0, Math.min(rc, this.#data.byteLength)),
+      length: rc,
+      sender: this.#name.slice(0, msg.getUint32(8, true)),
+      credentials: this.#credentials(Number(msg.getBigUint64(40, true))),
+    };
+  }
+
+  #credentials(controlLength: number): Ucred | undefined {
+    if (controlLength < CMSG_HEADER + UCRED_SIZE) return undefined;
+    const c = this.#cmsg;
+    if (c.getInt32(8, true) !== SOL_SOCKET || c.getInt32(12, true) !== SCM_CREDENTIALS) {
+      return undefined;
+    }
+    return { pid: c.getInt32(16, true), uid: c.getUint32(20, true), gid: c.getUint32(24, true) };
+  }
 }
 
 /** setsockopt(2) for an `int` option. */

@@ -16,12 +16,11 @@ import {
   eventfdDrain,
   eventfdSignal,
   getsockname,
+  MessageReceiver,
   MSG_DONTWAIT,
   MSG_TRUNC,
   poll,
   POLLIN,
-  recvmsg,
-  SCM_CREDENTIALS,
   sendto,
   setsockoptInt,
   SO_PASSCRED,
@@ -30,6 +29,7 @@ import {
   SOCK_NONBLOCK,
   socket,
   SOL_SOCKET,
+  type Ucred,
 } from "../../ffi/libc.ts";
 import { sameBytes } from "../util/bytes.ts";
 
@@ -41,11 +41,7 @@ const SUN_PATH_SIZE = 108;
 export const MAX_ABSTRACT_NAME = SUN_PATH_SIZE - 1;
 
 /** Sender credentials from `SCM_CREDENTIALS`, checked by the kernel. */
-export interface Credentials {
-  pid: number;
-  uid: number;
-  gid: number;
-}
+export type Credentials = Ucred;
 
 /** One received datagram. */
 export interface Datagram {
@@ -104,16 +100,6 @@ export interface BindOptions {
   receiveBufferSize?: number;
 }
 
-// struct msghdr layout on 64-bit Linux.
-const MSGHDR_SIZE = 56;
-const CMSG_HEADER = 16; // cmsg_len (size_t), cmsg_level, cmsg_type
-const UCRED_SIZE = 12;
-const CMSG_SPACE_UCRED = 32; // CMSG_SPACE(sizeof(struct ucred))
-
-function pointerValue(buf: Uint8Array<ArrayBuffer>): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
-}
-
 /**
  * A non-blocking `AF_UNIX` `SOCK_DGRAM` socket bound to a padded abstract
  * name (or autobound when no name is given).
@@ -122,14 +108,7 @@ export class AbstractDatagramSocket implements Disposable {
   #fd: number;
   #wakeFd: number;
   #pollFds = new Uint8Array(16);
-  // Buffers referenced by raw pointers in #msghdr: they live as long as the socket.
-  #data: Uint8Array<ArrayBuffer>;
-  #name = new Uint8Array(SOCKADDR_UN_SIZE + 2);
-  #control = new Uint8Array(CMSG_SPACE_UCRED);
-  #iovec = new Uint8Array(16);
-  #msghdr = new Uint8Array(MSGHDR_SIZE);
-  #msgView = new DataView(this.#msghdr.buffer);
-  #controlView = new DataView(this.#control.buffer);
+  #receiver: MessageReceiver;
   #closed = false;
   /** The address this socket is bound to (padded, 110 bytes when named). */
   readonly address: Uint8Array<ArrayBuffer>;
@@ -137,21 +116,13 @@ export class AbstractDatagramSocket implements Disposable {
   private constructor(fd: number, address: Uint8Array<ArrayBuffer>, bufferSize: number) {
     this.#fd = fd;
     this.address = address;
-    this.#data = new Uint8Array(bufferSize);
+    this.#receiver = new MessageReceiver(bufferSize, SOCKADDR_UN_SIZE + 2);
     this.#wakeFd = eventfd();
     const pollView = new DataView(this.#pollFds.buffer);
     pollView.setInt32(0, fd, true);
     pollView.setInt16(4, POLLIN, true);
     pollView.setInt32(8, this.#wakeFd, true);
     pollView.setInt16(12, POLLIN, true);
-    const iov = new DataView(this.#iovec.buffer);
-    iov.setBigUint64(0, pointerValue(this.#data), true);
-    iov.setBigUint64(8, BigInt(bufferSize), true);
-    const msg = this.#msgView;
-    msg.setBigUint64(0, pointerValue(this.#name), true);
-    msg.setBigUint64(16, pointerValue(this.#iovec), true);
-    msg.setBigUint64(24, 1n, true);
-    msg.setBigUint64(32, pointerValue(this.#control), true);
   }
 
   /**
@@ -226,31 +197,7 @@ export class AbstractDatagramSocket implements Disposable {
    */
   receive(): Datagram | null {
     this.#assertOpen();
-    const msg = this.#msgView;
-    msg.setUint32(8, this.#name.byteLength, true);
-    msg.setBigUint64(40, BigInt(this.#control.byteLength), true);
-    msg.setInt32(48, 0, true);
-    const length = recvmsg(this.#fd, this.#msghdr, MSG_DONTWAIT | MSG_TRUNC);
-    if (length < 0) return null;
-    const nameLength = msg.getUint32(8, true);
-    const controlLength = Number(msg.getBigUint64(40, true));
-    let credentials: Credentials | undefined;
-    if (controlLength >= CMSG_HEADER + UCRED_SIZE) {
-      const c = this.#controlView;
-      if (c.getInt32(8, true) === SOL_SOCKET && c.getInt32(12, true) === SCM_CREDENTIALS) {
-        credentials = {
-          pid: c.getInt32(16, true),
-          uid: c.getUint32(20, true),
-          gid: c.getUint32(24, true),
-        };
-      }
-    }
-    return {
-      data: this.#data.slice(0, Math.min(length, this.#data.byteLength)),
-      length,
-      sender: this.#name.slice(0, nameLength),
-      credentials,
-    };
+    return this.#receiver.receive(this.#fd, MSG_DONTWAIT | MSG_TRUNC);
   }
 
   /**
