@@ -24,6 +24,7 @@ import {
   type TableRange,
 } from "./pools.ts";
 import { type AddrFamily, FAMILY_BY_NAME } from "../src/net/family.ts";
+import { parsePostgresUrl } from "../src/store/postgres_url.ts";
 
 export { ConfigError } from "./config_error.ts";
 export { type PoolConfig, type ReservationConfig, type TableRange } from "./pools.ts";
@@ -217,8 +218,13 @@ function storeConfig(obj: Record<string, unknown>): StoreConfig {
   const optionalText = (key: string) =>
     store[key] === undefined ? undefined : text(store, key, 4096);
   const url = optionalText("url");
-  if (url !== undefined && !/^postgres(ql)?:\/\//.test(url)) {
-    throw new ConfigError(`"url" must start with postgres://, got ${show(url)}`, "url");
+  if (url !== undefined) {
+    // Checked now, so a bad URL stops the server as a config error, not at connect.
+    try {
+      parsePostgresUrl(url);
+    } catch (error) {
+      throw new ConfigError(errorMessage(error), "url", { cause: error });
+    }
   }
   return {
     kind: "postgres",

@@ -151,6 +151,26 @@ Deno.test("validateConfig() takes a PostgreSQL store, and then no db_path", () =
     /"url" must start with postgres:\/\//,
   );
   rejects(
+    { store: { kind: "postgres", url: "postgres://u@/db?fallback=1" } },
+    "url",
+    /"url" parameter "fallback" is not supported; supported: host, port, dbname/,
+  );
+  rejects(
+    { store: { kind: "postgres", url: "postgres://db.example:70000/x" } },
+    "url",
+    /"url" is not a valid URL/,
+  );
+  rejects(
+    { store: { kind: "postgres", url: "postgres://db.example/x?port=0" } },
+    "url",
+    /"url" port must be an integer from 1 to 65535, got 0/,
+  );
+  rejects(
+    { store: { kind: "postgres", url: "postgres://db.example/x?sslmode=always" } },
+    "url",
+    /"url" sslmode must be one of disable, allow, prefer, require, verify-full, got "always"/,
+  );
+  rejects(
     { store: { kind: "postgres", port: 0 } },
     "port",
     /"port" must be an integer from 1 to 65535, got 0/,

@@ -1,9 +1,11 @@
 /**
- * The lease storage API, after the design in `shared/seeds/001_*`: a map
- * from client id to that client's leases, read-modify-written with an
- * opaque token for optimistic concurrency. Backends implement
+ * The lease storage API: a map from client id to that client's leases (a
+ * client may hold several, history included), read-modify-written with an
+ * opaque token for optimistic concurrency: a lookup hands out the token, an
+ * update with a stale one fails and is redone (the shape proposed for
+ * coredhcp's lease storage, coredhcp/coredhcp#111). Backends implement
  * {@link LeaseStore}; consumers (the server's daemon, other programs) use
- * only this interface.
+ * only this interface; `docs/api.md` describes it with examples.
  *
  * A consumer's loop:
  *
@@ -140,6 +142,18 @@ export class TransientError extends Error {
   }
 }
 
+/**
+ * The `after` cursor given to {@link LeaseStore.list} is not one a page
+ * returned as `next`. A TypeError: the caller passed something else.
+ */
+export class BadCursorError extends TypeError {
+  /** Builds the error for the cursor given. */
+  constructor(readonly cursor: string, options?: ErrorOptions) {
+    super(`the cursor ${JSON.stringify(cursor)} is not from list()`, options);
+    this.name = "BadCursorError";
+  }
+}
+
 /** Storage of leases, keyed by client id. */
 export interface LeaseStore {
   /**
@@ -169,7 +183,11 @@ export interface LeaseStore {
    * concurrent updates themselves; calling this makes the commit happen now.
    */
   flush(): Promise<void>;
-  /** Leases in client-id order, one page at a time, optionally filtered. */
+  /**
+   * Leases in client-id order, one page at a time, optionally filtered.
+   * Rejects with a {@link BadCursorError} for an `after` that no page
+   * returned, and a RangeError for a `limit` that is not a positive integer.
+   */
   list(options?: ListOptions): Promise<LeasePage>;
   /**
    * `[family, table]` of every lease that holds its table (`bound`,
@@ -200,4 +218,17 @@ export function reservationIdOf(
   selector: { family: AddrFamily; ifname: string; address: string },
 ): string {
   return `reserved/${selector.family}/${selector.ifname}/${selector.address}`;
+}
+
+/** Every lease a filter selects, page by page (`after` and `limit` are the helper's). */
+export async function* listAll(
+  store: LeaseStore,
+  filter: Omit<ListOptions, "after" | "limit"> = {},
+): AsyncGenerator<Lease> {
+  let after: string | undefined;
+  do {
+    const page = await store.list({ ...filter, after, limit: 1000 });
+    yield* page.leases;
+    after = page.next;
+  } while (after);
 }

@@ -6,7 +6,12 @@
  */
 
 import { assert, assertEquals, assertInstanceOf } from "./assert.ts";
-import { ConcurrencyError, type Lease, type LeaseStore } from "../../src/store/lease_store.ts";
+import {
+  BadCursorError,
+  ConcurrencyError,
+  type Lease,
+  type LeaseStore,
+} from "../../src/store/lease_store.ts";
 
 /** Makes stores for one test; `reopen` gives a new store on the same data. */
 export interface StoreFactory {
@@ -291,5 +296,23 @@ export function storeConformance(
       assert(pages < 10, "paging terminates");
     } while (after);
     assertEquals(seen, Array.from({ length: 25 }, (_, i) => 10000 + i));
+  });
+
+  test("list() refuses a cursor it did not hand out and a bad limit, the same on every store", async (store) => {
+    const { token } = await store.lookup(id("10.0.5.1"));
+    await store.update(id("10.0.5.1"), [lease("10.0.5.1", 10000)], token);
+    const { next } = await store.list({ limit: 1 });
+    assertEquals(next, JSON.stringify([id("10.0.5.1"), 10000]), "a cursor names the last row");
+    for (const after of ["garbage", "[1,2]", '["2/eth1/x"]', '["2/eth1/x", 1.5]', "{}"]) {
+      const error = await store.list({ after }).catch((e) => e);
+      assertInstanceOf(error, BadCursorError);
+      assertInstanceOf(error, TypeError);
+      assertEquals(error.message, `the cursor ${JSON.stringify(after)} is not from list()`);
+    }
+    for (const limit of [0, -1, 1.5]) {
+      const error = await store.list({ limit }).catch((e) => e);
+      assertInstanceOf(error, RangeError);
+      assertEquals(error.message, `limit must be a positive integer, got ${limit}`);
+    }
   });
 }

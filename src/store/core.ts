@@ -1,0 +1,163 @@
+/**
+ * What every {@link LeaseStore} backend shares, so that both behave alike
+ * by construction rather than by copy: tokens and their checks, list
+ * cursors, limits and state filters, and the mapping from a stored row to
+ * a {@link Lease}. Pure: no I/O.
+ *
+ * @module
+ */
+
+import type { AddrFamily } from "../net/family.ts";
+import {
+  BadCursorError,
+  type Lease,
+  type LeasePage,
+  type LeaseState,
+  type LeaseToken,
+  type ListOptions,
+  TransientError,
+} from "./lease_store.ts";
+
+/** How long released and expired leases are kept as history, by default. */
+export const DEFAULT_HISTORY_RETENTION_MS = 7 * 24 * 3600_000;
+
+/** The page size of {@link LeaseStore.list} when none is given. */
+export const DEFAULT_PAGE_SIZE = 1000;
+
+/** The error of any call on a closed store. */
+export function closedError(): TransientError {
+  return new TransientError("the lease store is closed");
+}
+
+/** What a store keeps behind the opaque {@link LeaseToken}. */
+export interface StoreToken {
+  readonly clientId: string;
+  /** The client's version when the token was issued. */
+  readonly version: number;
+  /** The store that issued it: a token is good only there. */
+  readonly store: object;
+  /** Spent by an update or {@link discardToken}. */
+  used: boolean;
+}
+
+/** Issues a token for one update of `clientId` at `version`. */
+export function issueToken(store: object, clientId: string, version: number): LeaseToken {
+  const token: StoreToken = { clientId, version, store, used: false };
+  return token as unknown as LeaseToken;
+}
+
+/**
+ * The store's view of a token handed back to `update()`. Throws a
+ * TypeError for a token another store issued, or one issued for another
+ * client: that is a caller's bug, not a race.
+ */
+export function openToken(leaseToken: LeaseToken, store: object, clientId: string): StoreToken {
+  const token = leaseToken as unknown as StoreToken;
+  if (token?.store !== store || token.clientId !== clientId) {
+    throw new TypeError(`the token was not issued by this store for ${clientId}`);
+  }
+  return token;
+}
+
+/** Spends a token without an update (`releaseToken()`). */
+export function discardToken(leaseToken: LeaseToken): void {
+  (leaseToken as unknown as StoreToken).used = true;
+}
+
+/**
+ * A stored lease row, as both backends select it: the columns of
+ * {@link LEASE_COLUMNS}, in that order.
+ */
+export type LeaseRow = [
+  clientId: string,
+  family: number,
+  ifname: string,
+  address: string,
+  table: number,
+  expiresAt: number,
+  tag: string | null,
+  owner: string,
+  state: string,
+];
+
+/** The columns of a {@link LeaseRow}, for SELECT and INSERT lists. */
+export const LEASE_COLUMNS =
+  "client_id, family, ifname, address, table_id, expires_at, tag, owner, state";
+
+/** The lease a row holds (its client id is the row's key, not part of the lease). */
+export function leaseFromRow(row: LeaseRow): Lease {
+  return {
+    family: row[1] as AddrFamily,
+    ifname: row[2],
+    address: row[3],
+    table: row[4],
+    expiresAt: row[5],
+    tag: row[6] ?? undefined,
+    owner: row[7],
+    state: row[8] as LeaseState,
+  };
+}
+
+/** A list position: after this client id and table (rows are ordered by both). */
+export interface Cursor {
+  clientId: string;
+  table: number;
+}
+
+/** The position before every row. */
+const START: Cursor = { clientId: "", table: -1 };
+
+/** The `next` cursor of a page that ended at this row. */
+export function formatCursor(clientId: string, table: number): string {
+  return JSON.stringify([clientId, table]);
+}
+
+/**
+ * Reads an `after` cursor; undefined means the start. Throws a
+ * {@link BadCursorError} for anything {@link formatCursor} did not write,
+ * the same on every backend.
+ */
+export function parseCursor(after: string | undefined): Cursor {
+  if (after === undefined) return START;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(after);
+  } catch (error) {
+    throw new BadCursorError(after, { cause: error });
+  }
+  if (
+    !Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== "string" ||
+    !Number.isSafeInteger(parsed[1])
+  ) {
+    throw new BadCursorError(after);
+  }
+  return { clientId: parsed[0], table: parsed[1] };
+}
+
+/** The page size of a list call; a RangeError unless a positive integer. */
+export function pageLimit(options: ListOptions): number {
+  const limit = options.limit ?? DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new RangeError(`limit must be a positive integer, got ${limit}`);
+  }
+  return limit;
+}
+
+/**
+ * The state filter as one text parameter, `,bound,released,` (null: every
+ * state), which both SQL dialects test with a substring search: one
+ * prepared statement serves every combination of states.
+ */
+export function stateFilter(state: ListOptions["state"]): string | null {
+  if (state === undefined) return null;
+  return `,${(typeof state === "string" ? [state] : state).join(",")},`;
+}
+
+/** One page from the rows a list query returned with `LIMIT limit`. */
+export function pageOf(rows: readonly LeaseRow[], limit: number): LeasePage {
+  const last = rows.at(-1);
+  return {
+    leases: rows.map(leaseFromRow),
+    next: rows.length === limit && last ? formatCursor(last[0], last[4]) : undefined,
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * The PostgreSQL store's connection: the driver's options from the store
+ * config (URL first, then the config's fields over it), the description
+ * of where the database is for error messages, answer deadlines, and the
+ * classification of driver failures.
+ *
+ * @module
+ */
+
+import postgres from "postgres";
+import type { StoreConfig } from "../../config/config.ts";
+import { parsePostgresUrl, type PostgresUrlParts, type SslMode } from "./postgres_url.ts";
+
+/** The store config this backend takes. */
+export type PostgresStoreConfig = Extract<StoreConfig, { kind: "postgres" }>;
+
+/** The driver's options, typed for the int8 parser below. */
+export type DriverOptions = postgres.Options<Record<string, postgres.PostgresType>>;
+
+const SSL: Record<SslMode, DriverOptions["ssl"]> = {
+  disable: false,
+  allow: "allow",
+  prefer: "prefer",
+  require: "require",
+  "verify-full": "verify-full",
+};
+
+/**
+ * The connection options: the URL first, libpq style (a unix socket
+ * directory may be given as `?host=/dir`), then the config's fields over
+ * it; porsager's own defaults (PGHOST etc., then localhost:5432) for the
+ * rest. `where` names the database in messages. Throws a TypeError for a
+ * bad URL (the config's validation refuses those before).
+ */
+export function connectionOptions(config: PostgresStoreConfig): {
+  options: DriverOptions;
+  where: string;
+} {
+  const url: Partial<PostgresUrlParts> = config.url === undefined
+    ? {}
+    : parsePostgresUrl(config.url);
+  const host = config.host ?? url.host;
+  const port = config.port ?? url.port;
+  const database = config.database ?? url.database;
+  const user = config.user ?? url.user;
+  const password = config.password ?? url.password;
+  const options: DriverOptions = {
+    max: config.poolSize,
+    // A server that cannot be reached is a TransientError soon, not in 30 s.
+    connect_timeout: 5,
+    // Reconnect soon after the database comes back (the driver's default
+    // back-off grows to 20 s, during which queries wait).
+    backoff: (attempt: number) => Math.min(2, 0.05 * 2 ** attempt) * (0.5 + Math.random() / 2),
+    // No arrays go over the wire: skip the type query on every new connection.
+    fetch_types: false,
+    onnotice: () => {},
+    connection: { application_name: "table-allocator" },
+    types: {
+      // BIGINT columns (tables, ms timestamps, versions) fit a double exactly.
+      int8: {
+        to: 20,
+        from: [20],
+        serialize: (x: number) => String(x),
+        parse: (x: string) => Number(x),
+      },
+    },
+  };
+  if (host !== undefined) options.host = host;
+  if (port !== undefined) options.port = port;
+  if (database !== undefined) options.database = database;
+  if (user !== undefined) options.user = user;
+  if (password !== undefined) options.password = password;
+  if (url.sslmode !== undefined) options.ssl = SSL[url.sslmode];
+  const env = Deno.env.toObject();
+  const shownHost = host ?? env.PGHOST ?? "localhost";
+  const shownPort = port ?? (env.PGPORT ? Number(env.PGPORT) : 5432);
+  const shownDatabase = database ?? env.PGDATABASE ?? user ?? env.PGUSER ?? "(default)";
+  return {
+    options,
+    where: `PostgreSQL at ${shownHost}:${shownPort} database "${shownDatabase}"`,
+  };
+}
+
+/**
+ * Settles like `query`, or rejects after `ms`. The query is not cancelled
+ * (cancelling needs the same unresponsive server); if it commits later, the
+ * version check refuses the retry of its updates, which is safe.
+ */
+export function timed<T>(query: PromiseLike<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    query,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** SQLSTATE of a server error, if it is one. */
+export function sqlState(error: unknown): string | undefined {
+  return error instanceof postgres.PostgresError ? error.code : undefined;
+}
+
+/**
+ * Whether a failure is bad data or a bug rather than a passing condition:
+ * data exceptions (22), integrity violations other than the unique ones
+ * handled as conflicts (23), syntax and undefined objects (42).
+ */
+export function isPermanent(state: string | undefined): boolean {
+  return state !== undefined && /^(22|23|42)/.test(state);
+}

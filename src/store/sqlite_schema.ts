@@ -1,0 +1,159 @@
+/**
+ * The SQLite store's schema, its upgrades from older versions, and every
+ * statement the store runs over it, prepared once per connection.
+ *
+ * @module
+ */
+
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import { LEASE_COLUMNS } from "./core.ts";
+
+/** The schema this code reads and writes (`PRAGMA user_version`). */
+export const SCHEMA_VERSION = 3;
+
+/**
+ * Version 2: lease states. Uniqueness of a table holds per state class
+ * (one `bound` and one `reserved` lease per family and table), history
+ * (`released`, `expired`) is kept until the retention passes.
+ */
+const INDEXES_V2 = `
+CREATE UNIQUE INDEX leases_bound_table ON leases (family, table_id) WHERE state = 'bound';
+CREATE UNIQUE INDEX leases_reserved_table ON leases (family, table_id) WHERE state = 'reserved';
+CREATE INDEX leases_expiry ON leases (expires_at) WHERE state = 'bound';
+CREATE INDEX leases_history ON leases (updated_at) WHERE state IN ('released', 'expired');
+`;
+
+/**
+ * Version 3: reservations are listed at every start; this index keeps that
+ * from scanning every lease (bound leases are not in it, so writes of the
+ * hot path do not touch it).
+ */
+const INDEXES_V3 = `
+CREATE INDEX leases_reservations ON leases (client_id, table_id) WHERE state = 'reserved';
+`;
+
+const SCHEMA = `
+CREATE TABLE leases (
+  client_id  TEXT    NOT NULL,
+  family     INTEGER NOT NULL,
+  ifname     TEXT    NOT NULL,
+  address    TEXT    NOT NULL,
+  table_id   INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, -- wall clock, ms since the epoch (0: reserved)
+  tag        TEXT,
+  owner      TEXT    NOT NULL,
+  state      TEXT    NOT NULL DEFAULT 'bound', -- bound, released, expired, reserved
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (client_id, table_id)
+) WITHOUT ROWID;
+${INDEXES_V2}
+${INDEXES_V3}
+PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+/** Upgrades of older schemas, by the version they start from. */
+const MIGRATIONS: Record<number, string> = {
+  // v1 had one unique index over every lease, and every lease was bound.
+  1: `
+DROP INDEX leases_family_table;
+DROP INDEX leases_expires_at;
+${INDEXES_V2}
+PRAGMA user_version = 2;
+`,
+  2: `
+${INDEXES_V3}
+PRAGMA user_version = 3;
+`,
+};
+
+/**
+ * Creates the schema in an empty database or upgrades an older one; run
+ * inside the open transaction. Throws for a schema newer than this code's.
+ */
+export function ensureSchema(db: DatabaseSync): void {
+  const version =
+    (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  if (version === 0) db.exec(SCHEMA);
+  else if (version < SCHEMA_VERSION) {
+    for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
+  } else if (version > SCHEMA_VERSION) {
+    throw new Error(
+      `its schema version ${version} is newer than this server's (${SCHEMA_VERSION})`,
+    );
+  }
+}
+
+/** The store's statements; lease rows come back as {@link LEASE_COLUMNS} arrays. */
+export interface Statements {
+  select: StatementSync;
+  delete: StatementSync;
+  insert: StatementSync;
+  nextExpiry: StatementSync;
+  expireDue: StatementSync;
+  pruneHistory: StatementSync;
+  page: StatementSync;
+  pageReserved: StatementSync;
+  used: StatementSync;
+  // Transaction control, prepared once: db.exec() would compile it every time.
+  beginStatement: StatementSync;
+  commitStatement: StatementSync;
+  savepoint: StatementSync;
+  releaseSavepoint: StatementSync;
+  rollbackToSavepoint: StatementSync;
+  syncNormal: StatementSync;
+  syncFull: StatementSync;
+}
+
+/** Prepares every statement of the store on `db`. */
+export function prepareStatements(db: DatabaseSync): Statements {
+  // Rows as arrays: building an object per row costs several times more.
+  const prepare = (sql: string): StatementSync => {
+    // setReturnArrays exists in Deno's node:sqlite but not yet in its types.
+    const statement = db.prepare(sql) as StatementSync & { setReturnArrays(on: boolean): void };
+    statement.setReturnArrays(true);
+    return statement;
+  };
+  // One statement for every filter: a NULL parameter switches its filter off.
+  const filters = `(client_id, table_id) > ($afterClient, $afterTable)
+       AND ($family IS NULL OR family = $family)
+       AND ($ifname IS NULL OR ifname = $ifname)
+       AND ($table IS NULL OR table_id = $table)
+       AND ($owner IS NULL OR owner = $owner)`;
+  return {
+    select: prepare(`SELECT ${LEASE_COLUMNS} FROM leases WHERE client_id = ? ORDER BY table_id`),
+    delete: prepare("DELETE FROM leases WHERE client_id = ?"),
+    insert: prepare(
+      `INSERT INTO leases (${LEASE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    nextExpiry: prepare("SELECT MIN(expires_at) FROM leases WHERE state = 'bound'"),
+    expireDue: prepare(
+      `UPDATE leases SET state = 'expired', updated_at = ?1
+       WHERE state = 'bound' AND expires_at <= ?1 RETURNING ${LEASE_COLUMNS}`,
+    ),
+    pruneHistory: prepare(
+      "DELETE FROM leases WHERE state IN ('released', 'expired') AND updated_at < ?",
+    ),
+    page: prepare(
+      `SELECT ${LEASE_COLUMNS} FROM leases
+       WHERE ${filters} AND ($states IS NULL OR instr($states, ',' || state || ',') > 0)
+       ORDER BY client_id, table_id LIMIT $limit`,
+    ),
+    // The same for reservations only, on their own small index.
+    pageReserved: prepare(
+      `SELECT ${LEASE_COLUMNS} FROM leases WHERE state = 'reserved' AND ${filters}
+       ORDER BY client_id, table_id LIMIT $limit`,
+    ),
+    // Two index-only scans instead of one scan of the whole table.
+    used: prepare(
+      `SELECT family, table_id FROM leases WHERE state = 'bound'
+       UNION ALL SELECT family, table_id FROM leases WHERE state = 'reserved'`,
+    ),
+    beginStatement: db.prepare("BEGIN IMMEDIATE"),
+    commitStatement: db.prepare("COMMIT"),
+    savepoint: db.prepare("SAVEPOINT lease_update"),
+    releaseSavepoint: db.prepare("RELEASE lease_update"),
+    rollbackToSavepoint: db.prepare("ROLLBACK TO lease_update"),
+    syncNormal: db.prepare("PRAGMA synchronous = NORMAL"),
+    syncFull: db.prepare("PRAGMA synchronous = FULL"),
+  };
+}
