@@ -1,20 +1,27 @@
 /**
  * What the server knows of its tables: the pools (which tables are free)
  * and the reservations (which tables are held for whom, and whether their
- * owner holds them now). Rebuilt from the store, which is the source of
- * truth: at start, and for a store shared with other servers, again from
- * time to time.
+ * owner holds them now). Pure: built from what the store holds (the store
+ * is the source of truth: the server rebuilds this at start, and for a
+ * store shared with other servers again from time to time), changed only
+ * by the daemon's calls.
+ *
+ * The daemon's decisions read it through {@link AllocationView} and never
+ * change it: a decision names a {@link Choice}, the daemon applies it when
+ * it issues the write and undoes it when the write fails. A new way to hold
+ * a table (a table held for an identity until some time, after an admin
+ * release) is a new kind of {@link Choice} with its own entries here.
  *
  * @module
  */
 
-import type { ServerConfig } from "../../config/config.ts";
-import { type Pool, PoolSet } from "../allocator/pool_set.ts";
+import type { PoolConfig } from "../../config/pools.ts";
+import { type Pool, PoolSet } from "./pool_set.ts";
 import { type AddrFamily, familyName } from "../net/family.ts";
 import type { Identity } from "../protocol/v1.ts";
-import type { Lease, LeaseStore } from "../store/lease_store.ts";
+import type { Lease } from "../store/lease_store.ts";
 
-/** Where a new lease's table came from, to undo it if the write fails. */
+/** Where a new lease's table comes from: what to take, and to give back if the write fails. */
 export type Choice =
   | { kind: "reservation"; table: number; reservation: Lease }
   | { kind: "pool"; table: number; pool: Pool };
@@ -25,10 +32,24 @@ export interface NoTable {
   message: string;
 }
 
+/** What a decision may read of the allocation. */
+export interface AllocationView {
+  /** The reservation that names this identity: its address exactly first, then `*`. */
+  reservationFor(identity: Identity): Lease | undefined;
+  /** Whether a reserved table is bound to an identity now. */
+  isReservedBound(family: AddrFamily, table: number): boolean;
+  /**
+   * The table a new lease of this identity would get, without taking it:
+   * its reservation's when not bound, else the lowest free table of the
+   * first pool that serves the request.
+   */
+  propose(identity: Identity, tag: string | undefined): Choice | NoTable;
+}
+
 const key = (family: AddrFamily, table: number) => `${family}/${table}`;
 
 /** Pools and reservations, with what is taken. */
-export class Allocation {
+export class Allocation implements AllocationView {
   readonly pools: PoolSet;
   /** Reservations by `family/table`. */
   #reserved = new Map<string, Lease>();
@@ -37,24 +58,26 @@ export class Allocation {
   /** Bound leases whose table is in no pool and not reserved (after a config change). */
   outside = 0;
 
-  private constructor(config: ServerConfig) {
-    this.pools = new PoolSet(config.pools);
+  private constructor(pools: readonly PoolConfig[]) {
+    this.pools = new PoolSet(pools);
   }
 
   /**
-   * Builds the state from the store: every reservation and every bound
-   * lease marks its table taken. `onOutside` hears of bound leases that no
-   * pool or reservation holds (kept until they end).
+   * Builds the state from what a store holds: every reservation and every
+   * table a lease holds (`usedTables()`, where a bound reserved table
+   * appears twice) marks its table taken. `onOutside` hears of bound
+   * leases that no pool or reservation holds (kept until they end).
    */
-  static async load(
-    config: ServerConfig,
-    store: LeaseStore,
+  static build(
+    pools: readonly PoolConfig[],
+    reservations: Iterable<Lease>,
+    usedTables: Iterable<readonly [AddrFamily, number]>,
     onOutside: (family: AddrFamily, table: number) => void = () => {},
-  ): Promise<Allocation> {
-    const state = new Allocation(config);
-    for await (const reservation of listAll(store, "reserved")) state.#addReservation(reservation);
+  ): Allocation {
+    const state = new Allocation(pools);
+    for (const reservation of reservations) state.#addReservation(reservation);
     const seen = new Set<string>();
-    for (const [family, table] of await store.usedTables()) {
+    for (const [family, table] of usedTables) {
       const k = key(family, table);
       if (state.#reserved.has(k)) {
         // A reserved table is listed once for its reservation and once more when bound.
@@ -95,14 +118,13 @@ export class Allocation {
   }
 
   /**
-   * Chooses the table for a new lease: the identity's reservation when its
-   * table is not bound, else the lowest free table of the first pool that
-   * serves the request. The table is taken at once; {@link undo} gives it
-   * back if the lease is not written.
+   * The table for a new lease, not yet taken: the identity's reservation
+   * when its table is not bound, else the lowest free table of the first
+   * pool that serves the request. {@link apply} takes it.
    */
-  choose(identity: Identity, tag: string | undefined): Choice | NoTable {
+  propose(identity: Identity, tag: string | undefined): Choice | NoTable {
     const reservation = this.reservationFor(identity);
-    if (reservation && this.claimReserved(reservation)) {
+    if (reservation && !this.isReservedBound(reservation.family, reservation.table)) {
       return { kind: "reservation", table: reservation.table, reservation };
     }
     const pool = this.pools.select(identity.family, identity.ifname, tag);
@@ -116,21 +138,21 @@ export class Allocation {
         }`,
       };
     }
-    if (pool.free === 0) {
+    const table = pool.lowestFree();
+    if (table === undefined) {
       return {
         code: "pool_exhausted",
         message: `all ${pool.size} tables of pool ${pool.name} (${pool.describe()}) are taken`,
       };
     }
-    return { kind: "pool", table: pool.allocate(), pool };
+    return { kind: "pool", table, pool };
   }
 
-  /** Marks a reservation's table bound; false when it already is. */
-  claimReserved(reservation: Lease): boolean {
-    const k = key(reservation.family, reservation.table);
-    if (this.#boundReserved.has(k)) return false;
-    this.#boundReserved.add(k);
-    return true;
+  /** Takes a chosen table; {@link undo} gives it back if the lease is not written. */
+  apply(choice: Choice): void {
+    if (choice.kind === "reservation") {
+      this.#boundReserved.add(key(choice.reservation.family, choice.table));
+    } else choice.pool.take(choice.table);
   }
 
   /** Gives back a table chosen for a lease that was not written. */
@@ -188,14 +210,4 @@ export class Allocation {
     this.#reserved.set(key(reservation.family, reservation.table), reservation);
     this.pools.take(reservation.family, reservation.table);
   }
-}
-
-/** Every lease of a state, page by page. */
-export async function* listAll(store: LeaseStore, state: Lease["state"]): AsyncGenerator<Lease> {
-  let after: string | undefined;
-  do {
-    const page = await store.list({ state, after, limit: 1000 });
-    yield* page.leases;
-    after = page.next;
-  } while (after);
 }

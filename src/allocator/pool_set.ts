@@ -62,6 +62,11 @@ export class Pool {
     return this.ranges.some((r) => r.isFree(table));
   }
 
+  /** The lowest free table across the ranges, without taking it; undefined when full. */
+  lowestFree(): number | undefined {
+    return this.ranges.find((r) => r.free > 0)?.lowestFree();
+  }
+
   /** Takes the lowest free table. Throws {@link PoolExhaustedError} when none is left. */
   allocate(): number {
     const range = this.ranges.find((r) => r.free > 0);

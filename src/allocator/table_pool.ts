@@ -84,17 +84,30 @@ export class TablePool {
     return (this.#levels[0][i >>> 5] & (1 << (i & 31))) !== 0;
   }
 
+  /** The lowest free table, without taking it; undefined when none is left. */
+  lowestFree(): number | undefined {
+    const index = this.#lowestIndex();
+    return index === undefined ? undefined : this.first + index;
+  }
+
   /** Takes the lowest free table. Throws {@link PoolExhaustedError} when none is left. */
   allocate(): number {
+    const index = this.#lowestIndex();
+    if (index === undefined) throw new PoolExhaustedError(this.first, this.size);
+    this.#clear(index);
+    return this.first + index;
+  }
+
+  /** The bit index of the lowest free table: one word per level, top down. */
+  #lowestIndex(): number | undefined {
     const levels = this.#levels;
     let index = 0;
     for (let k = levels.length - 1; k >= 0; k--) {
       const word = levels[k][index];
-      if (word === 0) throw new PoolExhaustedError(this.first, this.size);
+      if (word === 0) return undefined;
       index = (index << 5) | lowestBit(word);
     }
-    this.#clear(index);
-    return this.first + index;
+    return index;
   }
 
   /**

@@ -1,6 +1,17 @@
 import { assert, assertEquals, assertThrowsType } from "../../tests/helpers/assert.ts";
 import { DoubleFreeError, PoolExhaustedError, TablePool } from "./table_pool.ts";
 
+Deno.test("TablePool.lowestFree() names the table allocate() would take, and takes nothing", () => {
+  const pool = new TablePool(10000, 40);
+  assertEquals([pool.lowestFree(), pool.lowestFree(), pool.used], [10000, 10000, 0]);
+  pool.take(10000);
+  pool.take(10002);
+  assertEquals(pool.lowestFree(), 10001);
+  assertEquals(pool.allocate(), 10001);
+  for (let t = 10003; t < 10040; t++) pool.take(t);
+  assertEquals([pool.lowestFree(), pool.free], [undefined, 0]);
+});
+
 Deno.test("TablePool.allocate() returns the lowest free table", () => {
   const pool = new TablePool(10000, 40);
   assertEquals([pool.allocate(), pool.allocate(), pool.allocate()], [10000, 10001, 10002]);

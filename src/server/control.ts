@@ -9,10 +9,12 @@
 
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import { type AddrFamily, familyName } from "../net/family.ts";
+import { familyName } from "../net/family.ts";
 import { encodeError, ProtocolError } from "../protocol/v1.ts";
 import {
+  BadCursorError,
   clientIdOf,
+  commitChange,
   ConcurrencyError,
   type Lease,
   type LeaseStore,
@@ -27,14 +29,14 @@ import {
   type PoolView,
   type StatusView,
 } from "../control/protocol.ts";
-import { type Allocation, listAll } from "./allocation.ts";
+import type { Allocation } from "../allocator/allocation.ts";
+import type { LeaseObserver } from "./events.ts";
+import { familiesOf, heldByOwner, leaseFields } from "./reservations.ts";
 import { VERSION } from "../version.ts";
 import { errorMessage } from "../util/errors.ts";
 
 /** The owner written on reservations made with control commands. */
 export const CONTROL_OWNER = "table-allocator-ctl";
-/** The owner written on reservations from the config file. */
-export const CONFIG_OWNER = "config";
 
 /** What the handler works with. */
 export interface ControlContext {
@@ -43,6 +45,8 @@ export interface ControlContext {
   /** The daemon's current state (replaced when it is rebuilt). */
   allocation: () => Allocation;
   log: Logger;
+  /** Hears of the leases an administrator releases. */
+  observer: LeaseObserver;
   startedAt: number;
   /** How the store is described in `status` (path or "postgres"). */
   storeDescription: string;
@@ -100,6 +104,8 @@ export class ControlHandler {
     } catch (error) {
       if (error instanceof Refusal) return encodeError(error.code, error.message);
       if (error instanceof ProtocolError) return encodeError(error.code, error.message);
+      // The cursor came from the administrator (`--after`): a bad request, not a store failure.
+      if (error instanceof BadCursorError) return encodeError("bad_request", error.message);
       const message = `lease store failure: ${errorMessage(error)}`;
       this.#c.log.error("control request failed", { op: request.op, error: message });
       return encodeError("store_failure", message);
@@ -179,8 +185,13 @@ export class ControlHandler {
       );
       for (const l of before.filter((b) => b.state === "bound")) {
         this.#c.allocation().ended(l);
-        this.#c.log.info("released", { ...fields(l), by: "control", uid });
-        released.push(releasedAt(l, endedAt));
+        const history = releasedAt(l, endedAt);
+        this.#c.observer.onLease({
+          kind: "released",
+          lease: history,
+          origin: { kind: "control", uid },
+        });
+        released.push(history);
       }
     }
     return released;
@@ -243,7 +254,7 @@ export class ControlHandler {
     for (const { reservation, bound } of rows) {
       await this.#write(reservationIdOf(reservation), [reservation]);
       allocation.reserved(reservation, bound);
-      this.#c.log.info("reserved", { ...fields(reservation), by: "control", uid });
+      this.#c.log.info("reserved", { ...leaseFields(reservation), by: "control", uid });
     }
     return rows.map((r) => r.reservation);
   }
@@ -268,7 +279,7 @@ export class ControlHandler {
     for (const reservation of removed) {
       await this.#write(reservationIdOf(reservation), []);
       allocation.unreserved(reservation);
-      this.#c.log.info("unreserved", { ...fields(reservation), by: "control", uid });
+      this.#c.log.info("unreserved", { ...leaseFields(reservation), by: "control", uid });
     }
     return removed;
   }
@@ -284,104 +295,8 @@ export class ControlHandler {
   }
 }
 
-/** A request's family, or every enabled family when it names none. */
-function familiesOf(config: ServerConfig, family: AddrFamily | undefined): AddrFamily[] {
-  return family === undefined ? enabledFamilies(config.addrFamilies) : [family];
-}
-
-/**
- * Read-modify-writes one client's leases and commits at once: `change`
- * gets the stored leases and returns the new ones. Resolves with the
- * stored ones once the change is committed.
- */
-async function commitChange(
-  store: LeaseStore,
-  clientId: string,
-  change: (leases: Lease[]) => Lease[],
-): Promise<Lease[]> {
-  const { leases, token } = await store.lookup(clientId);
-  const write = store.update(clientId, change(leases), token);
-  await store.flush().catch(() => {/* the write's promise carries the failure */});
-  await write;
-  return leases;
-}
-
-/** Whether a bound lease is held by an identity the reservation names. */
-function heldByOwner(reservation: { ifname: string; address: string }, lease: Lease): boolean {
-  return lease.ifname === reservation.ifname &&
-    (reservation.address === "*" || lease.address === reservation.address);
-}
-
 function describe(selector: LeaseSelector): string {
   return "table" in selector
     ? `on table ${selector.table} of family ${familyName(selector.family)}`
     : `for ${selector.ifname} ${selector.address} of family ${familyName(selector.family)}`;
-}
-
-function fields(lease: Lease): Record<string, string | number> {
-  return { family: lease.family, ifname: lease.ifname, address: lease.address, table: lease.table };
-}
-
-/**
- * Makes the reservations of the config file the stored ones of owner
- * `config`: adds missing ones, removes those no longer configured. Never
- * throws for a conflict: it is logged and the reservation skipped, so a
- * config change cannot keep the server from starting.
- */
-export async function syncConfigReservations(
-  config: ServerConfig,
-  store: LeaseStore,
-  log: Logger,
-): Promise<void> {
-  const wanted = new Map<string, Lease>();
-  for (const r of config.reservations) {
-    for (const family of familiesOf(config, r.family)) {
-      const lease: Lease = {
-        family,
-        ifname: r.ifname,
-        address: r.address,
-        table: r.table,
-        expiresAt: 0,
-        tag: undefined,
-        owner: CONFIG_OWNER,
-        state: "reserved",
-      };
-      wanted.set(reservationIdOf(lease), lease);
-    }
-  }
-  const write = (clientId: string, leases: Lease[]) => commitChange(store, clientId, () => leases);
-  const stored = new Map<string, Lease>();
-  for await (const l of listAll(store, "reserved")) stored.set(reservationIdOf(l), l);
-  for (const [id, lease] of stored) {
-    const want = wanted.get(id);
-    if (lease.owner === CONFIG_OWNER && (!want || want.table !== lease.table)) {
-      await write(id, []);
-      log.info("config reservation removed", fields(lease));
-      stored.delete(id);
-    }
-  }
-  for (const [id, lease] of wanted) {
-    if (stored.get(id)?.table === lease.table) continue;
-    try {
-      await write(id, [lease]);
-      log.info("config reservation added", fields(lease));
-    } catch (error) {
-      log.error("config reservation skipped: its table is reserved for another identity", {
-        ...fields(lease),
-        reason: errorMessage(error),
-      });
-      continue;
-    }
-    const holder =
-      (await store.list({ family: lease.family, table: lease.table, state: "bound" })).leases[0];
-    if (holder && !heldByOwner(lease, holder)) {
-      log.warn(
-        "reserved table is leased to another identity; the reservation takes effect when that lease ends",
-        {
-          ...fields(lease),
-          holder: `${holder.ifname} ${holder.address}`,
-        },
-      );
-    }
-  }
 }

@@ -1,9 +1,11 @@
 /**
  * The server's loop: drain every datagram waiting on the socket, look up
- * their identities, decide (refresh, allocate, release), write every change
- * in one transaction, commit once, then send the replies. A reply is sent
- * only after the commit that holds its lease; an error reply (cmd 3) says
- * why a request could not be served.
+ * their identities, decide (`decide.ts`), write every change in one
+ * transaction, commit once, then send the replies. A reply is sent only
+ * after the commit that holds its lease; an error reply (cmd 3) says why
+ * a request could not be served. Receiving, the pass (lookups, decisions,
+ * commit) and sending are separate steps; what happened is told to the
+ * observers (`events.ts`), the log among them.
  *
  * @module
  */
@@ -11,9 +13,8 @@
 import { clockSeconds } from "../../ffi/libc.ts";
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import { type AddrFamily, familyName } from "../net/family.ts";
+import type { AddrFamily } from "../net/family.ts";
 import {
-  Command,
   decodeRequestObject,
   encodeError,
   encodeReply,
@@ -23,45 +24,40 @@ import {
   type Request,
 } from "../protocol/v1.ts";
 import { ControlCommand, decodeControlRequest } from "../control/protocol.ts";
-import { Allocation, type Choice } from "./allocation.ts";
-import { ControlHandler, syncConfigReservations } from "./control.ts";
+import { Allocation } from "../allocator/allocation.ts";
+import { ControlHandler } from "./control.ts";
+import { syncConfigReservations } from "./reservations.ts";
+import {
+  admit,
+  type Answer,
+  decide,
+  decideFailure,
+  type Decision,
+  type DecisionPolicy,
+  storeFailure,
+} from "./decide.ts";
+import { type ClientOrigin, fanOut, type LeaseObserver, LogObserver } from "./events.ts";
 import {
   type AbstractDatagramSocket,
-  type Credentials,
   type Datagram,
   describeAddress,
 } from "../unix/abstract_socket.ts";
 import {
   clientIdOf,
-  ConcurrencyError,
   type Lease,
   type LeaseStore,
   type LeaseToken,
-  releasedAt,
+  listAll,
 } from "../store/lease_store.ts";
 import { errorMessage } from "../util/errors.ts";
 
-/** Most datagrams handled in one pass (one transaction). */
-export const MAX_BATCH = 512;
-/**
- * After a pass, how long to keep trying a non-blocking receive before
- * parking in poll(2). Waking from poll costs a thread hand-off (about
- * 100 µs here); a client that answers quickly (the next request after a
- * reply) is caught by the spin instead. An idle server spins once, then sleeps.
- */
-export const SPIN_MICROSECONDS = 150;
-/** A request that loses an optimistic-concurrency race is retried this often. */
-const MAX_ATTEMPTS = 5;
-/**
- * With a shared store, a fresh table another server took meanwhile is not
- * the request's fault: such collisions are retried this often on top (each
- * retry follows a rebuild of the allocation, so they end quickly).
- */
-const MAX_COLLISIONS = 32;
+import { BatchReceiver, type Carried } from "./receiver.ts";
+
+export { SERVER_OWNER } from "./decide.ts";
+export { MAX_BATCH, SPIN_MICROSECONDS } from "./receiver.ts";
+
 /** With a store shared with other servers, rebuild the allocation this often. */
 export const RESYNC_INTERVAL_MS = 5000;
-/** The lease owner the server writes. */
-export const SERVER_OWNER = "table-allocator-server";
 
 /** What the daemon needs; the caller owns (and closes) each part. */
 export interface DaemonOptions {
@@ -69,6 +65,8 @@ export interface DaemonOptions {
   store: LeaseStore;
   socket: AbstractDatagramSocket;
   logger: Logger;
+  /** Outputs that follow the leases, told after the log (which is always first). */
+  observers?: LeaseObserver[];
   /** Wall clock in ms. */
   now?: () => number;
   /** Seconds on the clock the C client reads (CLOCK_MONOTONIC_RAW). */
@@ -83,19 +81,21 @@ export interface DaemonOptions {
   storeDescription?: string;
 }
 
-/** A datagram waiting for its pass, with the races it lost so far. */
-interface Carried {
-  datagram: Datagram;
-  attempt: number;
-  collisions: number;
-}
-
+/** A lease request or release of this pass. */
 interface Job extends Carried {
-  request: Request;
+  origin: ClientOrigin;
   clientId: string;
 }
 
-type Event = "granted" | "refreshed" | "moved" | "released" | "expired" | "rejected";
+/** A write issued in this pass, waiting for the commit. */
+interface Write {
+  job: Job;
+  decision: Extract<Decision, { kind: "write" }>;
+  done: Promise<void>;
+}
+
+/** A reply to send at the end of the pass. */
+type Outgoing = [Uint8Array<ArrayBuffer>, Datagram];
 
 /** Counters for the status line and for tests. */
 export interface DaemonStats {
@@ -107,41 +107,60 @@ export interface DaemonStats {
   errors: number;
 }
 
+/**
+ * Builds the allocation from the store: every reservation and every stored
+ * lease marks its table taken; `onOutside` hears of bound leases no pool
+ * or reservation holds.
+ */
+export async function loadAllocation(
+  config: ServerConfig,
+  store: LeaseStore,
+  onOutside?: (family: AddrFamily, table: number) => void,
+): Promise<Allocation> {
+  const reservations: Lease[] = [];
+  for await (const r of listAll(store, { state: "reserved" })) reservations.push(r);
+  return Allocation.build(config.pools, reservations, await store.usedTables(), onOutside);
+}
+
 /** The allocation daemon. */
 export class Daemon {
   #config: ServerConfig;
   #store: LeaseStore;
   #socket: AbstractDatagramSocket;
   #log: Logger;
+  #observer: LeaseObserver;
   #now: () => number;
   #monotonic: () => number;
-  #families: AddrFamily[];
+  #policy: DecisionPolicy;
   #allocation!: Allocation;
-  #shared: boolean;
   #resyncAt = Infinity;
   #resyncDue = false;
   #control: ControlHandler;
-  #carry: Carried[] = [];
+  #receiver: BatchReceiver;
   #stopping = false;
-  #justServed = false;
   #unsubscribe: () => void = () => {};
-  /** Work counters. */
-  readonly stats: DaemonStats = { batches: 0, requests: 0, errors: 0 };
+  #counts = { batches: 0, errors: 0 };
 
   private constructor(options: DaemonOptions) {
     this.#config = options.config;
     this.#store = options.store;
     this.#socket = options.socket;
     this.#log = options.logger;
+    this.#receiver = new BatchReceiver(options.socket, options.logger);
+    this.#observer = fanOut([new LogObserver(options.logger), ...(options.observers ?? [])]);
     this.#now = options.now ?? Date.now;
     this.#monotonic = options.monotonicSeconds ?? (() => clockSeconds());
-    this.#families = enabledFamilies(options.config.addrFamilies);
-    this.#shared = options.sharedStore ?? false;
+    this.#policy = {
+      leaseMs: options.config.tableTimeout * 1000,
+      families: enabledFamilies(options.config.addrFamilies),
+      sharedStore: options.sharedStore ?? false,
+    };
     this.#control = new ControlHandler({
       config: options.config,
       store: options.store,
       allocation: () => this.#allocation,
       log: options.logger,
+      observer: this.#observer,
       startedAt: this.#now(),
       storeDescription: options.storeDescription ?? "sqlite",
       now: this.#now,
@@ -165,14 +184,14 @@ export class Daemon {
   /** Rebuilds the allocation from the store; `report` logs leases outside the pools. */
   async #load(report: boolean): Promise<void> {
     let outside = 0;
-    this.#allocation = await Allocation.load(this.#config, this.#store, (family, table) => {
+    this.#allocation = await loadAllocation(this.#config, this.#store, (family, table) => {
       if (report && outside++ < 10) {
         this.#log.warn(
           "stored lease outside the configured pools is kept until it expires or is released",
           {
             family,
             table,
-            reason: this.#families.includes(family) ? "table in no pool" : "family disabled",
+            reason: this.#policy.families.includes(family) ? "table in no pool" : "family disabled",
           },
         );
       }
@@ -182,8 +201,14 @@ export class Daemon {
         count: outside - 10,
       });
     }
-    if (this.#shared) this.#resyncAt = this.#now() + RESYNC_INTERVAL_MS;
+    if (this.#policy.sharedStore) this.#resyncAt = this.#now() + RESYNC_INTERVAL_MS;
     this.#resyncDue = false;
+  }
+
+  /** Work counters. */
+  get stats(): DaemonStats {
+    const { batches, errors } = this.#counts;
+    return { batches, requests: this.#receiver.received, errors };
   }
 
   /** The pools and reservations, for status and tests. */
@@ -194,29 +219,8 @@ export class Daemon {
   /** Serves until {@link stop} is called; in-flight work is committed before it returns. */
   async run(): Promise<void> {
     while (!this.#stopping) {
-      const batch = this.#carry;
-      this.#carry = [];
-      try {
-        while (batch.length < MAX_BATCH) {
-          const datagram = this.#socket.receive();
-          if (!datagram) break;
-          batch.push({ datagram, attempt: 1, collisions: 0 });
-          this.stats.requests++;
-        }
-        if (batch.length === 0) {
-          const datagram = this.#spinForDatagram();
-          if (!datagram) {
-            await this.#socket.readable(-1);
-            continue;
-          }
-          batch.push({ datagram, attempt: 1, collisions: 0 });
-          this.stats.requests++;
-        }
-      } catch (error) {
-        this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
-        await new Promise((r) => setTimeout(r, 100));
-        if (batch.length === 0) continue;
-      }
+      const batch = await this.#receiver.next();
+      if (batch.length === 0) continue;
       if (this.#resyncDue || this.#now() >= this.#resyncAt) {
         await this.#load(false).catch((error) =>
           this.#log.error("cannot rebuild the allocation from the store", {
@@ -224,25 +228,10 @@ export class Daemon {
           })
         );
       }
-      await this.#process(batch);
-      this.#justServed = true;
+      await this.#pass(batch);
+      this.#receiver.served();
     }
     this.#unsubscribe();
-  }
-
-  /**
-   * Right after a pass, tries a non-blocking receive for
-   * {@link SPIN_MICROSECONDS}; otherwise returns null at once.
-   */
-  #spinForDatagram(): Datagram | null {
-    if (!this.#justServed) return null;
-    this.#justServed = false;
-    const until = performance.now() + SPIN_MICROSECONDS / 1000;
-    do {
-      const datagram = this.#socket.receive();
-      if (datagram) return datagram;
-    } while (performance.now() < until);
-    return null;
   }
 
   /** Stops receiving; {@link run} returns after the current pass is committed and answered. */
@@ -251,13 +240,54 @@ export class Daemon {
     this.#socket.wake();
   }
 
-  async #process(batch: Carried[]): Promise<void> {
-    this.stats.batches++;
-    const replies: Array<[Uint8Array<ArrayBuffer>, Datagram]> = [];
+  /** One pass: sort the batch, look up, decide, commit, send. */
+  async #pass(batch: Carried[]): Promise<void> {
+    this.#counts.batches++;
+    const out: Outgoing[] = [];
+    const { jobs, controls } = this.#sort(batch, out);
+    const lookups = await Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId)));
+    const writes: Write[] = [];
+    lookups.forEach((lookup, i) => {
+      const job = jobs[i];
+      if (lookup.status === "rejected") {
+        out.push([this.#answer(storeFailure(lookup.reason), job), job.datagram]);
+        return;
+      }
+      const { leases, token } = lookup.value;
+      const decision = decide({
+        origin: job.origin,
+        leases,
+        allocation: this.#allocation,
+        now: this.#now(),
+        attempt: job.attempt,
+        collisions: job.collisions,
+      }, this.#policy);
+      const write = this.#enact(job, decision, token, out);
+      if (write) writes.push(write);
+    });
+    if (writes.length > 0) await this.#commit(writes, out);
+    for (const [data, datagram] of out) this.#send(data, datagram);
+    // Control requests are rare and not on the hot path: one at a time, after the leases.
+    for (const { datagram, message } of controls) {
+      this.#send(await this.#controlReply(datagram, message), datagram);
+    }
+  }
+
+  /**
+   * Decodes the batch: malformed datagrams and refused families are
+   * answered at once, control requests set aside, and a second message for
+   * an identity carried to the next pass, so it sees this one's committed
+   * result instead of racing it.
+   */
+  #sort(batch: Carried[], out: Outgoing[]): {
+    jobs: Job[];
+    controls: Array<{ datagram: Datagram; message: Record<string, unknown> }>;
+  } {
     const jobs: Job[] = [];
     const controls: Array<{ datagram: Datagram; message: Record<string, unknown> }> = [];
     const seen = new Set<string>();
-    for (const { datagram, attempt, collisions } of batch) {
+    for (const carried of batch) {
+      const { datagram } = carried;
       let request: Request;
       try {
         const message = parseDatagram(datagram.data, datagram.length);
@@ -268,71 +298,77 @@ export class Daemon {
         request = decodeRequestObject(message);
       } catch (error) {
         if (!(error instanceof ProtocolError)) throw error;
-        replies.push([this.#reject(error.code, error.message, datagram), datagram]);
+        out.push([this.#reject(error.code, error.message, datagram), datagram]);
         continue;
       }
-      if (!this.#families.includes(request.identity.family) && request.cmd === Command.REQUEST) {
-        const message = `address family ${request.identity.family} (${
-          familyName(request.identity.family)
-        }) is not enabled on this server`;
-        replies.push([this.#reject("family_disabled", message, datagram, request), datagram]);
+      const origin: ClientOrigin = {
+        kind: "client",
+        request,
+        sender: datagram.sender,
+        credentials: datagram.credentials,
+      };
+      const refused = admit(request, this.#policy);
+      if (refused) {
+        out.push([this.#answer(refused, { datagram, origin }), datagram]);
         continue;
       }
       const clientId = clientIdOf(request.identity);
-      // A second message for the same identity waits for the next pass, so
-      // it sees this one's committed result instead of racing it.
       if (seen.has(clientId)) {
-        this.#carry.push({ datagram, attempt, collisions });
+        this.#receiver.carry(carried);
         continue;
       }
       seen.add(clientId);
-      jobs.push({ datagram, request, clientId, attempt, collisions });
+      jobs.push({ ...carried, origin, clientId });
     }
+    return { jobs, controls };
+  }
 
-    const lookups = await Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId)));
-    const updates: Array<Promise<() => Uint8Array<ArrayBuffer>>> = [];
-    const updateJobs: Job[] = [];
-    lookups.forEach((lookup, i) => {
-      const job = jobs[i];
-      if (lookup.status === "rejected") {
-        replies.push([this.#storeFailure(job, lookup.reason), job.datagram]);
+  /** Carries out a decision up to its write, which it returns. */
+  #enact(job: Job, decision: Decision, token: LeaseToken, out: Outgoing[]): Write | undefined {
+    if (decision.kind !== "write") {
+      this.#store.releaseToken(token);
+      if (decision.kind === "retry") {
+        if (decision.rebuild) this.#resyncDue = true;
+        this.#receiver.carry({ datagram: job.datagram, ...decision.races });
+        return undefined;
+      }
+      for (const event of decision.events) this.#observer.onLease(event);
+      out.push([this.#answer(decision.answer, job), job.datagram]);
+      return undefined;
+    }
+    if (decision.claim) this.#allocation.apply(decision.claim);
+    return { job, decision, done: this.#store.update(job.clientId, decision.leases, token) };
+  }
+
+  /**
+   * Commits the pass's writes at once, then settles each: a durable write
+   * frees its ended tables, is told to the observers and answered; a
+   * failed one gives its table back and is retried or answered.
+   */
+  async #commit(writes: Write[], out: Outgoing[]): Promise<void> {
+    await this.#store.flush().catch(() => {/* each write's promise carries the failure */});
+    const results = await Promise.allSettled(writes.map((w) => w.done));
+    results.forEach((result, i) => {
+      const { job, decision } = writes[i];
+      if (result.status === "fulfilled") {
+        for (const lease of decision.ended) this.#free(lease);
+        for (const event of decision.events) this.#observer.onLease(event);
+        out.push([this.#answer(decision.answer, job), job.datagram]);
         return;
       }
-      const { leases, token } = lookup.value;
-      const outcome = job.request.cmd === Command.REQUEST
-        ? this.#grant(job, leases, token)
-        : this.#release(job, leases, token);
-      if (outcome === null) return;
-      if (outcome instanceof Uint8Array) replies.push([outcome, job.datagram]);
-      else {
-        updates.push(outcome);
-        updateJobs.push(job);
+      const { claim } = decision;
+      const failure = decideFailure(result.reason, job, claim, this.#policy.sharedStore);
+      if (claim) {
+        this.#allocation.undo(claim);
+        if (failure.markTaken) {
+          this.#allocation.markTaken(job.origin.request.identity.family, claim.table);
+        }
       }
+      if (failure.rebuild) this.#resyncDue = true;
+      if (failure.kind === "retry") {
+        this.#receiver.carry({ datagram: job.datagram, ...failure.races });
+      } else out.push([this.#answer(failure.answer, job), job.datagram]);
     });
-
-    if (updates.length > 0) {
-      await this.#store.flush().catch(() => {/* each update's promise carries the failure */});
-      const results = await Promise.allSettled(updates);
-      results.forEach((result, i) => {
-        const job = updateJobs[i];
-        const reason = result.status === "rejected" ? result.reason : undefined;
-        const { datagram, attempt, collisions } = job;
-        if (result.status === "fulfilled") replies.push([result.value(), datagram]);
-        else if (
-          this.#shared && reason instanceof ConcurrencyError && reason.kind === "taken" &&
-          collisions < MAX_COLLISIONS
-        ) {
-          this.#carry.push({ datagram, attempt, collisions: collisions + 1 });
-        } else if (reason instanceof ConcurrencyError && attempt < MAX_ATTEMPTS) {
-          this.#carry.push({ datagram, attempt: attempt + 1, collisions });
-        } else replies.push([this.#storeFailure(job, reason), datagram]);
-      });
-    }
-    for (const [data, datagram] of replies) this.#send(data, datagram);
-    // Control requests are rare and not on the hot path: one at a time, after the leases.
-    for (const { datagram, message } of controls) {
-      this.#send(await this.#controlReply(datagram, message), datagram);
-    }
   }
 
   async #controlReply(
@@ -355,119 +391,9 @@ export class Daemon {
     }
   }
 
-  /**
-   * A request: refresh the identity's lease (same table), or give it a
-   * table: its reservation's, else the lowest free one of the first pool
-   * that serves it. A reservation wins over a lease on another table: the
-   * owner moves to its reserved table when it is free (the client moves
-   * its rules). Returns an error reply, the pending update whose value,
-   * once durable, builds the reply, or null when the request waits for
-   * the next pass.
-   */
-  #grant(
-    job: Job,
-    leases: Lease[],
-    token: LeaseToken,
-  ): Uint8Array<ArrayBuffer> | Promise<() => Uint8Array<ArrayBuffer>> | null {
-    const { identity, tag } = job.request;
-    const allocation = this.#allocation;
-    const expiresAt = this.#now() + this.#config.tableTimeout * 1000;
-    const existing = leases.find((l) => l.state === "bound");
-    const reservation = existing && allocation.reservationFor(identity);
-    let choice: Choice | undefined;
-    if (!existing) {
-      const chosen = allocation.choose(identity, tag);
-      if ("code" in chosen) {
-        this.#store.releaseToken(token);
-        if (chosen.code === "pool_exhausted" && this.#shared && job.attempt === 1) {
-          // Another server may have freed tables: look again after a rebuild.
-          this.#resyncDue = true;
-          this.#carry.push({
-            datagram: job.datagram,
-            attempt: job.attempt + 1,
-            collisions: job.collisions,
-          });
-          return null;
-        }
-        return this.#reject(chosen.code, chosen.message, job.datagram, job.request);
-      }
-      choice = chosen;
-    } else if (
-      reservation && reservation.table !== existing.table && allocation.claimReserved(reservation)
-    ) {
-      choice = { kind: "reservation", table: reservation.table, reservation };
-    }
-    const table = choice?.table ?? existing!.table;
-    const lease: Lease = {
-      ...identity,
-      table,
-      expiresAt,
-      tag: tag ?? existing?.tag,
-      owner: SERVER_OWNER,
-      state: "bound",
-    };
-    return this.#store.update(job.clientId, [lease], token).then(
-      () => () => {
-        const moved = existing !== undefined && existing.table !== table;
-        if (moved) allocation.ended(existing);
-        this.#event(existing ? (moved ? "moved" : "refreshed") : "granted", job, {
-          table,
-          ...(moved ? { previous_table: existing.table } : {}),
-          ...(choice?.kind === "pool" ? { pool: choice.pool.name } : {}),
-          ...(choice?.kind === "reservation" ? { reserved: "yes" } : {}),
-          expires: new Date(expiresAt).toISOString(),
-        });
-        return encodeReply(table, this.#monotonic() + (expiresAt - this.#now()) / 1000);
-      },
-      (error) => {
-        if (choice) {
-          allocation.undo(choice);
-          // With a shared store the table may be another server's now: mark
-          // it, and rebuild before the retry, since that server is likely
-          // ahead on the next tables too.
-          if (this.#shared && error instanceof ConcurrencyError) {
-            allocation.markTaken(identity.family, choice.table);
-            this.#resyncDue = true;
-          }
-        }
-        throw error;
-      },
-    );
-  }
-
-  /** A release: the identity's bound leases become history; acknowledged even when it has none. */
-  #release(
-    job: Job,
-    leases: Lease[],
-    token: LeaseToken,
-  ): Uint8Array<ArrayBuffer> | Promise<() => Uint8Array<ArrayBuffer>> {
-    const bound = leases.filter((l) => l.state === "bound");
-    if (bound.length === 0) {
-      this.#store.releaseToken(token);
-      this.#event("released", job, { table: 0, note: "no lease held" }, "debug");
-      return encodeReply(0, 0);
-    }
-    // The released lease stays as history until the retention passes.
-    const endedAt = this.#now();
-    const history = bound.map((l) => ({ ...releasedAt(l, endedAt), owner: SERVER_OWNER }));
-    return this.#store.update(job.clientId, history, token).then(() => () => {
-      for (const lease of bound) {
-        this.#free(lease);
-        this.#event("released", job, { table: lease.table });
-      }
-      return encodeReply(0, 0);
-    });
-  }
-
   #expired(lease: Lease): void {
     this.#free(lease);
-    this.#log.info("expired", {
-      family: lease.family,
-      ifname: lease.ifname,
-      address: lease.address,
-      table: lease.table,
-      expired: new Date(lease.expiresAt).toISOString(),
-    });
+    this.#observer.onLease({ kind: "expired", lease, origin: { kind: "expiry" } });
   }
 
   /** Returns a lease's table to its reservation or pool; a table outside every pool is just logged. */
@@ -480,11 +406,23 @@ export class Daemon {
     }
   }
 
-  #storeFailure(job: Job, reason: unknown): Uint8Array<ArrayBuffer> {
-    const message = `lease store failure: ${
-      reason instanceof Error ? reason.message : String(reason)
-    }`;
-    return this.#reject("store_failure", message, job.datagram, job.request);
+  /** Encodes an answer to a job (an error answer is counted and told to the observers). */
+  #answer(
+    answer: Answer,
+    job: { datagram: Datagram; origin: ClientOrigin },
+  ): Uint8Array<ArrayBuffer> {
+    switch (answer.kind) {
+      case "lease":
+        // The C client reads the expiry on its CLOCK_MONOTONIC_RAW.
+        return encodeReply(
+          answer.table,
+          this.#monotonic() + (answer.expiresAt - this.#now()) / 1000,
+        );
+      case "released":
+        return encodeReply(0, 0);
+      case "error":
+        return this.#reject(answer.code, answer.message, job.datagram, job.origin.request);
+    }
   }
 
   #reject(
@@ -493,29 +431,15 @@ export class Daemon {
     datagram: Datagram,
     request?: Request,
   ): Uint8Array<ArrayBuffer> {
-    this.stats.errors++;
-    this.#log.warn("rejected", {
-      error: code,
-      reason: message,
-      ...(request ? identityFields(request) : {}),
-      from: describeAddress(datagram.sender),
-      ...credentialFields(datagram.credentials),
+    this.#counts.errors++;
+    this.#observer.onErrorReply({
+      code,
+      message,
+      request,
+      sender: datagram.sender,
+      credentials: datagram.credentials,
     });
     return encodeError(code, message);
-  }
-
-  #event(
-    event: Event,
-    job: Job,
-    fields: Record<string, string | number>,
-    level: "info" | "debug" = "info",
-  ): void {
-    this.#log.log(level, event, {
-      ...identityFields(job.request),
-      ...fields,
-      from: describeAddress(job.datagram.sender),
-      ...credentialFields(job.datagram.credentials),
-    });
   }
 
   #send(data: Uint8Array<ArrayBuffer>, datagram: Datagram): void {
@@ -533,15 +457,4 @@ export class Daemon {
       });
     }
   }
-}
-
-function identityFields(request: Request): Record<string, string | number> {
-  const { family, ifname, address } = request.identity;
-  return request.tag === undefined
-    ? { family, ifname, address }
-    : { family, ifname, address, tag: request.tag };
-}
-
-function credentialFields(credentials: Credentials | undefined): Record<string, number> {
-  return credentials ? { pid: credentials.pid, uid: credentials.uid, gid: credentials.gid } : {};
 }

@@ -232,3 +232,21 @@ export async function* listAll(
     after = page.next;
   } while (after);
 }
+
+/**
+ * Read-modify-writes one client's leases and commits at once: `change`
+ * gets the stored leases and returns the new ones. Resolves with the
+ * stored ones once the change is committed; rejects as
+ * {@link LeaseStore.update} does.
+ */
+export async function commitChange(
+  store: LeaseStore,
+  clientId: string,
+  change: (leases: Lease[]) => Lease[],
+): Promise<Lease[]> {
+  const { leases, token } = await store.lookup(clientId);
+  const write = store.update(clientId, change(leases), token);
+  await store.flush().catch(() => {/* the write's promise carries the failure */});
+  await write;
+  return leases;
+}

@@ -1,0 +1,117 @@
+import { assert, assertEquals } from "../../tests/helpers/assert.ts";
+import type { PoolConfig } from "../../config/pools.ts";
+import type { Lease } from "../store/lease_store.ts";
+import { Allocation, type Choice } from "./allocation.ts";
+
+const POOLS: PoolConfig[] = [
+  { name: "wan", family: 2, ranges: [{ first: 100, last: 103 }], tags: ["wan"], ifnames: [] },
+  { name: "default", family: 2, ranges: [{ first: 200, last: 202 }], tags: [], ifnames: [] },
+];
+
+const reservation = (table: number, ifname: string, address = "*"): Lease => ({
+  family: 2,
+  ifname,
+  address,
+  table,
+  expiresAt: 0,
+  tag: undefined,
+  owner: "config",
+  state: "reserved",
+});
+
+const eth = (ifname: string, address: string) => ({ family: 2 as const, ifname, address });
+
+Deno.test("Allocation.build() marks stored tables, reserved ones bound when listed twice, and counts the rest outside", () => {
+  const outside: Array<[number, number]> = [];
+  const a = Allocation.build(
+    POOLS,
+    [reservation(201, "eth5"), reservation(900, "eth6")],
+    [[2, 100], [2, 201], [2, 900], [2, 900], [2, 555], [10, 100]],
+    (family, table) => outside.push([family, table]),
+  );
+  assertEquals(outside, [[2, 555], [10, 100]]);
+  assertEquals(a.outside, 2);
+  assertEquals([a.pools.pools[0].used, a.pools.pools[1].used], [1, 1]);
+  assertEquals([a.isReservedBound(2, 201), a.isReservedBound(2, 900)], [false, true]);
+  assertEquals(a.reservations.map((r) => r.table), [201, 900]);
+});
+
+Deno.test("Allocation.propose() names a table without taking it; apply() takes it and undo() gives it back", () => {
+  const a = Allocation.build(POOLS, [], []);
+  const first = a.propose(eth("eth0", "10.0.0.1"), "wan");
+  assertEquals(a.propose(eth("eth0", "10.0.0.1"), "wan"), first, "proposing twice changes nothing");
+  assert(!("code" in first));
+  assertEquals([first.kind, first.table, a.pools.pools[0].used], ["pool", 100, 0]);
+  a.apply(first);
+  const second = a.propose(eth("eth0", "10.0.0.2"), "wan") as Choice;
+  assertEquals(second.table, 101);
+  a.undo(first);
+  assertEquals((a.propose(eth("eth0", "10.0.0.3"), "wan") as Choice).table, 100);
+  assertEquals((a.propose(eth("eth9", "10.0.0.3"), undefined) as Choice).table, 200);
+});
+
+Deno.test("Allocation.propose() prefers an unbound reservation, exact address before *, and refuses with a reason", async (t) => {
+  const a = Allocation.build(
+    POOLS,
+    [reservation(202, "eth5"), reservation(201, "eth5", "10.0.0.5")],
+    [[2, 200]],
+  );
+  const cases: Array<[string, () => unknown, unknown]> = [
+    ["the exact address", () => a.propose(eth("eth5", "10.0.0.5"), undefined), {
+      kind: "reservation",
+      table: 201,
+      reservation: reservation(201, "eth5", "10.0.0.5"),
+    }],
+    ["* for any other address", () => a.propose(eth("eth5", "10.0.0.6"), undefined), {
+      kind: "reservation",
+      table: 202,
+      reservation: reservation(202, "eth5"),
+    }],
+    ["no pool of the family", () => a.propose({ ...eth("eth0", "x"), family: 10 }, "lte"), {
+      code: "no_pool",
+      message: "no pool of family inet6 serves ifname eth0 with tag lte",
+    }],
+    ["a full pool", () => a.propose(eth("eth0", "x"), undefined), {
+      code: "pool_exhausted",
+      message: "all 3 tables of pool default (200-202) are taken",
+    }],
+  ];
+  for (const [what, run, expected] of cases) {
+    await t.step(what, () => assertEquals(run(), expected));
+  }
+  a.apply(a.propose(eth("eth5", "10.0.0.6"), undefined) as Choice);
+  assertEquals(a.isReservedBound(2, 202), true);
+  assertEquals(
+    a.propose(eth("eth5", "10.0.0.7"), undefined),
+    { code: "pool_exhausted", message: "all 3 tables of pool default (200-202) are taken" },
+    "a bound reservation is not offered again; the pool is all taken or reserved",
+  );
+});
+
+Deno.test("Allocation.ended() frees pool and reserved tables and reports one outside every pool", () => {
+  const a = Allocation.build(POOLS, [reservation(103, "eth5")], [[2, 100], [2, 103], [2, 103], [
+    2,
+    999,
+  ]]);
+  const lease = (table: number): Lease => ({ ...reservation(table, "eth1", "x"), state: "bound" });
+  assertEquals(a.ended(lease(100)), true);
+  assertEquals(a.pools.pools[0].isFree(100), true);
+  assertEquals(a.ended(lease(103)), true);
+  assertEquals([a.isReservedBound(2, 103), a.pools.pools[0].isFree(103)], [false, false]);
+  assertEquals([a.ended(lease(999)), a.outside], [false, 0]);
+});
+
+Deno.test("Allocation.markTaken(), reserved() and unreserved() follow what others wrote", () => {
+  const a = Allocation.build(POOLS, [], []);
+  a.markTaken(2, 200);
+  assertEquals(a.pools.pools[1].isFree(200), false);
+  a.reserved(reservation(201, "eth5"), false);
+  assertEquals([a.pools.pools[1].isFree(201), a.isReservedBound(2, 201)], [false, false]);
+  a.markTaken(2, 201);
+  assertEquals(a.isReservedBound(2, 201), true, "another server's owner holds it");
+  a.unreserved(reservation(201, "eth5"));
+  assertEquals(a.pools.pools[1].isFree(201), false, "still taken by its lease");
+  a.reserved(reservation(202, "eth6"), false);
+  a.unreserved(reservation(202, "eth6"));
+  assertEquals(a.pools.pools[1].isFree(202), true, "an unbound reserved table goes back");
+});

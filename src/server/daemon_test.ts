@@ -1,0 +1,314 @@
+/**
+ * The daemon in-process: a real abstract socket (random name, no root
+ * needed), an SQLite store in memory, and a store wrapper where a test
+ * needs a failure on cue.
+ */
+
+import { assert, assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
+import { MemoryLogger } from "../../tests/helpers/log.ts";
+import { requestBody, WireClient } from "../../tests/helpers/wire.ts";
+import { validateConfig } from "../../config/config.ts";
+import { encodeControlRequest } from "../control/protocol.ts";
+import { MAX_REQUEST_BYTES } from "../protocol/v1.ts";
+import {
+  ConcurrencyError,
+  type Lease,
+  type LeaseStore,
+  type LeaseToken,
+  TransientError,
+} from "../store/lease_store.ts";
+import { SqliteLeaseStore } from "../store/sqlite_store.ts";
+import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
+import { Daemon } from "./daemon.ts";
+import { MAX_ATTEMPTS, SERVER_OWNER } from "./decide.ts";
+import type { LeaseEvent } from "./events.ts";
+
+/** Fails the updates `fail` returns an error for; everything else goes to the real store. */
+class FaultyStore implements LeaseStore {
+  updates = 0;
+  constructor(
+    readonly inner: LeaseStore,
+    readonly fail: (clientId: string, leases: Lease[], n: number) => Error | undefined,
+  ) {}
+  lookup = (clientId: string) => this.inner.lookup(clientId);
+  peek = (clientId: string) => this.inner.peek(clientId);
+  update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void> {
+    const error = this.fail(clientId, leases, ++this.updates);
+    if (!error) return this.inner.update(clientId, leases, token);
+    this.inner.releaseToken(token);
+    return Promise.reject(error);
+  }
+  releaseToken = (token: LeaseToken) => this.inner.releaseToken(token);
+  flush = () => this.inner.flush();
+  list = (options?: Parameters<LeaseStore["list"]>[0]) => this.inner.list(options);
+  usedTables = () => this.inner.usedTables();
+  onExpire = (listener: Parameters<LeaseStore["onExpire"]>[0]) => this.inner.onExpire(listener);
+  close = () => this.inner.close();
+}
+
+interface Harness extends AsyncDisposable {
+  daemon: Daemon;
+  /** The real store under any wrapper. */
+  store: SqliteLeaseStore;
+  socketName: string;
+  log: MemoryLogger;
+  events: LeaseEvent[];
+  /** Starts serving (unless started already). */
+  run(): void;
+  client(): WireClient;
+}
+
+interface HarnessOptions {
+  config?: Record<string, unknown>;
+  /** Wraps the store the daemon uses. */
+  wrap?: (store: LeaseStore) => LeaseStore;
+  sharedStore?: boolean;
+  /** Runs before the daemon is created (leases already stored). */
+  before?: (store: SqliteLeaseStore) => Promise<void>;
+  /** Start serving at once (default true). */
+  start?: boolean;
+}
+
+async function startDaemon(options: HarnessOptions = {}): Promise<Harness> {
+  const socketName = `ta-unit-${crypto.randomUUID().slice(0, 8)}`;
+  const config = validateConfig({
+    socket_path: socketName,
+    table_offset: 10000,
+    num_tables: 4,
+    table_timeout: 3600,
+    db_path: ":memory:",
+    addr_families: { inet: true },
+    ...options.config,
+  });
+  const store = SqliteLeaseStore.open(":memory:");
+  await options.before?.(store);
+  const socket = AbstractDatagramSocket.bind(socketName, {
+    passCredentials: true,
+    receiveBufferSize: MAX_REQUEST_BYTES,
+  });
+  const log = new MemoryLogger();
+  const events: LeaseEvent[] = [];
+  const daemon = await Daemon.create({
+    config,
+    store: options.wrap?.(store) ?? store,
+    socket,
+    logger: log,
+    sharedStore: options.sharedStore,
+    observers: [{ onLease: (e) => events.push(e), onErrorReply: () => {} }],
+  });
+  let running: Promise<void> | undefined;
+  const clients: WireClient[] = [];
+  const harness: Harness = {
+    daemon,
+    store,
+    socketName,
+    log,
+    events,
+    run: () => void (running ??= daemon.run()),
+    client() {
+      const client = new WireClient(socketName);
+      clients.push(client);
+      return client;
+    },
+    async [Symbol.asyncDispose]() {
+      daemon.stop();
+      await running;
+      for (const client of clients) client[Symbol.dispose]();
+      socket.close();
+      await store.close();
+    },
+  };
+  if (options.start ?? true) harness.run();
+  return harness;
+}
+
+/** Writes a lease straight into the store, as another server sharing it would. */
+async function putLease(store: LeaseStore, address: string, table: number | undefined) {
+  const clientId = `2/eth9/${address}`;
+  const { token } = await store.lookup(clientId);
+  const leases: Lease[] = table === undefined ? [] : [{
+    family: 2,
+    ifname: "eth9",
+    address,
+    table,
+    expiresAt: Date.now() + 3600_000,
+    tag: undefined,
+    owner: "another-server",
+    state: "bound",
+  }];
+  await store.update(clientId, leases, token);
+}
+
+const kinds = (events: LeaseEvent[]) => events.map((e) => `${e.kind} ${e.lease?.table ?? 0}`);
+
+Deno.test("Daemon grants, refreshes and releases over its socket, telling observers once durable", async () => {
+  await using h = await startDaemon();
+  const client = h.client();
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+  assertEquals((await client.request("10.0.0.2", { tag: "x" })).table, 10001);
+  assertEquals(await client.release("10.0.0.1"), {
+    version: 1,
+    cmd: 2,
+    table: 0,
+    lease_expires: 0,
+  });
+  assertEquals(kinds(h.events), [
+    "granted 10000",
+    "refreshed 10000",
+    "granted 10001",
+    "released 10000",
+  ]);
+  const origin = h.events[0].origin;
+  assert(origin.kind === "client");
+  assertEquals(
+    origin.credentials?.uid,
+    Deno.uid(),
+    "the kernel's credentials travel with the event",
+  );
+  assertEquals((await h.store.peek("2/eth1/10.0.0.1")).map((l) => [l.state, l.owner]), [[
+    "released",
+    SERVER_OWNER,
+  ]]);
+  assertMatch(
+    h.log.matching(/ granted /)[0],
+    new RegExp(
+      `^INFO granted family=2 ifname=eth1 address=10\\.0\\.0\\.1 table=10000 pool=default expires=\\S+ from=@t-\\S+ pid=${Deno.pid} uid=${Deno.uid()} gid=`,
+    ),
+  );
+  assertEquals(h.daemon.stats.errors, 0);
+});
+
+Deno.test("Daemon carries a second message for one identity to the next pass, after the first commits", async () => {
+  await using h = await startDaemon({ start: false });
+  const a = h.client();
+  const b = h.client();
+  await a.send(requestBody("10.0.0.1"));
+  await a.send(requestBody("10.0.0.1", { cmd: 1 }));
+  await b.send(requestBody("10.0.0.2"));
+  h.run();
+  assertEquals((await a.receive())?.table, 10000);
+  assertEquals((await b.receive())?.table, 10001, "another identity is served in the first pass");
+  assertEquals((await a.receive())?.table, 0, "the release came after the grant");
+  assertEquals(kinds(h.events), ["granted 10000", "granted 10001", "released 10000"]);
+  assertEquals(h.daemon.stats.batches, 2);
+  assertEquals(h.daemon.stats.requests, 3);
+});
+
+Deno.test("Daemon answers a failed commit with store_failure, acknowledges nothing, and gives the table back", async () => {
+  await using h = await startDaemon({
+    wrap: (store) =>
+      new FaultyStore(
+        store,
+        (_, __, n) => n === 1 ? new TransientError("disk I/O error") : undefined,
+      ),
+  });
+  const client = h.client();
+  const failed = await client.request("10.0.0.1");
+  assertEquals([failed.cmd, failed.error, failed.message], [
+    3,
+    "store_failure",
+    "lease store failure: disk I/O error",
+  ]);
+  assertEquals(await h.store.peek("2/eth1/10.0.0.1"), []);
+  assertEquals(h.events, [], "nothing is told before it is durable");
+  assertEquals((await client.request("10.0.0.2")).table, 10000, "the table went back");
+  assertEquals(h.log.matching(/ rejected error=store_failure /).length, 1);
+  assertEquals(h.daemon.stats.errors, 1);
+});
+
+Deno.test(`Daemon retries a lost race and gives up after ${MAX_ATTEMPTS} attempts`, async () => {
+  let losing = 2;
+  const faulty = (store: LeaseStore) =>
+    new FaultyStore(store, (clientId) => losing-- > 0 ? new ConcurrencyError(clientId) : undefined);
+  let wrapped: FaultyStore | undefined;
+  await using h = await startDaemon({ wrap: (s) => (wrapped = faulty(s)) });
+  const client = h.client();
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+  assertEquals(wrapped?.updates, 3, "two lost races, then the write");
+  losing = Infinity;
+  const before = wrapped!.updates;
+  const reply = await client.request("10.0.0.1");
+  assertEquals(reply.error, "store_failure");
+  assertMatch(String(reply.message), /changed since the lookup/);
+  assertEquals(wrapped!.updates - before, MAX_ATTEMPTS);
+  assertEquals((await h.store.peek("2/eth1/10.0.0.1")).map((l) => l.table), [10000]);
+});
+
+Deno.test("Daemon with a shared store skips a table another server took, after a rebuild", async (t) => {
+  for (const sharedStore of [true, false]) {
+    await t.step(
+      sharedStore ? "shared: the next free table" : "private: store_failure",
+      async () => {
+        await using h = await startDaemon({ sharedStore });
+        // Another writer takes the lowest table behind the daemon's back.
+        await putLease(h.store, "10.9.9.9", 10000);
+        const reply = await h.client().request("10.0.0.1");
+        if (sharedStore) {
+          assertEquals(reply.table, 10001);
+          assertEquals(kinds(h.events), ["granted 10001"]);
+        } else {
+          // A private store has no other writer: the race is a failure after the attempts.
+          assertEquals(reply.error, "store_failure");
+          assertMatch(String(reply.message), /leased to another client/);
+        }
+      },
+    );
+  }
+});
+
+Deno.test("Daemon with a shared store looks at a full pool again after a rebuild", async (t) => {
+  for (const sharedStore of [true, false]) {
+    await t.step(
+      sharedStore ? "shared: a table another server freed" : "private: full",
+      async () => {
+        await using h = await startDaemon({
+          sharedStore,
+          config: { num_tables: 1 },
+          before: (store) => putLease(store, "10.9.9.9", 10000),
+        });
+        // The other server releases; this daemon's allocation still thinks the table taken.
+        await putLease(h.store, "10.9.9.9", undefined);
+        const reply = await h.client().request("10.0.0.1");
+        assertEquals(
+          sharedStore ? reply.table : reply.error,
+          sharedStore ? 10000 : "pool_exhausted",
+        );
+      },
+    );
+  }
+});
+
+Deno.test("Daemon refuses a disabled family and answers control requests only to root", async () => {
+  await using h = await startDaemon();
+  const client = h.client();
+  const refused = await client.request("2001:db8::1", { family: 10 });
+  assertEquals([refused.error, refused.message], [
+    "family_disabled",
+    "address family 10 (inet6) is not enabled on this server",
+  ]);
+  assertMatch(
+    h.log.matching(/rejected/)[0],
+    /^WARN rejected error=family_disabled reason="address family 10 \(inet6\) is not enabled on this server" family=10 ifname=eth1 address=2001:db8::1 from=@t-/,
+  );
+  const status = await client.call(encodeControlRequest("status", {}));
+  if (Deno.uid() === 0) assertEquals([status.cmd, status.op], [17, "status"]);
+  else {
+    assertEquals(status.error, "not_permitted");
+    assertMatch(String(status.message), new RegExp(`got uid ${Deno.uid()}$`));
+  }
+});
+
+Deno.test("Daemon frees an expired lease's table and tells the observers", async () => {
+  await using h = await startDaemon({ config: { table_timeout: 1, num_tables: 1 } });
+  const client = h.client();
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+  assertEquals((await client.request("10.0.0.2")).error, "pool_exhausted");
+  const deadline = Date.now() + 5000;
+  while (!h.events.some((e) => e.kind === "expired") && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assertEquals(kinds(h.events), ["granted 10000", "expired 10000"]);
+  assertEquals(h.events[1].origin, { kind: "expiry" });
+  assertEquals((await client.request("10.0.0.2")).table, 10000);
+});

@@ -1,0 +1,243 @@
+/**
+ * The daemon's decisions, apart from its loop: what to do with one request
+ * or release, given the identity's stored leases, the allocation and the
+ * time. Pure: nothing here reads a clock, touches the store or changes the
+ * allocation; the outcome says what the daemon is to do.
+ *
+ * - `reply`: answer at once (an error, or a release of nothing), no write.
+ * - `write`: write these leases; once durable, give back the `ended`
+ *   tables, tell the observers of the `events` and send the `answer`. The
+ *   `claim`, if any, is the table taken now and given back on failure.
+ * - `retry`: carry the datagram to the next pass, with the counters of the
+ *   races it lost, after a rebuild of the allocation when `rebuild`.
+ *
+ * @module
+ */
+
+import type { AddrFamily } from "../net/family.ts";
+import { familyName } from "../net/family.ts";
+import { Command, type ErrorCode, type Request } from "../protocol/v1.ts";
+import type { AllocationView, Choice } from "../allocator/allocation.ts";
+import { ConcurrencyError, type Lease, releasedAt } from "../store/lease_store.ts";
+import { errorMessage } from "../util/errors.ts";
+import type { ClientOrigin, LeaseEvent } from "./events.ts";
+
+/** The lease owner the server writes. */
+export const SERVER_OWNER = "table-allocator-server";
+/** A request that loses an optimistic-concurrency race is retried this often. */
+export const MAX_ATTEMPTS = 5;
+/**
+ * With a shared store, a fresh table another server took meanwhile is not
+ * the request's fault: such collisions are retried this often on top (each
+ * retry follows a rebuild of the allocation, so they end quickly).
+ */
+export const MAX_COLLISIONS = 32;
+
+/** The races a request lost so far (1 and 0 on its first pass). */
+export interface Races {
+  attempt: number;
+  collisions: number;
+}
+
+/** The server's settings a decision depends on. */
+export interface DecisionPolicy {
+  /** Lease lifetime in ms. */
+  leaseMs: number;
+  /** Families with pools; a request of another family is refused. */
+  families: readonly AddrFamily[];
+  /** Other servers write to the same store: a full pool may not be full. */
+  sharedStore: boolean;
+}
+
+/** What one decision reads. */
+export interface DecisionInput extends Races {
+  /** The request, where it came from and the sender's kernel-verified credentials. */
+  origin: ClientOrigin;
+  /** The identity's stored leases, every state. */
+  leases: readonly Lease[];
+  allocation: AllocationView;
+  /** Wall clock, ms since the epoch. */
+  now: number;
+}
+
+/** What to answer the client. */
+export type Answer =
+  /** cmd 2 with the table and its expiry (wall clock; the daemon converts it). */
+  | { kind: "lease"; table: number; expiresAt: number }
+  /** cmd 2 with table 0: a release, acknowledged. */
+  | { kind: "released" }
+  /** cmd 3: why the request could not be served. */
+  | { kind: "error"; code: ErrorCode; message: string };
+
+/** What the daemon is to do with one request. */
+export type Decision =
+  | { kind: "reply"; answer: Answer; events: LeaseEvent[] }
+  | {
+    kind: "write";
+    leases: Lease[];
+    claim: Choice | undefined;
+    ended: Lease[];
+    answer: Answer;
+    events: LeaseEvent[];
+  }
+  | { kind: "retry"; races: Races; rebuild: boolean };
+
+/** After a write failed: retry it, or answer; and what the failure says about the table. */
+export type FailureDecision =
+  & (
+    | { kind: "retry"; races: Races }
+    | { kind: "reply"; answer: Answer }
+  )
+  & {
+    /** Another server may hold the claimed table: mark it taken until the next rebuild. */
+    markTaken: boolean;
+    /** Rebuild the allocation before the next pass. */
+    rebuild: boolean;
+  };
+
+/** An error answer. */
+export function refusal(code: ErrorCode, message: string): Answer {
+  return { kind: "error", code, message };
+}
+
+/** The answer to a request the store could not serve. */
+export function storeFailure(reason: unknown): Answer {
+  return refusal("store_failure", `lease store failure: ${errorMessage(reason)}`);
+}
+
+/**
+ * Refuses, before any lookup, a request for a family this server has no
+ * pool for; undefined when the request may go on. Releases always may: a
+ * release of nothing is acknowledged anyway.
+ */
+export function admit(request: Request, policy: DecisionPolicy): Answer | undefined {
+  if (request.cmd !== Command.REQUEST || policy.families.includes(request.identity.family)) {
+    return undefined;
+  }
+  const family = request.identity.family;
+  return refusal(
+    "family_disabled",
+    `address family ${family} (${familyName(family)}) is not enabled on this server`,
+  );
+}
+
+/** Decides a request or a release. */
+export function decide(input: DecisionInput, policy: DecisionPolicy): Decision {
+  return input.origin.request.cmd === Command.REQUEST
+    ? decideRequest(input, policy)
+    : decideRelease(input);
+}
+
+/**
+ * A request: refresh the identity's lease (same table), or give it a
+ * table: its reservation's, else the lowest free one of the first pool
+ * that serves it. A reservation wins over a lease on another table: the
+ * owner moves to its reserved table when that is free (the client moves
+ * its rules). With a shared store, a full pool is looked at again after a
+ * rebuild once, since another server may have freed tables.
+ */
+function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
+  const { origin, leases, allocation } = input;
+  const { identity, tag } = origin.request;
+  const existing = leases.find((l) => l.state === "bound");
+  let claim: Choice | undefined;
+  if (!existing) {
+    const proposed = allocation.propose(identity, tag);
+    if ("code" in proposed) {
+      if (proposed.code === "pool_exhausted" && policy.sharedStore && input.attempt === 1) {
+        return {
+          kind: "retry",
+          races: { attempt: input.attempt + 1, collisions: input.collisions },
+          rebuild: true,
+        };
+      }
+      return { kind: "reply", answer: refusal(proposed.code, proposed.message), events: [] };
+    }
+    claim = proposed;
+  } else {
+    const reservation = allocation.reservationFor(identity);
+    if (
+      reservation && reservation.table !== existing.table &&
+      !allocation.isReservedBound(reservation.family, reservation.table)
+    ) {
+      claim = { kind: "reservation", table: reservation.table, reservation };
+    }
+  }
+  const table = claim?.table ?? existing!.table;
+  const expiresAt = input.now + policy.leaseMs;
+  const lease: Lease = {
+    ...identity,
+    table,
+    expiresAt,
+    tag: tag ?? existing?.tag,
+    owner: SERVER_OWNER,
+    state: "bound",
+  };
+  const moved = existing !== undefined && existing.table !== table ? existing : undefined;
+  return {
+    kind: "write",
+    leases: [lease],
+    claim,
+    ended: moved ? [moved] : [],
+    answer: { kind: "lease", table, expiresAt },
+    events: [{
+      kind: existing ? (moved ? "moved" : "refreshed") : "granted",
+      lease,
+      previousTable: moved?.table,
+      pool: claim?.kind === "pool" ? claim.pool.name : undefined,
+      reserved: claim?.kind === "reservation",
+      origin,
+    }],
+  };
+}
+
+/**
+ * A release: the identity's bound leases become history (kept until the
+ * retention passes); acknowledged even when it has none.
+ */
+function decideRelease(input: DecisionInput): Decision {
+  const { origin } = input;
+  const bound = input.leases.filter((l) => l.state === "bound");
+  if (bound.length === 0) {
+    return {
+      kind: "reply",
+      answer: { kind: "released" },
+      events: [{ kind: "released", lease: undefined, origin }],
+    };
+  }
+  const history = bound.map((l) => ({ ...releasedAt(l, input.now), owner: SERVER_OWNER }));
+  return {
+    kind: "write",
+    leases: history,
+    claim: undefined,
+    ended: bound,
+    answer: { kind: "released" },
+    events: history.map((lease) => ({ kind: "released", lease, origin })),
+  };
+}
+
+/**
+ * A write failed with `error`. A lost race (ConcurrencyError) is retried:
+ * with a shared store a table another server took (`taken`) up to
+ * {@link MAX_COLLISIONS} times, any race up to {@link MAX_ATTEMPTS}
+ * attempts; anything else is a `store_failure` answer. A shared store's
+ * race on a claimed table also marks that table taken and asks for a
+ * rebuild, since the other server is likely ahead on the next tables too.
+ */
+export function decideFailure(
+  error: unknown,
+  races: Races,
+  claim: Choice | undefined,
+  sharedStore: boolean,
+): FailureDecision {
+  const race = error instanceof ConcurrencyError;
+  const mark = claim !== undefined && sharedStore && race;
+  const flags = { markTaken: mark, rebuild: mark };
+  if (sharedStore && race && error.kind === "taken" && races.collisions < MAX_COLLISIONS) {
+    return { kind: "retry", races: { ...races, collisions: races.collisions + 1 }, ...flags };
+  }
+  if (race && races.attempt < MAX_ATTEMPTS) {
+    return { kind: "retry", races: { ...races, attempt: races.attempt + 1 }, ...flags };
+  }
+  return { kind: "reply", answer: storeFailure(error), ...flags };
+}

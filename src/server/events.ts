@@ -1,0 +1,171 @@
+/**
+ * What the daemon tells the world: lease events (`granted`, `refreshed`,
+ * `moved`, `released`, `expired`) once each change is durable, and the
+ * error replies it sends, through one small observer interface. The log
+ * is one observer ({@link LogObserver}); outputs that follow leases (an
+ * `rt_tables` file, commands per event, metrics, an event log) are others.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/logger.ts";
+import type { ErrorCode, Request } from "../protocol/v1.ts";
+import type { Lease } from "../store/lease_store.ts";
+import { type Credentials, describeAddress } from "../unix/abstract_socket.ts";
+
+/** The kinds of lease event. */
+export type LeaseEventKind = "granted" | "refreshed" | "moved" | "released" | "expired";
+
+/** A client's datagram: its request, where it came from, and who sent it (kernel-verified). */
+export interface ClientOrigin {
+  kind: "client";
+  request: Request;
+  /** The sender's address bytes, as received. */
+  sender: Uint8Array;
+  credentials: Credentials | undefined;
+}
+
+/** What caused an event. */
+export type Origin =
+  | ClientOrigin
+  /** An administrator's control request, by the sender's uid. */
+  | { kind: "control"; uid: number }
+  /** The store reclaimed an expired lease. */
+  | { kind: "expiry" };
+
+/** A lease changed, and the change is durable. */
+export interface LeaseEvent {
+  kind: LeaseEventKind;
+  /**
+   * The lease as it stands now: bound after `granted`, `refreshed` and
+   * `moved`, the history row after `released` and `expired`. Undefined
+   * only for a release from an identity that held no lease.
+   */
+  lease: Lease | undefined;
+  /** `moved`: the table the identity held before. */
+  previousTable?: number | undefined;
+  /** `granted` from a pool: the pool's name. */
+  pool?: string | undefined;
+  /** The table is the identity's reservation (granted or moved to it). */
+  reserved?: boolean | undefined;
+  origin: Origin;
+}
+
+/** An error reply was sent. */
+export interface ErrorReplyEvent {
+  code: ErrorCode;
+  message: string;
+  /** The request, when the datagram decoded as one. */
+  request: Request | undefined;
+  /** The sender's address bytes. */
+  sender: Uint8Array;
+  credentials: Credentials | undefined;
+}
+
+/** Hears of lease events and error replies; calls must not throw or block. */
+export interface LeaseObserver {
+  /** A lease changed; called once the change is durable. */
+  onLease(event: LeaseEvent): void;
+  /** An error reply is being sent. */
+  onErrorReply(event: ErrorReplyEvent): void;
+}
+
+/** Passes every call to each observer; one that throws does not keep the others from hearing. */
+export function fanOut(observers: readonly LeaseObserver[]): LeaseObserver {
+  const each = (call: (o: LeaseObserver) => void) => {
+    for (const observer of observers) {
+      try {
+        call(observer);
+      } catch { /* an output's failure must not stop the daemon or the other outputs */ }
+    }
+  };
+  return {
+    onLease: (event) => each((o) => o.onLease(event)),
+    onErrorReply: (event) => each((o) => o.onErrorReply(event)),
+  };
+}
+
+type Fields = Record<string, string | number>;
+
+/** The identity fields of a log line, as the request gave them. */
+function requestFields(request: Request): Fields {
+  const { family, ifname, address } = request.identity;
+  return request.tag === undefined
+    ? { family, ifname, address }
+    : { family, ifname, address, tag: request.tag };
+}
+
+function leaseFields(lease: Lease): Fields {
+  return { family: lease.family, ifname: lease.ifname, address: lease.address, table: lease.table };
+}
+
+function senderFields(sender: Uint8Array, credentials: Credentials | undefined): Fields {
+  return {
+    from: describeAddress(sender),
+    ...(credentials ? { pid: credentials.pid, uid: credentials.uid, gid: credentials.gid } : {}),
+  };
+}
+
+/**
+ * Writes each event as one log line: the event's name, the identity, the
+ * table, then where it came from, e.g. `granted family=2 ifname=eth1
+ * address=192.0.2.10 table=10000 pool=default expires=… from=@… pid=812
+ * uid=0 gid=0`; an error reply as `rejected error=CODE reason=…`.
+ */
+export class LogObserver implements LeaseObserver {
+  #log: Logger;
+
+  /** An observer writing to `log`. */
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  onLease(event: LeaseEvent): void {
+    const { lease, origin } = event;
+    if (origin.kind === "expiry") {
+      if (!lease) return;
+      this.#log.info(event.kind, {
+        family: lease.family,
+        ifname: lease.ifname,
+        address: lease.address,
+        table: lease.table,
+        expired: new Date(lease.expiresAt).toISOString(),
+      });
+      return;
+    }
+    if (origin.kind === "control") {
+      if (lease) {
+        this.#log.info(event.kind, { ...leaseFields(lease), by: "control", uid: origin.uid });
+      }
+      return;
+    }
+    const from = senderFields(origin.sender, origin.credentials);
+    if (!lease) {
+      // A release of nothing is routine (a client releasing twice): debug only.
+      this.#log.debug(event.kind, {
+        ...requestFields(origin.request),
+        table: 0,
+        note: "no lease held",
+        ...from,
+      });
+      return;
+    }
+    const fields: Fields = { ...requestFields(origin.request), table: lease.table };
+    if (event.kind !== "released") {
+      if (event.previousTable !== undefined) fields.previous_table = event.previousTable;
+      if (event.pool !== undefined) fields.pool = event.pool;
+      if (event.reserved) fields.reserved = "yes";
+      fields.expires = new Date(lease.expiresAt).toISOString();
+    }
+    this.#log.info(event.kind, { ...fields, ...from });
+  }
+
+  onErrorReply(event: ErrorReplyEvent): void {
+    this.#log.warn("rejected", {
+      error: event.code,
+      reason: event.message,
+      ...(event.request ? requestFields(event.request) : {}),
+      ...senderFields(event.sender, event.credentials),
+    });
+  }
+}

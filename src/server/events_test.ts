@@ -1,0 +1,109 @@
+import { assertEquals } from "../../tests/helpers/assert.ts";
+import { MemoryLogger } from "../../tests/helpers/log.ts";
+import { Command } from "../protocol/v1.ts";
+import type { Lease } from "../store/lease_store.ts";
+import { paddedAbstractAddress } from "../unix/abstract_socket.ts";
+import {
+  type ClientOrigin,
+  fanOut,
+  type LeaseEvent,
+  type LeaseObserver,
+  LogObserver,
+} from "./events.ts";
+
+const EXPIRES = Date.UTC(2024, 10, 21, 20, 0, 0);
+const lease: Lease = {
+  family: 2,
+  ifname: "eth1",
+  address: "192.0.2.10",
+  table: 10001,
+  expiresAt: EXPIRES,
+  tag: "wan",
+  owner: "table-allocator-server",
+  state: "bound",
+};
+const client = (tag?: string): ClientOrigin => ({
+  kind: "client",
+  request: { cmd: Command.REQUEST, identity: lease, tag },
+  sender: paddedAbstractAddress("eth1-192.0.2.10-2"),
+  credentials: { pid: 812, uid: 0, gid: 0 },
+});
+const FROM = "from=@eth1-192.0.2.10-2 pid=812 uid=0 gid=0";
+const ID = "family=2 ifname=eth1 address=192.0.2.10";
+
+Deno.test("LogObserver writes each lease event as the line the server has always logged", () => {
+  const cases: Array<[LeaseEvent, string]> = [
+    [
+      { kind: "granted", lease, pool: "wan", reserved: false, origin: client("wan") },
+      `INFO granted ${ID} tag=wan table=10001 pool=wan expires=2024-11-21T20:00:00.000Z ${FROM}`,
+    ],
+    [
+      { kind: "refreshed", lease, reserved: false, origin: client() },
+      `INFO refreshed ${ID} table=10001 expires=2024-11-21T20:00:00.000Z ${FROM}`,
+    ],
+    [
+      { kind: "moved", lease, previousTable: 10000, reserved: true, origin: client() },
+      `INFO moved ${ID} table=10001 previous_table=10000 reserved=yes expires=2024-11-21T20:00:00.000Z ${FROM}`,
+    ],
+    [
+      { kind: "released", lease: { ...lease, state: "released" }, origin: client() },
+      `INFO released ${ID} table=10001 ${FROM}`,
+    ],
+    [
+      { kind: "released", lease: undefined, origin: client() },
+      `DEBUG released ${ID} table=0 note="no lease held" ${FROM}`,
+    ],
+    [
+      { kind: "released", lease, origin: { kind: "control", uid: 0 } },
+      `INFO released ${ID} table=10001 by=control uid=0`,
+    ],
+    [
+      { kind: "expired", lease: { ...lease, state: "expired" }, origin: { kind: "expiry" } },
+      `INFO expired ${ID} table=10001 expired=2024-11-21T20:00:00.000Z`,
+    ],
+  ];
+  for (const [event, line] of cases) {
+    const log = new MemoryLogger();
+    new LogObserver(log).onLease(event);
+    assertEquals(log.lines, [line]);
+  }
+});
+
+Deno.test("LogObserver writes an error reply as a rejected line, with the request when there is one", () => {
+  const log = new MemoryLogger();
+  const observer = new LogObserver(log);
+  const { sender, credentials, request } = client("wan");
+  observer.onErrorReply({
+    code: "bad_json",
+    message: "not a JSON object",
+    request: undefined,
+    sender,
+    credentials,
+  });
+  observer.onErrorReply({
+    code: "pool_exhausted",
+    message: "all 2 tables",
+    request,
+    sender,
+    credentials,
+  });
+  assertEquals(log.lines, [
+    `WARN rejected error=bad_json reason="not a JSON object" ${FROM}`,
+    `WARN rejected error=pool_exhausted reason="all 2 tables" ${ID} tag=wan ${FROM}`,
+  ]);
+});
+
+Deno.test("fanOut() tells every observer in order, even after one throws", () => {
+  const heard: string[] = [];
+  const observer = (name: string, fail = false): LeaseObserver => ({
+    onLease: (event) => {
+      heard.push(`${name} ${event.kind}`);
+      if (fail) throw new Error("output down");
+    },
+    onErrorReply: (event) => void heard.push(`${name} ${event.code}`),
+  });
+  const all = fanOut([observer("a", true), observer("b")]);
+  all.onLease({ kind: "expired", lease, origin: { kind: "expiry" } });
+  all.onErrorReply({ ...client(), code: "oversize", message: "", request: undefined });
+  assertEquals(heard, ["a expired", "b expired", "a oversize", "b oversize"]);
+});
