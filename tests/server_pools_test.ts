@@ -251,4 +251,10 @@ Deno.test("control: bad control requests are answered with the reason", async ()
   const bad = await control(client, "list", { limit: 5000 });
   assertEquals([bad.cmd, bad.error], [3, "bad_request"]);
   assertMatch(String(bad.message), /"limit" must be an integer from 1 to 200, got 5000/);
+  const cursor = await control(client, "list", { after: "garbage" });
+  assertEquals([cursor.cmd, cursor.error, cursor.message], [
+    3,
+    "bad_request",
+    'the cursor "garbage" is not from list()',
+  ]);
 });
