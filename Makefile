@@ -29,6 +29,11 @@ deps:
 check: $(DENO_STAMP)
 	$(DENO) task check
 
+## unit: every test that needs no root, quickly (no packages installed, no checks);
+## tests that need root are skipped even when run as root
+unit: $(DENO_STAMP)
+	$(DENO) task unit
+
 ## test: install everything, check, and run every test (end-to-end ones need root)
 test: deps $(DENO_STAMP) check
 	$(DENO) task test

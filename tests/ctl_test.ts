@@ -8,15 +8,14 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
+import { NOBODY, stageAsUser } from "./helpers/as_user.ts";
 import { ctl, type CtlResult } from "./helpers/ctl.ts";
-import { createNetns, IS_ROOT } from "./helpers/netns.ts";
+import { e2eTest } from "./helpers/e2e.ts";
 import { type ServerHandle, startServer } from "./helpers/server.ts";
 import { WireClient } from "./helpers/wire.ts";
 import { VERSION } from "../src/version.ts";
 
-const ignore = !IS_ROOT;
-const SKIP = "needs root: the server answers control requests only to root";
-if (ignore) console.warn(`ctl_test: skipping the tests that talk to the server (${SKIP})`);
+// The server answers control requests only to root: the tests that talk to it need root.
 
 /** Runs ctl against `server`. */
 function ctlOn(server: ServerHandle, ...args: string[]): Promise<CtlResult> {
@@ -53,48 +52,46 @@ function rows(stdout: string): string[][] {
   );
 }
 
-Deno.test({
-  name: "ctl status reports version, pid, socket, store, families, lease counts and pools",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    await client.request("192.0.2.1");
-    await client.request("192.0.2.2");
-    await client.request("2001:db8::1", { family: 10 });
+e2eTest("ctl status reports version, pid, socket, store, families, lease counts and pools", {
+  root: true,
+}, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  await client.request("192.0.2.1");
+  await client.request("192.0.2.2");
+  await client.request("2001:db8::1", { family: 10 });
 
-    const text = await ok(server, "status");
-    const lines = text.split("\n");
-    assertEquals(lines.slice(0, 7).map((l) => l.replace(/ +/, " ")), [
-      `version ${VERSION}`,
-      `pid ${server.process.pid}`,
-      lines[2].replace(/ +/, " "),
-      `socket @${server.socketName}`,
-      `store sqlite:${server.dbPath}`,
-      "families inet, inet6, unspec",
-      "leases 3 bound, 0 reserved, 0 outside the pools",
-    ]);
-    assertMatch(lines[2], /^uptime +\d+s$/);
-    assertEquals(lines[7], "");
-    assertMatch(lines[8], /^POOL +FAMILY +RANGES +SELECTORS +SIZE +BOUND +RESERVED +FREE$/);
-    assertEquals(lines.slice(9, 12).map((l) => l.split(/ +/)), [
-      ["default", "inet", "10000-10039", "any", "40", "2", "0", "38"],
-      ["default", "inet6", "10000-10039", "any", "40", "1", "0", "39"],
-      ["default", "unspec", "10000-10039", "any", "40", "0", "0", "40"],
-    ]);
+  const text = await ok(server, "status");
+  const lines = text.split("\n");
+  assertEquals(lines.slice(0, 7).map((l) => l.replace(/ +/, " ")), [
+    `version ${VERSION}`,
+    `pid ${server.process.pid}`,
+    lines[2].replace(/ +/, " "),
+    `socket @${server.socketName}`,
+    `store sqlite:${server.dbPath}`,
+    "families inet, inet6, unspec",
+    "leases 3 bound, 0 reserved, 0 outside the pools",
+  ]);
+  assertMatch(lines[2], /^uptime +\d+s$/);
+  assertEquals(lines[7], "");
+  assertMatch(lines[8], /^POOL +FAMILY +RANGES +SELECTORS +SIZE +BOUND +RESERVED +FREE$/);
+  assertEquals(lines.slice(9, 12).map((l) => l.split(/ +/)), [
+    ["default", "inet", "10000-10039", "any", "40", "2", "0", "38"],
+    ["default", "inet6", "10000-10039", "any", "40", "1", "0", "39"],
+    ["default", "unspec", "10000-10039", "any", "40", "0", "0", "40"],
+  ]);
 
-    const status = await json(server, "status");
-    assertEquals(status.pid, server.process.pid);
-    assertEquals(status.version, VERSION);
-    assertEquals([...(status.families as number[])].sort((a, b) => a - b), [0, 2, 10]);
-    assertEquals(status.leases, { bound: 3, reserved: 0, outside_pools: 0 });
-  },
+  const status = await json(server, "status");
+  assertEquals(status.pid, server.process.pid);
+  assertEquals(status.version, VERSION);
+  assertEquals([...(status.families as number[])].sort((a, b) => a - b), [0, 2, 10]);
+  assertEquals(status.leases, { bound: 3, reserved: 0, outside_pools: 0 });
 });
 
-Deno.test({
-  name: "ctl pools shows each pool's size, bound, reserved and free tables",
-  ignore,
-  async fn() {
+e2eTest(
+  "ctl pools shows each pool's size, bound, reserved and free tables",
+  { root: true },
+  async () => {
     await using server = await startServer({
       config: { addr_families: { inet: true, inet6: false, unspec: false } },
     });
@@ -123,70 +120,68 @@ Deno.test({
       }],
     });
   },
+);
+
+e2eTest("ctl leases pages with --limit, follows every cursor with --all, and filters", {
+  root: true,
+}, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  for (let i = 1; i <= 7; i++) await client.request(`192.0.2.${i}`);
+  await client.request("192.0.2.8", { ifname: "eth2" });
+  await client.request("2001:db8::1", { family: 10 });
+  await client.request("2001:db8::2", { family: 10, ifname: "eth2" });
+  await client.release("192.0.2.7");
+
+  // One page by default, with a hint how to go on.
+  const page = await ok(server, "leases", "--limit", "3");
+  assertEquals(rows(page).length, 3);
+  assertMatch(page, /\nmore leases follow: add --after \S+, or --all\n$/);
+  const first = await json(server, "leases", "--limit", "3");
+  assertEquals((first.leases as unknown[]).length, 3);
+  assertEquals(typeof first.next, "string");
+  const second = await json(server, "leases", "--limit", "3", "--after", first.next as string);
+  assertEquals((second.leases as unknown[]).length, 3);
+
+  // --all: 10 leases (9 bound, 1 released) in pages of 3.
+  const all = rows(await ok(server, "leases", "--all", "--limit", "3"));
+  assertEquals(all.length, 10);
+  const allJson = await json(server, "leases", "--all", "--limit", "3");
+  assertEquals(allJson.next, null);
+  const leases = allJson.leases as Array<Record<string, unknown>>;
+  assertEquals(leases.length, 10);
+  assertEquals(
+    new Set(leases.map((l) => `${l.family}/${l.ifname}/${l.address}`)).size,
+    10,
+    "every lease once",
+  );
+
+  const v6 = rows(await ok(server, "leases", "--family", "inet6", "--all"));
+  assertEquals(v6.map((r) => [r[0], r[2]]).sort(), [["inet6", "2001:db8::1"], [
+    "inet6",
+    "2001:db8::2",
+  ]]);
+  const eth2 = rows(await ok(server, "leases", "--ifname", "eth2", "--all"));
+  assertEquals(eth2.map((r) => r[2]).sort(), ["192.0.2.8", "2001:db8::2"]);
+  const released = rows(await ok(server, "leases", "--state", "released"));
+  assertEquals(released.map((r) => [r[2], r[4]]), [["192.0.2.7", "released"]]);
+  const bound4 = rows(
+    await ok(server, "leases", "--state", "bound", "--family", "4", "--ifname", "eth1"),
+  );
+  assertEquals(bound4.map((r) => r[2]).sort(), [
+    "192.0.2.1",
+    "192.0.2.2",
+    "192.0.2.3",
+    "192.0.2.4",
+    "192.0.2.5",
+    "192.0.2.6",
+  ]);
 });
 
-Deno.test({
-  name: "ctl leases pages with --limit, follows every cursor with --all, and filters",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    for (let i = 1; i <= 7; i++) await client.request(`192.0.2.${i}`);
-    await client.request("192.0.2.8", { ifname: "eth2" });
-    await client.request("2001:db8::1", { family: 10 });
-    await client.request("2001:db8::2", { family: 10, ifname: "eth2" });
-    await client.release("192.0.2.7");
-
-    // One page by default, with a hint how to go on.
-    const page = await ok(server, "leases", "--limit", "3");
-    assertEquals(rows(page).length, 3);
-    assertMatch(page, /\nmore leases follow: add --after \S+, or --all\n$/);
-    const first = await json(server, "leases", "--limit", "3");
-    assertEquals((first.leases as unknown[]).length, 3);
-    assertEquals(typeof first.next, "string");
-    const second = await json(server, "leases", "--limit", "3", "--after", first.next as string);
-    assertEquals((second.leases as unknown[]).length, 3);
-
-    // --all: 10 leases (9 bound, 1 released) in pages of 3.
-    const all = rows(await ok(server, "leases", "--all", "--limit", "3"));
-    assertEquals(all.length, 10);
-    const allJson = await json(server, "leases", "--all", "--limit", "3");
-    assertEquals(allJson.next, null);
-    const leases = allJson.leases as Array<Record<string, unknown>>;
-    assertEquals(leases.length, 10);
-    assertEquals(
-      new Set(leases.map((l) => `${l.family}/${l.ifname}/${l.address}`)).size,
-      10,
-      "every lease once",
-    );
-
-    const v6 = rows(await ok(server, "leases", "--family", "inet6", "--all"));
-    assertEquals(v6.map((r) => [r[0], r[2]]).sort(), [["inet6", "2001:db8::1"], [
-      "inet6",
-      "2001:db8::2",
-    ]]);
-    const eth2 = rows(await ok(server, "leases", "--ifname", "eth2", "--all"));
-    assertEquals(eth2.map((r) => r[2]).sort(), ["192.0.2.8", "2001:db8::2"]);
-    const released = rows(await ok(server, "leases", "--state", "released"));
-    assertEquals(released.map((r) => [r[2], r[4]]), [["192.0.2.7", "released"]]);
-    const bound4 = rows(
-      await ok(server, "leases", "--state", "bound", "--family", "4", "--ifname", "eth1"),
-    );
-    assertEquals(bound4.map((r) => r[2]).sort(), [
-      "192.0.2.1",
-      "192.0.2.2",
-      "192.0.2.3",
-      "192.0.2.4",
-      "192.0.2.5",
-      "192.0.2.6",
-    ]);
-  },
-});
-
-Deno.test({
-  name: "ctl show finds a lease by table and by identity, with its expiry",
-  ignore,
-  async fn() {
+e2eTest(
+  "ctl show finds a lease by table and by identity, with its expiry",
+  { root: true },
+  async () => {
     await using server = await startServer();
     using client = new WireClient(server.socketName);
     await client.request("192.0.2.1", { tag: "wan" });
@@ -235,165 +230,151 @@ Deno.test({
     );
     assertEquals(await ok(server, "show", "--family", "inet", "10039"), "no lease matches\n");
   },
+);
+
+e2eTest("ctl release ends a bound lease: it shows as released and a wire request gets the table", {
+  root: true,
+}, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  assertEquals((await client.request("192.0.2.1")).table, 10000);
+  assertEquals((await client.request("192.0.2.2")).table, 10001);
+
+  assertEquals(
+    await ok(server, "release", "--family", "inet", "10000"),
+    "released table 10000 of inet eth1 192.0.2.1\n",
+  );
+  const shown = rows(
+    await ok(server, "show", "--family", "inet", "--ifname", "eth1", "--address", "192.0.2.1"),
+  );
+  assertEquals(shown.map((r) => [r[3], r[4]]), [["10000", "released"]]);
+  assertEquals(server.leases().map((l) => l.address), ["192.0.2.2"]);
+  assertEquals((await client.request("192.0.2.3")).table, 10000, "the table is free again");
+
+  // By identity; a second release is refused with the server's reason.
+  assertEquals(
+    await ok(server, "release", "--family", "inet", "--ifname", "eth1", "--address", "192.0.2.2"),
+    "released table 10001 of inet eth1 192.0.2.2\n",
+  );
+  const again = await ctlOn(server, "release", "--family", "inet", "10001");
+  assertEquals(again.code, 1);
+  assertEquals(again.stdout, "");
+  assertEquals(
+    again.stderr,
+    "table-allocator-ctl: release: not_found: no bound lease on table 10001 of family inet\n",
+  );
 });
 
-Deno.test({
-  name: "ctl release ends a bound lease: it shows as released and a wire request gets the table",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    assertEquals((await client.request("192.0.2.1")).table, 10000);
-    assertEquals((await client.request("192.0.2.2")).table, 10001);
+e2eTest("ctl reserve holds a table for its interface: others never get it, the owner does", {
+  root: true,
+}, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  assertEquals(
+    await ok(server, "reserve", "10000", "--ifname", "eth5", "--family", "inet"),
+    "reserved table 10000 for inet eth5 (every address)\n",
+  );
+  for (let i = 1; i <= 3; i++) {
+    assertEquals((await client.request(`192.0.2.${i}`)).table, 10000 + i, "others skip it");
+  }
+  // Only inet was reserved: the inet6 pool still gives 10000 away.
+  assertEquals((await client.request("2001:db8::1", { family: 10 })).table, 10000);
+  assertEquals((await client.request("192.0.2.50", { ifname: "eth5" })).table, 10000);
+  const held = rows(await ok(server, "show", "--family", "inet", "10000"));
+  assertEquals(held.map((r) => [r[1], r[2], r[4]]).sort(), [
+    ["eth5", "*", "reserved"],
+    ["eth5", "192.0.2.50", "bound"],
+  ]);
 
-    assertEquals(
-      await ok(server, "release", "--family", "inet", "10000"),
-      "released table 10000 of inet eth1 192.0.2.1\n",
-    );
-    const shown = rows(
-      await ok(server, "show", "--family", "inet", "--ifname", "eth1", "--address", "192.0.2.1"),
-    );
-    assertEquals(shown.map((r) => [r[3], r[4]]), [["10000", "released"]]);
-    assertEquals(server.leases().map((l) => l.address), ["192.0.2.2"]);
-    assertEquals((await client.request("192.0.2.3")).table, 10000, "the table is free again");
-
-    // By identity; a second release is refused with the server's reason.
-    assertEquals(
-      await ok(server, "release", "--family", "inet", "--ifname", "eth1", "--address", "192.0.2.2"),
-      "released table 10001 of inet eth1 192.0.2.2\n",
-    );
-    const again = await ctlOn(server, "release", "--family", "inet", "10001");
-    assertEquals(again.code, 1);
-    assertEquals(again.stdout, "");
-    assertEquals(
-      again.stderr,
-      "table-allocator-ctl: release: not_found: no bound lease on table 10001 of family inet\n",
-    );
-  },
+  // One address only, in one family.
+  assertEquals(
+    await ok(
+      server,
+      "reserve",
+      "10020",
+      "--ifname",
+      "eth6",
+      "--family",
+      "6",
+      "--address",
+      "2001:db8::60",
+    ),
+    "reserved table 10020 for inet6 eth6 2001:db8::60\n",
+  );
+  const other = await client.request("2001:db8::61", { family: 10, ifname: "eth6" });
+  assert(other.table !== 10020, `another address of eth6 got ${other.table}`);
+  assertEquals(
+    (await client.request("2001:db8::60", { family: 10, ifname: "eth6" })).table,
+    10020,
+  );
 });
 
-Deno.test({
-  name: "ctl reserve holds a table for its interface: others never get it, the owner does",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    assertEquals(
-      await ok(server, "reserve", "10000", "--ifname", "eth5", "--family", "inet"),
-      "reserved table 10000 for inet eth5 (every address)\n",
-    );
-    for (let i = 1; i <= 3; i++) {
-      assertEquals((await client.request(`192.0.2.${i}`)).table, 10000 + i, "others skip it");
-    }
-    // Only inet was reserved: the inet6 pool still gives 10000 away.
-    assertEquals((await client.request("2001:db8::1", { family: 10 })).table, 10000);
-    assertEquals((await client.request("192.0.2.50", { ifname: "eth5" })).table, 10000);
-    const held = rows(await ok(server, "show", "--family", "inet", "10000"));
-    assertEquals(held.map((r) => [r[1], r[2], r[4]]).sort(), [
-      ["eth5", "*", "reserved"],
-      ["eth5", "192.0.2.50", "bound"],
-    ]);
+e2eTest("ctl unreserve gives a reserved table back to everyone", { root: true }, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  assertEquals(
+    await ok(server, "reserve", "10000", "--ifname", "eth5"),
+    [
+      "reserved table 10000 for inet eth5 (every address)",
+      "reserved table 10000 for inet6 eth5 (every address)",
+      "reserved table 10000 for unspec eth5 (every address)",
+      "",
+    ].join("\n"),
+  );
+  assertEquals((await client.request("192.0.2.1")).table, 10001);
+  assertEquals(
+    await ok(server, "unreserve", "10000", "--family", "inet"),
+    "removed the reservation of table 10000 for inet eth5 (every address)\n",
+  );
+  assertEquals((await client.request("192.0.2.2")).table, 10000, "free for anyone now");
+  assertEquals(
+    (await client.request("2001:db8::1", { family: 10 })).table,
+    10001,
+    "inet6 still reserved",
+  );
+  const rest = await ok(server, "unreserve", "10000");
+  assertEquals(rest.split("\n").length, 3, rest);
 
-    // One address only, in one family.
-    assertEquals(
-      await ok(
-        server,
-        "reserve",
-        "10020",
-        "--ifname",
-        "eth6",
-        "--family",
-        "6",
-        "--address",
-        "2001:db8::60",
-      ),
-      "reserved table 10020 for inet6 eth6 2001:db8::60\n",
-    );
-    const other = await client.request("2001:db8::61", { family: 10, ifname: "eth6" });
-    assert(other.table !== 10020, `another address of eth6 got ${other.table}`);
-    assertEquals(
-      (await client.request("2001:db8::60", { family: 10, ifname: "eth6" })).table,
-      10020,
-    );
-  },
+  const again = await ctlOn(server, "unreserve", "10000");
+  assertEquals([again.code, again.stdout], [1, ""]);
+  assertEquals(
+    again.stderr,
+    "table-allocator-ctl: unreserve: not_found: table 10000 is not reserved\n",
+  );
 });
 
-Deno.test({
-  name: "ctl unreserve gives a reserved table back to everyone",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    assertEquals(
-      await ok(server, "reserve", "10000", "--ifname", "eth5"),
-      [
-        "reserved table 10000 for inet eth5 (every address)",
-        "reserved table 10000 for inet6 eth5 (every address)",
-        "reserved table 10000 for unspec eth5 (every address)",
-        "",
-      ].join("\n"),
-    );
-    assertEquals((await client.request("192.0.2.1")).table, 10001);
-    assertEquals(
-      await ok(server, "unreserve", "10000", "--family", "inet"),
-      "removed the reservation of table 10000 for inet eth5 (every address)\n",
-    );
-    assertEquals((await client.request("192.0.2.2")).table, 10000, "free for anyone now");
-    assertEquals(
-      (await client.request("2001:db8::1", { family: 10 })).table,
-      10001,
-      "inet6 still reserved",
-    );
-    const rest = await ok(server, "unreserve", "10000");
-    assertEquals(rest.split("\n").length, 3, rest);
-
-    const again = await ctlOn(server, "unreserve", "10000");
-    assertEquals([again.code, again.stdout], [1, ""]);
-    assertEquals(
-      again.stderr,
-      "table-allocator-ctl: unreserve: not_found: table 10000 is not reserved\n",
-    );
-  },
+e2eTest("ctl reserve of a table bound to another identity is refused with the server's reason", {
+  root: true,
+}, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  assertEquals((await client.request("192.0.2.1")).table, 10000);
+  const refused = await ctlOn(server, "reserve", "10000", "--ifname", "eth9", "--family", "inet");
+  assertEquals([refused.code, refused.stdout], [1, ""]);
+  assertMatch(
+    refused.stderr,
+    /^table-allocator-ctl: reserve: conflict: table 10000 of family inet is leased to eth1 192\.0\.2\.1 until \S+; release it first\n$/,
+  );
+  assertEquals(server.allLeases().filter((l) => l.state === "reserved"), [], "nothing written");
 });
 
-Deno.test({
-  name: "ctl reserve of a table bound to another identity is refused with the server's reason",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    assertEquals((await client.request("192.0.2.1")).table, 10000);
-    const refused = await ctlOn(server, "reserve", "10000", "--ifname", "eth9", "--family", "inet");
-    assertEquals([refused.code, refused.stdout], [1, ""]);
-    assertMatch(
-      refused.stderr,
-      /^table-allocator-ctl: reserve: conflict: table 10000 of family inet is leased to eth1 192\.0\.2\.1 until \S+; release it first\n$/,
-    );
-    assertEquals(server.allLeases().filter((l) => l.state === "reserved"), [], "nothing written");
-  },
-});
-
-Deno.test({
-  name: "ctl --json prints each command's result as one JSON object",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    await client.request("192.0.2.1");
-    const cases: Array<[string[], string]> = [
-      [["status"], "pools"],
-      [["pools"], "pools"],
-      [["leases"], "leases"],
-      [["show", "--family", "inet", "10000"], "leases"],
-      [["reserve", "10005", "--ifname", "eth0", "--family", "inet"], "reserved"],
-      [["unreserve", "10005"], "removed"],
-      [["release", "--family", "inet", "10000"], "released"],
-    ];
-    for (const [args, key] of cases) {
-      const result = await json(server, ...args);
-      assert(key in result, `${args[0]}: ${JSON.stringify(result)}`);
-    }
-  },
+e2eTest("ctl --json prints each command's result as one JSON object", { root: true }, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  await client.request("192.0.2.1");
+  const cases: Array<[string[], string]> = [
+    [["status"], "pools"],
+    [["pools"], "pools"],
+    [["leases"], "leases"],
+    [["show", "--family", "inet", "10000"], "leases"],
+    [["reserve", "10005", "--ifname", "eth0", "--family", "inet"], "reserved"],
+    [["unreserve", "10005"], "removed"],
+    [["release", "--family", "inet", "10000"], "released"],
+  ];
+  for (const [args, key] of cases) {
+    const result = await json(server, ...args);
+    assert(key in result, `${args[0]}: ${JSON.stringify(result)}`);
+  }
 });
 
 Deno.test("ctl says the server is not running when no socket is bound, with exit 1", async () => {
@@ -407,12 +388,11 @@ Deno.test("ctl says the server is not running when no socket is bound, with exit
   });
 });
 
-Deno.test({
-  name: "ctl in another network namespace does not see the server",
-  ignore,
-  async fn() {
+e2eTest(
+  "ctl in another network namespace does not see the server",
+  { netns: true },
+  async ({ netns }) => {
     await using server = await startServer();
-    await using netns = await createNetns();
     const result = await ctl(["-d", server.socketName, "status"], { netns: netns.name });
     assertEquals(result.code, 1);
     assertMatch(
@@ -421,12 +401,12 @@ Deno.test({
     );
     await ok(server, "status");
   },
-});
+);
 
-Deno.test({
-  name: "ctl gives up after --timeout when the server does not answer",
-  ignore,
-  async fn() {
+e2eTest(
+  "ctl gives up after --timeout when the server does not answer",
+  { root: true },
+  async () => {
     await using server = await startServer();
     Deno.kill(server.process.pid, "SIGSTOP");
     try {
@@ -446,32 +426,25 @@ Deno.test({
     }
     await ok(server, "status");
   },
-});
+);
 
-Deno.test({
-  name: "the server refuses control requests from a non-root user with not_permitted",
-  ignore,
-  async fn() {
-    await using server = await startServer();
-    using client = new WireClient(server.socketName);
-    await client.request("192.0.2.1");
-    const denoDir = await Deno.makeTempDir({ prefix: "ta-ctl-nobody-" });
-    try {
-      await Deno.chown(denoDir, 65534, 65534);
-      const asNobody = (...args: string[]) =>
-        ctl(["-d", server.socketName, ...args], { uid: 65534, denoDir });
-      const status = await asNobody("status");
-      assertEquals([status.code, status.stdout], [1, ""]);
-      assertEquals(
-        status.stderr,
-        "table-allocator-ctl: status: not_permitted: control requests are answered only to root (uid 0), got uid 65534\n",
-      );
-      const release = await asNobody("release", "--family", "inet", "10000");
-      assertEquals(release.code, 1);
-      assertMatch(release.stderr, /^table-allocator-ctl: release: not_permitted: /);
-      assertEquals(server.leases().map((l) => [l.address, l.state]), [["192.0.2.1", "bound"]]);
-    } finally {
-      await Deno.remove(denoDir, { recursive: true });
-    }
-  },
+e2eTest("the server refuses control requests from a non-root user with not_permitted", {
+  root: true,
+}, async () => {
+  await using server = await startServer();
+  using client = new WireClient(server.socketName);
+  await client.request("192.0.2.1");
+  // Copied where nobody may read it: the checkout itself may be readable by root only.
+  await using nobody = await stageAsUser("ctl.ts", NOBODY);
+  const asNobody = (...args: string[]) => ctl(["-d", server.socketName, ...args], { as: nobody });
+  const status = await asNobody("status");
+  assertEquals([status.code, status.stdout], [1, ""]);
+  assertEquals(
+    status.stderr,
+    "table-allocator-ctl: status: not_permitted: control requests are answered only to root (uid 0), got uid 65534\n",
+  );
+  const release = await asNobody("release", "--family", "inet", "10000");
+  assertEquals(release.code, 1);
+  assertMatch(release.stderr, /^table-allocator-ctl: release: not_permitted: /);
+  assertEquals(server.leases().map((l) => [l.address, l.state]), [["192.0.2.1", "bound"]]);
 });

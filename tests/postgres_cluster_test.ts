@@ -8,11 +8,10 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { ignoreWithoutPg, startPostgres } from "./helpers/postgres.ts";
+import { e2eTest } from "./helpers/e2e.ts";
+import { startPostgres } from "./helpers/postgres.ts";
 import { type ServerHandle, startServer } from "./helpers/server.ts";
 import { WireClient, type WireReply } from "./helpers/wire.ts";
-
-const ignore = ignoreWithoutPg("the PostgreSQL cluster test");
 
 const CLIENTS = 32;
 const ROUNDS = 6;
@@ -29,13 +28,11 @@ interface Hold {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-Deno.test({
-  name: "two servers sharing one PostgreSQL database never bind a table to two identities " +
+e2eTest(
+  "two servers sharing one PostgreSQL database never bind a table to two identities " +
     "and store every acknowledged lease",
-  ignore,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
+  { postgres: true, sanitize: false },
+  async () => {
     await using pg = await startPostgres();
     const store = pg.storeKey;
     const servers: ServerHandle[] = [];
@@ -138,7 +135,7 @@ Deno.test({
       // The database agrees with every acknowledged reply.
       const sql = pg.connect();
       const rows = await sql`
-        SELECT address, table_id::int AS table, state FROM leases ORDER BY address`;
+      SELECT address, table_id::int AS table, state FROM leases ORDER BY address`;
       const bound = rows.filter((r) => r.state === "bound");
       assertEquals(new Set(bound.map((r) => r.table)).size, bound.length);
       const stored = new Map(rows.map((r) => [r.address as string, r]));
@@ -163,15 +160,13 @@ Deno.test({
       for (const server of servers) await server[Symbol.asyncDispose]();
     }
   },
-});
+);
 
-Deno.test({
-  name: "with two servers on one PostgreSQL database each expiry is logged once, " +
+e2eTest(
+  "with two servers on one PostgreSQL database each expiry is logged once, " +
     "and the expired tables are granted again by either server",
-  ignore,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
+  { postgres: true, sanitize: false },
+  async () => {
     await using pg = await startPostgres();
     const store = pg.storeKey;
     const servers: ServerHandle[] = [];
@@ -221,4 +216,4 @@ Deno.test({
       for (const server of servers) await server[Symbol.asyncDispose]();
     }
   },
-});
+);

@@ -9,19 +9,12 @@ import { requestBody, WireClient } from "./helpers/wire.ts";
 import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 import { DatabaseSync } from "node:sqlite";
 import { errorMessage } from "../src/util/errors.ts";
+import { IS_ROOT } from "./helpers/privilege.ts";
+import { denoRun, run, type RunResult } from "./helpers/spawn.ts";
 
-async function runServer(
-  args: string[],
-): Promise<{ code: number; stderr: string; stdout: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", SERVER_PATH, ...args],
-    stdin: "null",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+/** Runs the server with `args` to completion. */
+function runServer(args: string[]): Promise<RunResult> {
+  return run(denoRun(SERVER_PATH, ...args));
 }
 
 Deno.test("an expired lease's table comes back exactly when the lease expires", async () => {
@@ -277,7 +270,7 @@ const devLogExists = (() => {
 Deno.test({
   name: "do_syslog sends lease events through syslog(3) with facility daemon",
   // Only where no syslog daemon owns /dev/log: the test stands in for it.
-  ignore: devLogExists || Deno.uid() !== 0,
+  ignore: devLogExists || !IS_ROOT,
   async fn() {
     const syslog = AbstractDatagramSocket.bindPath("/dev/log", { receiveBufferSize: 4096 });
     const lines: string[] = [];

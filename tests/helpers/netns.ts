@@ -8,18 +8,11 @@
  * @module
  */
 
-/** Whether the tests run as root (needed for namespaces and rules). */
-export const IS_ROOT = Deno.uid() === 0;
+import { run, runOk, type RunResult } from "./spawn.ts";
+import { IS_ROOT } from "./privilege.ts";
 
-/** The reason printed by tests skipped when not root. */
-export const ROOT_SKIP_REASON = "needs root: network namespaces and routing rules";
-
-/** Output of a finished command. */
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export { IS_ROOT, ROOT_SKIP_REASON } from "./privilege.ts";
+export type { RunResult } from "./spawn.ts";
 
 /** Addresses the namespace is set up with (documentation ranges only). */
 export const NETNS_ADDRESSES = {
@@ -53,35 +46,6 @@ export interface Netns extends AsyncDisposable {
   pidsOf(text: string): Promise<number[]>;
 }
 
-const decoder = new TextDecoder();
-
-async function exec(command: string, args: string[], stdin?: string, env?: Record<string, string>) {
-  const child = new Deno.Command(command, {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env,
-  }).spawn();
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const out = await child.output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
-async function must(command: string, args: string[]): Promise<string> {
-  const result = await exec(command, args);
-  if (result.code !== 0) {
-    throw new Error(
-      `${command} ${args.join(" ")} failed (${result.code}): ${result.stderr.trim()}`,
-    );
-  }
-  return result.stdout;
-}
-
 /** Reads a process's command line, or "" when it is gone. */
 function cmdline(pid: number): string {
   try {
@@ -98,14 +62,14 @@ function cmdline(pid: number): string {
 export async function createNetns(): Promise<Netns> {
   const name = `ta${crypto.randomUUID().replaceAll("-", "").slice(0, 6)}`;
   const a = NETNS_ADDRESSES;
-  await must("ip", ["netns", "add", name]);
+  if (!IS_ROOT) throw new Error("createNetns() needs root");
+  await runOk(["ip", "netns", "add", name]);
   const pids = async () =>
-    (await exec("ip", ["netns", "pids", name])).stdout.split(/\s+/).filter(Boolean).map(Number);
+    (await run(["ip", "netns", "pids", name])).stdout.split(/\s+/).filter(Boolean).map(Number);
   const netns: Netns = {
     name,
-    run: (command, options) =>
-      exec("ip", ["netns", "exec", name, ...command], options?.stdin, options?.env),
-    ip: (...args) => must("ip", ["-n", name, ...args]),
+    run: (command, options) => run(["ip", "netns", "exec", name, ...command], options),
+    ip: (...args) => runOk(["ip", "-n", name, ...args]),
     spawn: (command, options) =>
       new Deno.Command("ip", {
         args: ["netns", "exec", name, ...command],
@@ -117,12 +81,18 @@ export async function createNetns(): Promise<Netns> {
     pids,
     pidsOf: async (text) => (await pids()).filter((pid) => cmdline(pid).includes(text)),
     async [Symbol.asyncDispose]() {
-      for (const pid of await pids()) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch { /* already gone */ }
+      // Deleting a namespace does not end its processes: kill them, and wait until they are gone.
+      for (let i = 0; i < 100; i++) {
+        const left = await pids();
+        if (left.length === 0) break;
+        for (const pid of left) {
+          try {
+            Deno.kill(pid, "SIGKILL");
+          } catch { /* already gone */ }
+        }
+        await new Promise((r) => setTimeout(r, 20));
       }
-      await exec("ip", ["netns", "del", name]);
+      await run(["ip", "netns", "del", name]);
     },
   };
   try {

@@ -18,6 +18,8 @@
 import postgres from "postgres";
 import type { StoreConfig } from "../../config/config.ts";
 import { errorMessage } from "../../src/util/errors.ts";
+import { IS_ROOT } from "./privilege.ts";
+import { runOk } from "./spawn.ts";
 
 /** The store config of a PostgreSQL database. */
 export type PgStoreConfig = Extract<StoreConfig, { kind: "postgres" }>;
@@ -109,7 +111,7 @@ function serverPids(data: string): number[] {
 
 /** Whether {@link startPostgres} can work here: root, the server programs and the postgres user. */
 export function pgAvailable(): boolean {
-  return Deno.uid() === 0 && pgBinDir() !== undefined && postgresUser() !== undefined;
+  return IS_ROOT && pgBinDir() !== undefined && postgresUser() !== undefined;
 }
 
 /** Why PostgreSQL tests are skipped, for their `ignore` message. */
@@ -127,24 +129,13 @@ export function ignoreWithoutPg(what: string): boolean {
   return ignore;
 }
 
-const decoder = new TextDecoder();
-
 /** Runs a PostgreSQL program as the postgres user; throws with its output on failure. */
-async function asPostgres(program: string, args: string[]): Promise<string> {
-  const output = await new Deno.Command("runuser", {
-    args: ["-u", "postgres", "--", program, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
+function asPostgres(program: string, args: string[]): Promise<string> {
+  return runOk(["runuser", "-u", "postgres", "--", program, ...args], {
     // Not root's locale and home: initdb and pg_ctl would complain about them.
     env: { LANG: "C.UTF-8", LC_ALL: "C.UTF-8", HOME: "/var/lib/postgresql" },
     clearEnv: true,
-  }).output();
-  const text = decoder.decode(output.stdout) + decoder.decode(output.stderr);
-  if (!output.success) {
-    throw new Error(`${program} ${args.join(" ")} failed (exit ${output.code}):\n${text}`);
-  }
-  return text;
+  });
 }
 
 /**

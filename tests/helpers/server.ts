@@ -99,7 +99,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-    env: options.env,
+    env: { DENO_NO_UPDATE_CHECK: "1", ...options.env },
   }).spawn();
 
   let output = "";
