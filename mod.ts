@@ -30,7 +30,9 @@ export {
   validateIdentity,
 } from "./src/protocol/v1.ts";
 export {
+  BadCursorError,
   clientIdOf,
+  commitChange,
   ConcurrencyError,
   type ExpiryListener,
   type Lease,
@@ -38,6 +40,7 @@ export {
   type LeaseState,
   type LeaseStore,
   type LeaseToken,
+  listAll,
   type ListOptions,
   type LookupResult,
   TransientError,
@@ -55,9 +58,14 @@ export { DoubleFreeError, PoolExhaustedError, TablePool } from "./src/allocator/
 export { AddrFamily, familyName } from "./src/net/family.ts";
 export {
   ConfigError,
+  type FamilyFlags,
   loadConfig,
   parseConfig,
+  type PoolConfig,
+  type ReservationConfig,
   type ServerConfig,
+  type StoreConfig,
+  type TableRange,
   validateConfig,
 } from "./config/config.ts";
 export {
@@ -74,6 +82,7 @@ export {
 } from "./src/control/client.ts";
 export {
   ControlCommand,
+  type ControlReply,
   type ControlRequest,
   type ControlResults,
   decodeControlReply,

@@ -39,8 +39,11 @@ import { errorMessage } from "../src/util/errors.ts";
 
 /** Which address families get a pool. */
 export interface FamilyFlags {
+  /** IPv4 (family 2). */
   inet: boolean;
+  /** IPv6 (family 10). */
   inet6: boolean;
+  /** Family 0: any identifier as the address. */
   unspec: boolean;
 }
 

@@ -26,13 +26,17 @@ import { MAX_NUM_TABLES, MAX_TABLE, RESERVED_TABLES } from "./limits.ts";
 
 /** Inclusive range of tables. */
 export interface TableRange {
+  /** The first table of the range. */
   first: number;
+  /** The last table of the range (included). */
   last: number;
 }
 
 /** A validated pool. */
 export interface PoolConfig {
+  /** The pool's name (`default` for `table_offset`/`num_tables`). */
   name: string;
+  /** The family the pool serves. */
   family: AddrFamily;
   /** Sorted by `first`, not overlapping. */
   ranges: TableRange[];
@@ -44,7 +48,9 @@ export interface PoolConfig {
 
 /** A validated reservation. */
 export interface ReservationConfig {
+  /** The reserved table. */
   table: number;
+  /** The interface of the owner. */
   ifname: string;
   /** The address, or `*` for every address of the interface. */
   address: string;

@@ -50,8 +50,11 @@ export type ControlOp = keyof ControlResults;
 
 /** The keys each operation takes (see `src/control/protocol.ts`). */
 export interface ControlArgs {
+  /** No arguments. */
   status: Record<string, never>;
+  /** No arguments. */
   pools: Record<string, never>;
+  /** A page (`after` a cursor, `limit` leases) and filters. */
   list: {
     after?: string;
     limit?: number;
@@ -59,13 +62,17 @@ export interface ControlArgs {
     ifname?: string;
     state?: LeaseState;
   };
+  /** A table of a family, or an identity. */
   show:
     | { family: AddrFamily; table: number }
     | { family: AddrFamily; ifname: string; address: string };
+  /** A table of a family, or an identity. */
   release:
     | { family: AddrFamily; table: number }
     | { family: AddrFamily; ifname: string; address: string };
+  /** The table, its owner (every address without `address`), every family without `family`. */
   reserve: { table: number; ifname: string; address?: string; family?: AddrFamily };
+  /** The table, in every family without `family`. */
   unreserve: { table: number; family?: AddrFamily };
 }
 

@@ -80,53 +80,81 @@ export const CONTROL_OPS = [
 
 /** A lease as control replies show it (snake case, like the rest of the wire). */
 export interface LeaseView {
+  /** The address family (2, 10 or 0). */
   family: AddrFamily;
+  /** The interface name. */
   ifname: string;
+  /** The address; `*` in a reservation of every address of the interface. */
   address: string;
+  /** The routing table. */
   table: number;
+  /** `bound`, `released`, `expired` or `reserved`. */
   state: LeaseState;
   /** Wall-clock expiry in ms since the epoch; null for reservations. */
   expires_at: number | null;
+  /** The tag the client sent; null for none. */
   tag: string | null;
+  /** Who wrote the lease (`table-allocator-server`, `config`, `table-allocator-ctl`). */
   owner: string;
 }
 
 /** One pool as `pools` and `status` show it. */
 export interface PoolView {
+  /** The pool's name from the config (`default` for `table_offset`/`num_tables`). */
   name: string;
+  /** The family it serves. */
   family: AddrFamily;
+  /** Its table ranges, first and last included, lowest first. */
   ranges: Array<{ first: number; last: number }>;
-  /** Which requests the pool serves: tags and interface-name patterns (empty: all). */
+  /** The tags it serves (empty: any tag or none). */
   tags: string[];
+  /** The interface-name globs it serves (empty: any interface). */
   ifnames: string[];
+  /** Tables in the pool. */
   size: number;
   /** Tables bound to an identity. */
   bound: number;
   /** Tables held by reservations and not bound. */
   reserved: number;
+  /** Tables neither bound nor reserved. */
   free: number;
 }
 
 /** The `status` result. */
 export interface StatusView {
+  /** The server's version. */
   version: string;
+  /** The server's process id. */
   pid: number;
+  /** Seconds since the server started. */
   uptime_s: number;
+  /** The socket it serves, `@name`. */
   socket: string;
+  /** The store: `sqlite:PATH` or `postgres`. */
   store: string;
+  /** The families it serves. */
   families: AddrFamily[];
+  /** Every pool. */
   pools: PoolView[];
+  /** Bound leases, reservations, and bound leases outside every pool (after a config change). */
   leases: { bound: number; reserved: number; outside_pools: number };
 }
 
 /** Results by operation. */
 export interface ControlResults {
+  /** The server's facts and its pools. */
   status: StatusView;
+  /** Every pool. */
   pools: { pools: PoolView[] };
+  /** One page of leases; `next` is the cursor of the next page, null on the last. */
   list: { leases: LeaseView[]; next: string | null };
+  /** The leases the selector names. */
   show: { leases: LeaseView[] };
+  /** The leases that were released (as history rows). */
   release: { released: LeaseView[] };
+  /** The reservations written (one per family). */
   reserve: { reserved: LeaseView[] };
+  /** The reservations removed. */
   unreserve: { removed: LeaseView[] };
 }
 

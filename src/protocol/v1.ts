@@ -59,7 +59,9 @@ export type ErrorCode =
 
 /** A lease identity: the key of a lease. */
 export interface Identity {
+  /** The address family: 2 (inet), 10 (inet6) or 0 (unspec). */
   family: AddrFamily;
+  /** The interface name, at most 15 bytes. */
   ifname: string;
   /** Canonical text (IPv6 compressed and lower case); any identifier for family 0. */
   address: string;
@@ -67,8 +69,11 @@ export interface Identity {
 
 /** A decoded, validated client request. */
 export interface Request {
+  /** A request for a table (0) or a release (1). */
   cmd: typeof Command.REQUEST | typeof Command.RELEASE;
+  /** Whose lease. */
   identity: Identity;
+  /** The client's `-t` tag, which selects a pool; undefined when none was sent. */
   tag: string | undefined;
 }
 

@@ -50,7 +50,9 @@ export function holdsTable(state: LeaseState): boolean {
 
 /** One lease: a table held by an identity until `expiresAt`. */
 export interface Lease {
+  /** The address family of the identity. */
   family: AddrFamily;
+  /** The interface name of the identity. */
   ifname: string;
   /** The address; `*` in a reservation that covers every address of the interface. */
   address: string;
@@ -62,6 +64,7 @@ export interface Lease {
   tag: string | undefined;
   /** The consumer that wrote the lease (e.g. `table-allocator-server`). */
   owner: string;
+  /** Where the lease stands: bound, history (released, expired) or a reservation. */
   state: LeaseState;
 }
 
@@ -75,12 +78,15 @@ export interface LeaseToken {
 
 /** What {@link LeaseStore.lookup} returns. */
 export interface LookupResult {
+  /** The client's leases, every state. */
   leases: Lease[];
+  /** The token for one update of this client. */
   token: LeaseToken;
 }
 
 /** One page of {@link LeaseStore.list}. */
 export interface LeasePage {
+  /** The leases of this page, in client-id and table order. */
   leases: Lease[];
   /** Pass as `after` to get the next page; undefined on the last page. */
   next: string | undefined;
