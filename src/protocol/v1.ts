@@ -11,6 +11,7 @@
 
 import { formatIP, parseIP } from "../net/ip.ts";
 import { AddrFamily, isAddrFamily } from "../net/family.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** The only protocol version. */
 export const PROTOCOL_VERSION = 1;
@@ -175,8 +176,7 @@ export function parseDatagram(data: Uint8Array, length = data.byteLength): Recor
   try {
     parsed = JSON.parse(decoder.decode(data));
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new ProtocolError("bad_json", `not a JSON object: ${reason.slice(0, 80)}`);
+    throw new ProtocolError("bad_json", `not a JSON object: ${errorMessage(error).slice(0, 80)}`);
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new ProtocolError("bad_json", `not a JSON object, got ${quote(parsed)}`);
