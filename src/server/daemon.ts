@@ -50,11 +50,7 @@ import {
   listAll,
 } from "../store/lease_store.ts";
 import { errorMessage } from "../util/errors.ts";
-
 import { BatchReceiver, type Carried } from "./receiver.ts";
-
-export { SERVER_OWNER } from "./decide.ts";
-export { MAX_BATCH, SPIN_MICROSECONDS } from "./receiver.ts";
 
 /** With a store shared with other servers, rebuild the allocation this often. */
 export const RESYNC_INTERVAL_MS = 5000;
@@ -112,7 +108,7 @@ export interface DaemonStats {
  * lease marks its table taken; `onOutside` hears of bound leases no pool
  * or reservation holds.
  */
-export async function loadAllocation(
+async function loadAllocation(
   config: ServerConfig,
   store: LeaseStore,
   onOutside?: (family: AddrFamily, table: number) => void,
