@@ -199,17 +199,17 @@ Deno.test("an invalid config exits non-zero with a message naming the key and th
 });
 
 Deno.test("bad arguments print usage on stderr; --help and --version print to stdout", async () => {
-  const none = await runServer([]);
-  assertEquals(none.code, 2);
-  assertMatch(none.stderr, /-c CONFIG is required[\s\S]*Usage:/);
-  const unknown = await runServer(["--bogus"]);
-  assertEquals(unknown.code, 2);
-  assertMatch(unknown.stderr, /bogus/);
-  const help = await runServer(["--help"]);
-  assertEquals(help.code, 0);
-  assertMatch(help.stdout, /Usage: table-allocator-server -c CONFIG/);
-  const version = await runServer(["--version"]);
-  assertMatch(version.stdout, /^table-allocator-server \d+\.\d+\.\d+/);
+  const cases: Array<[string[], number, "stdout" | "stderr", RegExp]> = [
+    [[], 2, "stderr", /-c CONFIG is required[\s\S]*Usage:/],
+    [["--bogus"], 2, "stderr", /bogus/],
+    [["--help"], 0, "stdout", /Usage: table-allocator-server -c CONFIG/],
+    [["--version"], 0, "stdout", /^table-allocator-server \d+\.\d+\.\d+/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => runServer(args)));
+  cases.forEach(([args, code, stream, text], i) => {
+    assertEquals(results[i].code, code, `server ${args.join(" ")}`);
+    assertMatch(results[i][stream], text);
+  });
 });
 
 Deno.test("a second server on the same database or socket fails with a clear error", async () => {
