@@ -52,9 +52,8 @@ import {
   stateFilter,
 } from "./core.ts";
 import { ExpiryNotifier, ExpiryTimer } from "./expiry.ts";
-import { errorMessage } from "../util/errors.ts";
-
 import { ensureSchema, prepareStatements, type Statements } from "./sqlite_schema.ts";
+import { errorMessage } from "../util/errors.ts";
 
 export { DEFAULT_HISTORY_RETENTION_MS } from "./core.ts";
 export { SCHEMA_VERSION } from "./sqlite_schema.ts";
