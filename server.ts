@@ -81,6 +81,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`${PROGRAM}: ${errorMessage(error)}`);
     return 1;
   }
+  for (const warning of config.warnings) logger.warn(warning, { config: values.config });
 
   let store: LeaseStore;
   try {

@@ -8,6 +8,7 @@
 
 import { stripJsonComments } from "./jsonc.ts";
 import { ConfigError } from "./config_error.ts";
+import { unknownKeyWarnings } from "./unknown_keys.ts";
 import {
   MAX_NUM_TABLES,
   MAX_SOCKET_PATH,
@@ -87,6 +88,12 @@ export interface ServerConfig {
   doSyslog: boolean;
   /** Append log lines to this file instead of stderr. */
   logPath: string | undefined;
+  /**
+   * What was ignored, one message per unknown key of the original's objects
+   * (the top level and `addr_families`), as the original ignored them; the
+   * server logs each at start.
+   */
+  warnings: string[];
 }
 
 const KEYS = [
@@ -145,7 +152,7 @@ function boolean(obj: Record<string, unknown>, key: string, fallback: boolean): 
   return value;
 }
 
-function families(value: unknown): FamilyFlags {
+function families(value: unknown, warnings: string[]): FamilyFlags {
   const key = "addr_families";
   if (value === undefined) {
     throw new ConfigError(
@@ -160,14 +167,7 @@ function families(value: unknown): FamilyFlags {
     );
   }
   const obj = value as Record<string, unknown>;
-  for (const k of Object.keys(obj)) {
-    if (!(FAMILY_KEYS as readonly string[]).includes(k)) {
-      throw new ConfigError(
-        `"${key}.${k}" is not a known family; use "inet", "inet6" or "unspec"`,
-        `${key}.${k}`,
-      );
-    }
-  }
+  warnings.push(...unknownKeyWarnings(obj, FAMILY_KEYS, `${key}.`));
   const flags = {
     inet: boolean(obj, "inet", false),
     inet6: boolean(obj, "inet6", false),
@@ -271,17 +271,16 @@ export function enabledFamilies(flags: FamilyFlags): AddrFamily[] {
     .map((name) => FAMILY_BY_NAME[name]);
 }
 
-/** Validates a parsed config object. Throws {@link ConfigError}. */
+/**
+ * Validates a parsed config object. Throws {@link ConfigError}; unknown keys
+ * of the original's objects are not errors but {@link ServerConfig.warnings}.
+ */
 export function validateConfig(raw: unknown): ServerConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`the config must be a JSON object, got ${show(raw)}`);
   }
   const obj = raw as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    if (!(KEYS as readonly string[]).includes(key)) {
-      throw new ConfigError(`"${key}" is not a known key; known keys: ${KEYS.join(", ")}`, key);
-    }
-  }
+  const warnings = unknownKeyWarnings(obj, KEYS);
   const socketPath = text(obj, "socket_path", MAX_SOCKET_PATH);
   if (socketPath.includes("\0")) {
     throw new ConfigError(`"socket_path" must not contain NUL`, "socket_path");
@@ -293,7 +292,7 @@ export function validateConfig(raw: unknown): ServerConfig {
   const tableTimeout = integer(obj, "table_timeout", 1, MAX_TABLE_TIMEOUT);
   const store = storeConfig(obj);
   const dbPath = store.kind === "sqlite" ? store.path : undefined;
-  const addrFamilies = families(obj.addr_families);
+  const addrFamilies = families(obj.addr_families, warnings);
   const enabled = enabledFamilies(addrFamilies);
   const pools = parsePools(obj, enabled, shorthand);
   const reservations = parseReservations(obj, enabled);
@@ -309,6 +308,7 @@ export function validateConfig(raw: unknown): ServerConfig {
     addrFamilies,
     doSyslog,
     logPath,
+    warnings,
   };
 }
 
