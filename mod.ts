@@ -52,7 +52,14 @@ export {
 } from "./src/store/sqlite_store.ts";
 // The PostgreSQL backend loads its npm driver: openStore() imports it only when
 // a config asks for it; the class itself is in src/store/postgres_store.ts.
-export { openStore } from "./src/store/open_store.ts";
+export { openStore, type OpenStoreOptions } from "./src/store/open_store.ts";
+// Opening the original C server's SQLite file imports its leases once.
+export type {
+  CImportOptions,
+  CRow,
+  ImportReport,
+  SkippedRow,
+} from "./src/store/c_database_import.ts";
 export type { PostgresLeaseStore } from "./src/store/postgres_store.ts";
 export { DoubleFreeError, PoolExhaustedError, TablePool } from "./src/allocator/table_pool.ts";
 export { AddrFamily, familyName } from "./src/net/family.ts";

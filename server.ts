@@ -14,7 +14,9 @@ import { ErrnoError } from "./ffi/libc.ts";
 import { Logger } from "./src/log/logger.ts";
 import { MAX_REQUEST_BYTES } from "./src/protocol/v1.ts";
 import { Daemon } from "./src/server/daemon.ts";
+import { SERVER_OWNER } from "./src/server/decide.ts";
 import { notifySystemd } from "./src/server/notify.ts";
+import type { ImportReport } from "./src/store/c_database_import.ts";
 import type { LeaseStore } from "./src/store/lease_store.ts";
 import { openStore } from "./src/store/open_store.ts";
 import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
@@ -33,6 +35,28 @@ Options:
   -h, --help           print this help and exit
   -V, --version        print the version and exit
 `;
+
+/** Most skipped rows of an import logged one by one. */
+const MAX_SKIPPED_LOGGED = 10;
+
+/** Logs what the import of the original's database did. */
+function logImport(logger: Logger, report: ImportReport): void {
+  logger.info("imported the leases of the original server's database", {
+    rows: report.rows,
+    imported: report.imported,
+    kept: report.kept,
+    renewed: report.renewed,
+    skipped: report.skipped.length,
+  });
+  for (const { reason } of report.skipped.slice(0, MAX_SKIPPED_LOGGED)) {
+    logger.warn("row of RtTables not imported (it stays in RtTables)", { reason });
+  }
+  if (report.skipped.length > MAX_SKIPPED_LOGGED) {
+    logger.warn("more rows of RtTables not imported", {
+      count: report.skipped.length - MAX_SKIPPED_LOGGED,
+    });
+  }
+}
 
 /** Runs the server with command-line `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -85,7 +109,13 @@ export async function main(args: string[]): Promise<number> {
 
   let store: LeaseStore;
   try {
-    store = await openStore(config.store);
+    store = await openStore(config.store, {
+      cImport: {
+        tableTimeout: config.tableTimeout,
+        owner: SERVER_OWNER,
+        onImported: (report) => logImport(logger, report),
+      },
+    });
   } catch (error) {
     logger.error(errorMessage(error));
     logger.close();

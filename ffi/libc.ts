@@ -164,6 +164,8 @@ export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
 /** `clock_gettime` clock used by the original for `lease_expires`. */
 export const CLOCK_MONOTONIC_RAW = 4;
+/** `clock_gettime` clock: time since boot, suspend included. */
+export const CLOCK_BOOTTIME = 7;
 
 /** socket(2). */
 export function socket(domain: number, type: number, protocol: number): number {

@@ -26,6 +26,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { AddrFamily } from "../net/family.ts";
+import { type CImportOptions, importCDatabase, lastWrittenMs } from "./c_database_import.ts";
 import {
   ConcurrencyError,
   type ExpiryListener,
@@ -64,6 +65,8 @@ export interface SqliteStoreOptions {
   now?: () => number;
   /** How long `released` and `expired` leases are kept (default 7 days). */
   historyRetentionMs?: number;
+  /** Import the original C server's leases when the file holds them (see c_database_import.ts). */
+  cImport?: CImportOptions;
 }
 
 interface Pending {
@@ -148,6 +151,8 @@ export class SqliteLeaseStore implements LeaseStore {
           );
         }
       }
+      // Read before opening: switching to WAL writes the file.
+      const writtenAt = options.cImport ? lastWrittenMs(path) : 0;
       db = new DatabaseSync(path);
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = FULL");
@@ -156,7 +161,10 @@ export class SqliteLeaseStore implements LeaseStore {
       db.exec("PRAGMA busy_timeout = 0");
       db.exec("BEGIN IMMEDIATE");
       ensureSchema(db);
+      const imported = options.cImport &&
+        importCDatabase(db, writtenAt, (options.now ?? Date.now)(), options.cImport);
       db.exec("COMMIT");
+      if (imported) options.cImport?.onImported?.(imported);
       return new SqliteLeaseStore(db, path, lock, options);
     } catch (error) {
       try {
