@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages table-allocator needs at run time and in its
 # tests, when they are missing: libmnl0 (the client's netlink library),
-# iproute2 (`ip netns` in the end-to-end tests) and PostgreSQL (the shared
+# iproute2 (`ip netns` in the end-to-end tests), PostgreSQL (the shared
 # store's tests: initdb and pg_ctl of a throwaway server; the package's own
-# cluster is not used). Needs root; does nothing when everything is present.
+# cluster is not used), the real callers of the hook scripts (dhclient with
+# dnsmasq as the DHCP server, ifupdown), and what `make deb` and its test
+# use (dpkg-dev, lintian, systemd-analyze of systemd, man-db).
+# Needs root; does nothing when everything is present.
 set -euo pipefail
-packages=(libmnl0 iproute2 procps postgresql)
+packages=(libmnl0 iproute2 procps postgresql isc-dhcp-client dnsmasq-base ifupdown
+  dpkg-dev lintian systemd man-db)
 if [ -n "${TA_EXTRA_PACKAGES:-}" ]; then read -r -a extra <<<"$TA_EXTRA_PACKAGES"; packages+=("${extra[@]}"); fi
 missing=()
 for p in "${packages[@]}"; do
@@ -18,5 +22,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Other jobs on the machine may hold dpkg's lock for a while: wait for it.
+apt-get update -qq -o DPkg::Lock::Timeout=600
+apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null

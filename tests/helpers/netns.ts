@@ -55,13 +55,9 @@ function cmdline(pid: number): string {
   }
 }
 
-/**
- * Creates a namespace with loopback up and a veth pair `veth0`/`veth1`,
- * both up, `veth0` holding {@link NETNS_ADDRESSES}' IPv4 and IPv6 address.
- */
-export async function createNetns(): Promise<Netns> {
+/** Creates an empty namespace with a random name, loopback up, and its handle. */
+async function addNetns(): Promise<Netns> {
   const name = `ta${crypto.randomUUID().replaceAll("-", "").slice(0, 6)}`;
-  const a = NETNS_ADDRESSES;
   if (!IS_ROOT) throw new Error("createNetns() needs root");
   await runOk(["ip", "netns", "add", name]);
   const pids = async () =>
@@ -97,6 +93,21 @@ export async function createNetns(): Promise<Netns> {
   };
   try {
     await netns.ip("link", "set", "lo", "up");
+  } catch (error) {
+    await netns[Symbol.asyncDispose]();
+    throw error;
+  }
+  return netns;
+}
+
+/**
+ * Creates a namespace with loopback up and a veth pair `veth0`/`veth1`,
+ * both up, `veth0` holding {@link NETNS_ADDRESSES}' IPv4 and IPv6 address.
+ */
+export async function createNetns(): Promise<Netns> {
+  const a = NETNS_ADDRESSES;
+  const netns = await addNetns();
+  try {
     await netns.ip("link", "add", a.ifname, "type", "veth", "peer", "name", a.peer);
     await netns.ip("link", "set", a.ifname, "up");
     await netns.ip("link", "set", a.peer, "up");
@@ -107,6 +118,35 @@ export async function createNetns(): Promise<Netns> {
     throw error;
   }
   return netns;
+}
+
+/**
+ * Moves the peer end (`veth1`) of a {@link createNetns} namespace into a
+ * namespace of its own, up, with `addresses` (e.g. `192.0.2.1/24`): the
+ * other host of the link, for a DHCP server or a router.
+ */
+export async function createPeerNetns(ns: Netns, ...addresses: string[]): Promise<Netns> {
+  const peer = await addNetns();
+  try {
+    await ns.ip("link", "set", NETNS_ADDRESSES.peer, "netns", peer.name);
+    await peer.ip("link", "set", NETNS_ADDRESSES.peer, "up");
+    for (const address of addresses) {
+      const v6 = address.includes(":");
+      await peer.ip(
+        ...(v6 ? ["-6"] : ["-4"]),
+        "addr",
+        "add",
+        address,
+        "dev",
+        NETNS_ADDRESSES.peer,
+        ...(v6 ? ["nodad"] : []),
+      );
+    }
+  } catch (error) {
+    await peer[Symbol.asyncDispose]();
+    throw error;
+  }
+  return peer;
 }
 
 /** Path of client.ts, for running the client as a command. */
