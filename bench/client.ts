@@ -32,6 +32,7 @@ async function timedRun(prefix: string[], args: string[]) {
     stdin: "null",
     stdout: "piped",
     stderr: "null",
+    env: { DENO_NO_UPDATE_CHECK: "1" },
   }).spawn();
   let text = "";
   let firstLine = NaN;
@@ -76,6 +77,7 @@ async function denoStartup(): Promise<number> {
         stdin: "null",
         stdout: "null",
         stderr: "null",
+        env: { DENO_NO_UPDATE_CHECK: "1" },
       }).output();
       if (!out.success) throw new Error("deno run of an empty script failed");
       times.push(performance.now() - started);
@@ -120,6 +122,7 @@ export async function benchClient(): Promise<Array<{ metric: string; value: stri
       stdin: "null",
       stdout: "null",
       stderr: "null",
+      env: { DENO_NO_UPDATE_CHECK: "1" },
     }).output();
     if (!release.success) throw new Error("client -r failed");
   }

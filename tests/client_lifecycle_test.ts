@@ -34,6 +34,7 @@ async function runClient(args: string[]) {
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1" },
   }).output();
   const decoder = new TextDecoder();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };

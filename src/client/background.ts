@@ -17,6 +17,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setCloseOnExec } from "../../ffi/libc.ts";
 import { type ClientOptions, formatClientArgs } from "./options.ts";
@@ -72,22 +73,37 @@ export function decodeHandover(text: string): Handover {
   };
 }
 
+/** This process's command line, from /proc (empty when it cannot be read). */
+function ownCommandLine(): string[] {
+  try {
+    return Deno.readTextFileSync("/proc/self/cmdline").split("\0").slice(0, -1);
+  } catch {
+    return [];
+  }
+}
+
 /**
  * The command that runs this program again with `args`: the executable
  * itself for a `deno compile` binary (`Deno.build.standalone`), else the
- * Deno executable with `run -A` and the entry module.
+ * Deno executable with the entry module. Under `deno run` the runtime's
+ * flags are those this process got (`commandLine`, /proc/self/cmdline), so
+ * that a packaged launcher's `--cached-only` and `--config` hold for the
+ * copy too; when the module is not found there (the entry was imported),
+ * `run --allow-all`.
  */
 export function selfCommand(
   entryModule: string,
   args: string[],
   standalone = Deno.build.standalone,
+  commandLine = ownCommandLine(),
 ): { command: string; args: string[] } {
   if (standalone) return { command: Deno.execPath(), args };
   const module = entryModule.startsWith("file:") ? fileURLToPath(entryModule) : entryModule;
-  return {
-    command: Deno.execPath(),
-    args: ["run", "--allow-all", "--no-prompt", "--quiet", module, ...args],
-  };
+  const at = commandLine.findIndex((arg, i) => i > 1 && resolve(arg) === module);
+  const flags = commandLine[1] === "run" && at > 1
+    ? commandLine.slice(1, at)
+    : ["run", "--allow-all", "--no-prompt", "--quiet"];
+  return { command: Deno.execPath(), args: [...flags, module, ...args] };
 }
 
 /** How a hand-over ended. */
@@ -111,7 +127,8 @@ export async function startBackground(
   try {
     child = new Deno.Command(command, {
       args,
-      env: { [HANDOVER_ENV]: encodeHandover(handover) },
+      // Deno must not look for updates over the network.
+      env: { [HANDOVER_ENV]: encodeHandover(handover), DENO_NO_UPDATE_CHECK: "1" },
       stdin: "null",
       stdout: "piped",
       stderr: "null",

@@ -72,7 +72,7 @@ async function addNetns(): Promise<Netns> {
         stdin: "null",
         stdout: "piped",
         stderr: "piped",
-        env: options?.env,
+        env: { DENO_NO_UPDATE_CHECK: "1", ...options?.env },
       }).spawn(),
     pids,
     pidsOf: async (text) => (await pids()).filter((pid) => cmdline(pid).includes(text)),
