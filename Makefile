@@ -6,6 +6,12 @@ DENO := tools/node_modules/.bin/deno
 # tarball's: a stamp file records when the install really happened.
 DENO_STAMP := tools/node_modules/.installed
 DIST := dist
+# The one version string, for the package and the --version checks.
+VERSION := $(shell sed -n 's/^export const VERSION = "\(.*\)";$$/\1/p' src/version.ts)
+
+# Every Deno started from here (tasks, tests, their children) must not look
+# for Deno updates over the network; deno.json tasks cannot set it.
+export DENO_NO_UPDATE_CHECK := 1
 
 .PHONY: run test check unit bench dist deps fmt clean
 
@@ -42,12 +48,9 @@ test: deps $(DENO_STAMP) check
 bench: deps $(DENO_STAMP)
 	$(DENO) task bench
 
-## dist: single binaries with deno compile (downloads denort, or set DENORT_BIN)
+## dist: single binaries with deno compile (downloads denort, or set DENORT_BIN), checked
 dist: $(DENO_STAMP)
-	mkdir -p $(DIST)
-	$(DENO) compile --allow-all --output $(DIST)/table-allocator-server server.ts
-	$(DENO) compile --allow-all --output $(DIST)/table-allocator-client client.ts
-	$(DENO) compile --allow-all --output $(DIST)/table-allocator-ctl ctl.ts
+	DENO=$(DENO) VERSION=$(VERSION) ./tools/dist.sh $(DIST)
 
 fmt: $(DENO_STAMP)
 	$(DENO) fmt

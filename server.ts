@@ -1,5 +1,5 @@
 /**
- * table-allocator-server: hands out routing tables as leases over an
+ * table_allocator_server: hands out routing tables as leases over an
  * abstract unix datagram socket, a drop-in replacement for the original
  * table_allocator_server.
  *
@@ -23,7 +23,7 @@ import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
 import { VERSION } from "./src/version.ts";
 import { errorMessage } from "./src/util/errors.ts";
 
-const PROGRAM = "table-allocator-server";
+const PROGRAM = "table_allocator_server";
 
 const USAGE = `Usage: ${PROGRAM} -c CONFIG
 

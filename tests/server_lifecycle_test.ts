@@ -202,8 +202,8 @@ Deno.test("bad arguments print usage on stderr; --help and --version print to st
   const cases: Array<[string[], number, "stdout" | "stderr", RegExp]> = [
     [[], 2, "stderr", /-c CONFIG is required[\s\S]*Usage:/],
     [["--bogus"], 2, "stderr", /bogus/],
-    [["--help"], 0, "stdout", /Usage: table-allocator-server -c CONFIG/],
-    [["--version"], 0, "stdout", /^table-allocator-server \d+\.\d+\.\d+/],
+    [["--help"], 0, "stdout", /Usage: table_allocator_server -c CONFIG/],
+    [["--version"], 0, "stdout", /^table_allocator_server \d+\.\d+\.\d+/],
   ];
   const results = await Promise.all(cases.map(([args]) => runServer(args)));
   cases.forEach(([args, code, stream, text], i) => {
@@ -297,7 +297,7 @@ Deno.test({
       // <30> = facility daemon (3) * 8 + severity info (6); the ident carries the pid.
       assertMatch(
         await waitForLine(/ ready /),
-        /^<30>.*table-allocator-server\[\d+\]: ready version=/,
+        /^<30>.*table_allocator_server\[\d+\]: ready version=/,
       );
       assertMatch(
         await waitForLine(/granted/),
