@@ -8,12 +8,13 @@ DENO_STAMP := tools/node_modules/.installed
 DIST := dist
 # The one version string, for the package and the --version checks.
 VERSION := $(shell sed -n 's/^export const VERSION = "\(.*\)";$$/\1/p' src/version.ts)
+ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 
 # Every Deno started from here (tasks, tests, their children) must not look
 # for Deno updates over the network; deno.json tasks cannot set it.
 export DENO_NO_UPDATE_CHECK := 1
 
-.PHONY: run test check unit bench dist deps fmt clean
+.PHONY: run test check unit bench dist deb deps fmt clean
 
 # `npm install`, not `npm ci`: the lock file lists only the platform package
 # of the machine that wrote it; the version is pinned exactly in package.json.
@@ -51,6 +52,10 @@ bench: deps $(DENO_STAMP)
 ## dist: single binaries with deno compile (downloads denort, or set DENORT_BIN), checked
 dist: $(DENO_STAMP)
 	DENO=$(DENO) VERSION=$(VERSION) ./tools/dist.sh $(DIST)
+
+## deb: dist/table-allocator_<version>_<arch>.deb, built offline (see docs/packaging.md)
+deb: $(DENO_STAMP)
+	DENO=$(DENO) VERSION=$(VERSION) ARCH=$(ARCH) ./tools/build-deb.sh $(DIST)
 
 fmt: $(DENO_STAMP)
 	$(DENO) fmt

@@ -110,3 +110,18 @@ done
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("the hook scripts and maintainer scripts are valid POSIX shell (dash -n)", async () => {
+  const scripts = [
+    ...[...Deno.readDirSync(`${TOP}packaging/hooks`)].filter((e) => e.name !== "README.md")
+      .map((e) => `packaging/hooks/${e.name}`),
+    "packaging/debian/postinst",
+    "packaging/debian/prerm",
+    "packaging/debian/postrm",
+    "packaging/launcher.in",
+  ];
+  for (const script of scripts) {
+    const result = await run("sh", ["-n", script]);
+    assertEquals(result.code, 0, `${script}: ${result.stderr}`);
+  }
+});

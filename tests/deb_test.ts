@@ -1,0 +1,320 @@
+/**
+ * End-to-end: the .deb. `make deb`, lintian, `dpkg -i` into this very
+ * system (twice: install and reinstall), the installed launchers started
+ * with no network and no module cache, the installed server (as its user,
+ * the way its unit runs it) and client end to end in a network namespace,
+ * then `dpkg -P`, which must leave nothing behind. Idempotent: a package
+ * left by an interrupted run is purged first, and always at the end.
+ *
+ * @module
+ */
+
+import { fileURLToPath } from "node:url";
+import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
+import { createNetns, IS_ROOT, type Netns, ROOT_SKIP_REASON, waitFor } from "./helpers/netns.ts";
+import { stripJsonComments } from "../config/jsonc.ts";
+import { VERSION } from "../src/version.ts";
+
+const TOP = fileURLToPath(new URL("..", import.meta.url));
+const decoder = new TextDecoder();
+const CACHE = "/var/cache/table-allocator/deno";
+const PROGRAMS = [
+  "/usr/sbin/table_allocator_server",
+  "/usr/sbin/table_allocator_client",
+  "/usr/bin/table-allocator-ctl",
+];
+
+const exists = (path: string) => {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const SKIP = !IS_ROOT || !exists("/usr/bin/dpkg-deb") || !exists("/usr/bin/lintian");
+if (SKIP) {
+  console.warn(
+    `deb_test.ts skipped: ${
+      IS_ROOT ? "dpkg-deb or lintian missing (make deps)" : ROOT_SKIP_REASON
+    }`,
+  );
+}
+
+async function run(command: string, args: string[], options: { cwd?: string } = {}) {
+  const out = await new Deno.Command(command, {
+    args,
+    cwd: options.cwd ?? TOP,
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+    stdin: "null",
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** dpkg, waiting while another job (apt-get of a test's `make deps`) holds its lock. */
+async function dpkg(...args: string[]) {
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    const result = await run("dpkg", args);
+    if (result.code === 0 || !/lock/i.test(result.stderr) || Date.now() > deadline) return result;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+async function purge() {
+  const result = await dpkg("--purge", "table-allocator");
+  assertEquals(result.code, 0, result.stderr);
+}
+
+/** Kills every process of the namespace (the server, background clients) and waits. */
+async function stopAll(ns: Netns) {
+  for (const pid of await ns.pids()) {
+    try {
+      Deno.kill(pid, "SIGTERM");
+    } catch { /* gone */ }
+  }
+  await waitFor("the namespace's processes end", async () => (await ns.pids()).length === 0);
+}
+
+Deno.test({
+  name:
+    "make deb builds a lintian-clean package; installed, its server and client work offline in a namespace; purge removes it all",
+  ignore: SKIP,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dist = await Deno.makeTempDir({ prefix: "ta-deb-" });
+    try {
+      const built = await run("make", ["-s", "deb", `DIST=${dist}`]);
+      assertEquals(built.code, 0, built.stderr);
+      const arch = (await run("dpkg", ["--print-architecture"])).stdout.trim();
+      const deb = `${dist}/table-allocator_${VERSION}_${arch}.deb`;
+      assert(exists(deb), `${deb} built: ${built.stderr}`);
+
+      const lint = await run("lintian", ["--fail-on", "error,warning", "--pedantic", deb]);
+      console.log(`lintian:\n${lint.stdout}${lint.stderr}`);
+      assertEquals(lint.code, 0, `lintian found errors or warnings:\n${lint.stdout}`);
+
+      await purge();
+      try {
+        const installed = await dpkg("-i", deb);
+        assertEquals(installed.code, 0, installed.stderr);
+        // Reinstalling runs postinst as an upgrade does.
+        const again = await dpkg("-i", deb);
+        assertEquals(again.code, 0, again.stderr);
+        await checkInstalled();
+        await checkOffline();
+        await checkEndToEnd();
+      } finally {
+        await purge();
+      }
+      for (
+        const path of [
+          ...PROGRAMS,
+          "/usr/lib/table-allocator",
+          "/etc/table-allocator",
+          "/etc/default/table-allocator",
+          "/etc/dhcp/dhclient-enter-hooks.d/table-allocator",
+          "/var/lib/table-allocator",
+          "/var/cache/table-allocator",
+          "/etc/systemd/system/multi-user.target.wants/table-allocator-server.service",
+        ]
+      ) {
+        assert(!exists(path), `purge removed ${path}`);
+      }
+    } finally {
+      await Deno.remove(dist, { recursive: true });
+    }
+  },
+});
+
+/** What dpkg put where: version, conffiles, user, enabled unit, hooks, man pages. */
+async function checkInstalled() {
+  const status = await run("dpkg-query", ["-W", "-f=${Version} ${Conffiles}", "table-allocator"]);
+  assertMatch(status.stdout, new RegExp(`^${VERSION.replaceAll(".", "\\.")} `));
+  for (
+    const conffile of [
+      "/etc/table-allocator/server.json",
+      "/etc/default/table-allocator",
+      "/etc/dhcp/dhclient-enter-hooks.d/table-allocator",
+      "/etc/dhcp/dhclient-exit-hooks.d/table-allocator",
+      "/etc/network/if-up.d/table-allocator",
+      "/etc/network/if-down.d/table-allocator",
+    ]
+  ) {
+    assert(status.stdout.includes(` ${conffile} `), `${conffile} is a conffile`);
+  }
+  assertMatch(
+    (await run("getent", ["passwd", "table-allocator"])).stdout,
+    /:\/usr\/sbin\/nologin$/m,
+  );
+  const state = Deno.statSync("/var/lib/table-allocator");
+  assertEquals(state.mode! & 0o777, 0o700);
+  assertEquals(
+    Deno.readLinkSync("/etc/systemd/system/multi-user.target.wants/table-allocator-server.service"),
+    "/lib/systemd/system/table-allocator-server.service",
+    "the unit is enabled",
+  );
+  const same = async (installed: string, source: string) =>
+    assertEquals((await run("cmp", [installed, `${TOP}${source}`])).code, 0, installed);
+  await same(
+    "/lib/systemd/system/table-allocator-server.service",
+    "packaging/table-allocator-server.service",
+  );
+  await same("/etc/table-allocator/server.json", "config/production.json");
+  await same("/etc/default/table-allocator", "packaging/table-allocator.default");
+  await same(
+    "/etc/dhcp/dhclient-exit-hooks.d/table-allocator",
+    "packaging/hooks/dhclient-exit-hook",
+  );
+  await same(
+    "/usr/lib/networkd-dispatcher/no-carrier.d/50-table-allocator",
+    "packaging/hooks/networkd-dispatcher",
+  );
+  await same(
+    "/usr/lib/NetworkManager/dispatcher.d/pre-down.d/50-table-allocator",
+    "packaging/hooks/networkmanager-dispatcher",
+  );
+  const manuals = await run("man", [
+    "-w",
+    "table_allocator_server",
+    "table_allocator_client",
+    "table-allocator-ctl",
+    "5",
+    "table-allocator.json",
+  ]);
+  assertEquals(manuals.code, 0, manuals.stderr);
+  // systemd's own check of the installed unit: its program and its man pages exist.
+  const verify = await run("systemd-analyze", [
+    "verify",
+    "/lib/systemd/system/table-allocator-server.service",
+  ]);
+  assert(!/table-allocator-server\.service:/.test(verify.stderr), verify.stderr);
+}
+
+/** The launchers with no network, no HOME, an empty environment; the shipped cache is used. */
+async function checkOffline() {
+  await using ns = await createNetns();
+  await ns.ip("link", "set", "lo", "down");
+  const version = async (program: string) => {
+    const result = await ns.run(["/usr/bin/env", "-i", "HOME=/nonexistent", program, "--version"]);
+    assertEquals(result.code, 0, `${program}: ${result.stderr}`);
+    assertMatch(result.stdout, new RegExp(`^\\S+ ${VERSION.replaceAll(".", "\\.")}( |$)`, "m"));
+    assertEquals(result.stderr, "", `${program} printed nothing else`);
+  };
+  const stamp = Date.now() - 1000;
+  for (const program of PROGRAMS) await version(program);
+  // Nothing had to be transpiled: the cache the package prepared was used.
+  const fresh = (await run("find", [`${CACHE}/gen`, "-type", "f", "-newermt", `@${stamp / 1000}`]))
+    .stdout.trim();
+  assertEquals(fresh, "", "no module transpiled at run time");
+  // Without any module cache, still nothing to fetch: they start from the package alone.
+  await Deno.remove(CACHE, { recursive: true });
+  for (const program of PROGRAMS) await version(program);
+  // The PostgreSQL driver (npm) loads from the package too: the server gets
+  // as far as connecting (nothing listens in the namespace).
+  const dir = await Deno.makeTempDir({ prefix: "ta-deb-pg-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/pg.json`,
+      JSON.stringify({
+        socket_path: "tas_pg",
+        table_offset: 10000,
+        num_tables: 4,
+        table_timeout: 60,
+        addr_families: { inet: true },
+        store: { kind: "postgres", url: "postgres://nobody@127.0.0.1:9/none" },
+      }),
+    );
+    await ns.ip("link", "set", "lo", "up");
+    const pg = await ns.run(["/usr/sbin/table_allocator_server", "-c", `${dir}/pg.json`]);
+    assertEquals(pg.code, 1);
+    assertMatch(pg.stderr, /Cannot open PostgreSQL at 127\.0\.0\.1:9/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * The installed server, as its unit runs it (user table-allocator, no
+ * capabilities, no new privileges, umask 077, in /), with the shipped config
+ * but its log on stderr (no syslog daemon here, and another test may stand
+ * in for one on /dev/log), and the installed client and ctl, in a network
+ * namespace.
+ */
+async function checkEndToEnd() {
+  await using ns = await createNetns();
+  const dir = await Deno.makeTempDir({ prefix: "ta-deb-e2e-" });
+  try {
+    await Deno.chmod(dir, 0o755);
+    const shipped = JSON.parse(
+      stripJsonComments(Deno.readTextFileSync("/etc/table-allocator/server.json")),
+    );
+    await Deno.writeTextFile(
+      `${dir}/server.json`,
+      JSON.stringify({ ...shipped, do_syslog: false }),
+      { mode: 0o644 },
+    );
+    const server = ns.spawn([
+      "setpriv",
+      "--reuid=table-allocator",
+      "--regid=table-allocator",
+      "--clear-groups",
+      "--no-new-privs",
+      "--inh-caps=-all",
+      "--bounding-set=-all",
+      "sh",
+      "-c",
+      `cd / && umask 077 && exec /usr/sbin/table_allocator_server -c ${dir}/server.json`,
+    ]);
+    server.stdout.cancel();
+    let log = "";
+    const pump = (async () => {
+      for await (const chunk of server.stderr.pipeThrough(new TextDecoderStream())) log += chunk;
+    })();
+    await waitFor(
+      "the server is ready",
+      () => / INFO ready .*socket=@tas_socket /.test(log),
+      15_000,
+    );
+
+    const client = ["/usr/sbin/table_allocator_client", "-4", "-a", "192.0.2.10", "-i", "veth0"];
+    const got = await ns.run([...client, "-n", "24", "-d", "tas_socket"]);
+    assertEquals(got.code, 0, got.stderr);
+    assertEquals(got.stdout, "10000\n");
+    assertMatch(await ns.ip("-4", "rule", "show"), /from 192\.0\.2\.10 lookup 10000/);
+    // The background client runs as the launcher started the first one.
+    const [pid] = await ns.pidsOf("/usr/lib/table-allocator/app/client.ts");
+    assert(pid, "a background client");
+    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+    assert(cmdline.includes("--cached-only"), cmdline.join(" "));
+    assertEquals(Deno.readLinkSync(`/proc/${pid}/exe`), "/usr/lib/table-allocator/deno");
+
+    const status = await ns.run(["/usr/bin/table-allocator-ctl", "status"]);
+    assertEquals(status.code, 0, status.stderr);
+    assertMatch(status.stdout, new RegExp(`^version +${VERSION.replaceAll(".", "\\.")}$`, "m"));
+    const leases = await ns.run(["/usr/bin/table-allocator-ctl", "leases"]);
+    assertMatch(leases.stdout, /inet\s+veth0\s+192\.0\.2\.10\s+10000\s+bound/);
+    // The database is the server user's alone.
+    const db = Deno.statSync("/var/lib/table-allocator/leases.db");
+    assertEquals(db.mode! & 0o777, 0o600);
+    assertEquals(
+      db.uid,
+      Number((await run("id", ["-u", "table-allocator"])).stdout.trim()),
+    );
+
+    const released = await ns.run([...client, "-r", "-d", "tas_socket"]);
+    assertEquals(released.code, 0, released.stderr);
+    assert(!(await ns.ip("-4", "rule", "show")).includes("lookup 10000"));
+    const after = await ns.run(["/usr/bin/table-allocator-ctl", "leases", "--state", "bound"]);
+    assert(!after.stdout.includes("192.0.2.10"), after.stdout);
+
+    server.kill("SIGTERM");
+    assertEquals((await server.status).code, 0, "a clean stop on SIGTERM");
+    await pump;
+    assertMatch(log, / INFO stopped /);
+  } finally {
+    await stopAll(ns);
+    await Deno.remove(dir, { recursive: true });
+  }
+}
