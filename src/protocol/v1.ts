@@ -9,6 +9,7 @@
  * @module
  */
 
+import { MAX_TABLE, RESERVED_TABLES } from "../../config/limits.ts";
 import { formatIP, parseIP } from "../net/ip.ts";
 import { AddrFamily, isAddrFamily } from "../net/family.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -26,6 +27,12 @@ export const Command = {
   REPLY: 2,
   /** Our addition: the server's answer when it cannot serve a request. */
   ERROR: 3,
+  /**
+   * Our addition: a notice from the server to a holder, sent to the
+   * identity's name (an admin released its lease). C clients read any
+   * `cmd` other than 2 as "retry later", so they ignore it.
+   */
+  NOTICE: 4,
 } as const;
 
 /**
@@ -245,15 +252,83 @@ export function encodeError(code: ErrorCode, message: string): Uint8Array<ArrayB
   }
 }
 
+/** Kinds of notice a server sends; only `revoked` exists in v1. */
+export type NoticeKind = "revoked";
+
+/**
+ * A notice from the server about one lease: `revoked` says that an admin
+ * released it, so the holder must remove the rules of `table` and confirm
+ * with a normal release (`cmd` 1), which the server waits for before it
+ * gives the table to anyone else.
+ */
+export interface Notice {
+  notice: NoticeKind;
+  table: number;
+  identity: Identity;
+}
+
+/**
+ * Encodes a notice:
+ * `{"version":1,"cmd":4,"notice":"revoked","table":T,"addr_family":F,"ifname":"...","address":"..."}`.
+ */
+export function encodeNotice(notice: Notice): Uint8Array<ArrayBuffer> {
+  const { identity } = notice;
+  return encoder.encode(JSON.stringify({
+    version: PROTOCOL_VERSION,
+    cmd: Command.NOTICE,
+    notice: notice.notice,
+    table: notice.table,
+    addr_family: identity.family,
+    ifname: identity.ifname,
+    address: identity.address,
+  }));
+}
+
+/**
+ * Validates a parsed message of `cmd` 4 as a {@link Notice}. Throws a
+ * {@link ProtocolError} naming what is wrong (an unknown notice kind is
+ * `bad_request`, so a holder logs it and changes nothing).
+ */
+export function decodeNoticeObject(obj: Record<string, unknown>): Notice {
+  if (obj.cmd !== Command.NOTICE) {
+    throw new ProtocolError("unknown_cmd", `a notice has "cmd" 4, got ${quote(obj.cmd)}`);
+  }
+  if (obj.notice !== "revoked") {
+    throw new ProtocolError("bad_request", `"notice" must be "revoked", got ${quote(obj.notice)}`);
+  }
+  const table = requireInt(obj, "table");
+  if (table < 1 || table > MAX_TABLE) {
+    throw new ProtocolError("bad_request", `"table" must be 1 to ${MAX_TABLE}, got ${table}`);
+  }
+  const identity = validateIdentity(
+    requireInt(obj, "addr_family"),
+    requireString(obj, "ifname", MAX_IFNAME_BYTES),
+    requireString(obj, "address", MAX_ADDRESS_BYTES),
+  );
+  return { notice: obj.notice, table, identity };
+}
+
+/**
+ * Whether a client may install rules for `table`: 1 to 2^32-1 and not one
+ * of the kernel's own tables (unspec 0, default 253, main 254, local 255),
+ * whoever offers it.
+ */
+export function isLeasableTable(table: number): boolean {
+  return Number.isInteger(table) && table > 0 && table <= MAX_TABLE &&
+    !RESERVED_TABLES.includes(table);
+}
+
 /** A decoded server reply, as a client sees it. */
 export type Reply =
   | { kind: "lease"; table: number; leaseExpires: number }
-  | { kind: "error"; code: string; message: string };
+  | { kind: "error"; code: string; message: string }
+  | { kind: "notice"; notice: Notice };
 
 /**
  * Decodes a server reply. Mirrors the C client: `version` other than 1 is
- * an error; `cmd` other than 2 is an error reply (our server says why, the
- * original never sends one); table 0 means no lease.
+ * an error; `cmd` 4 is a {@link Notice} (throws a {@link ProtocolError}
+ * when malformed); any other `cmd` than 2 is an error reply (our server
+ * says why, the original never sends one); table 0 means no lease.
  */
 export function decodeReply(data: Uint8Array): Reply {
   let obj: Record<string, unknown>;
@@ -285,6 +360,7 @@ export function decodeReply(data: Uint8Array): Reply {
     }
     return { kind: "lease", table, leaseExpires: expires };
   }
+  if (obj.cmd === Command.NOTICE) return { kind: "notice", notice: decodeNoticeObject(obj) };
   return {
     kind: "error",
     code: typeof obj.error === "string" ? obj.error : `cmd ${quote(obj.cmd)}`,

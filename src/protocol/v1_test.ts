@@ -4,8 +4,10 @@ import {
   decodeReply,
   decodeRequest,
   encodeError,
+  encodeNotice,
   encodeReply,
   encodeRequest,
+  isLeasableTable,
   MAX_REPLY_BYTES,
   ProtocolError,
 } from "./v1.ts";
@@ -112,4 +114,49 @@ Deno.test("decodeReply() treats another version as an error and anything but cmd
     code: "cmd 5",
     message: "the server sent no reason",
   });
+});
+
+Deno.test("encodeNotice() writes the revoked notice and decodeReply() reads it back", () => {
+  const notice = {
+    notice: "revoked" as const,
+    table: 10003,
+    identity: { family: 2 as const, ifname: "eth1", address: "192.0.2.10" },
+  };
+  const wire = new TextDecoder().decode(encodeNotice(notice));
+  assertEquals(
+    wire,
+    '{"version":1,"cmd":4,"notice":"revoked","table":10003,"addr_family":2,"ifname":"eth1","address":"192.0.2.10"}',
+  );
+  assertEquals(decodeReply(enc(wire)), { kind: "notice", notice });
+  // The identity is canonicalised like a request's.
+  const v6 = decodeReply(
+    enc(
+      '{"version":1,"cmd":4,"notice":"revoked","table":7,"addr_family":10,"ifname":"eth1","address":"2001:DB8::0:1"}',
+    ),
+  );
+  assertEquals(v6.kind === "notice" && v6.notice.identity.address, "2001:db8::1");
+});
+
+Deno.test("decodeReply() refuses a malformed notice and names what is wrong", () => {
+  const base = { version: 1, cmd: 4, notice: "revoked", table: 10003, addr_family: 2 };
+  const fail = (obj: Record<string, unknown>, message: RegExp) => {
+    const error = assertThrowsType(() => decodeReply(enc(JSON.stringify(obj))), ProtocolError);
+    assertEquals(error.code, "bad_request");
+    assertMatch(error.message, message);
+  };
+  const id = { ifname: "eth1", address: "192.0.2.10" };
+  fail({ ...base, ...id, notice: "moved" }, /"notice" must be "revoked", got "moved"/);
+  fail({ ...base, ...id, table: 0 }, /"table" must be 1 to 4294967295, got 0/);
+  fail({ ...base, ...id, table: "1" }, /"table" must be an integer/);
+  fail({ ...base, ifname: "eth1" }, /"address" is missing/);
+  fail({ ...base, ...id, address: "192.0.2.300" }, /not an IPv4 address/);
+});
+
+Deno.test("isLeasableTable() refuses the kernel's tables, 0 and numbers beyond u32", () => {
+  for (const table of [0, 253, 254, 255, -1, 1.5, 2 ** 32, NaN]) {
+    assertEquals(isLeasableTable(table), false, `table ${table}`);
+  }
+  for (const table of [1, 252, 256, 10000, 2 ** 32 - 1]) {
+    assertEquals(isLeasableTable(table), true, `table ${table}`);
+  }
 });
