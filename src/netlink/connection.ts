@@ -65,11 +65,12 @@ export class NetlinkSocket implements Disposable {
   }
 
   /**
-   * Opens a non-blocking, close-on-exec NETLINK_ROUTE socket, subscribed
-   * to the multicast `groups` bit mask (0 for a request-only socket).
+   * Opens a non-blocking, close-on-exec netlink socket on `bus`
+   * (NETLINK_ROUTE by default), subscribed to the multicast `groups` bit
+   * mask (0 for a request-only socket).
    */
-  static open(groups = 0): NetlinkSocket {
-    const nl = socketOpen(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  static open(groups = 0, bus = NETLINK_ROUTE): NetlinkSocket {
+    const nl = socketOpen(bus, SOCK_NONBLOCK | SOCK_CLOEXEC);
     try {
       socketBind(nl, groups);
     } catch (error) {

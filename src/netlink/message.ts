@@ -45,7 +45,13 @@ export const NlmFlags = {
 } as const;
 
 /** Multicast groups (`RTNLGRP_*`), as numbers; {@link groupMask} turns them into bind bits. */
-export const RtnlGroup = { LINK: 1, IPV4_IFADDR: 5, IPV6_IFADDR: 9 } as const;
+export const RtnlGroup = {
+  LINK: 1,
+  IPV4_IFADDR: 5,
+  IPV4_RULE: 8,
+  IPV6_IFADDR: 9,
+  IPV6_RULE: 19,
+} as const;
 
 /** The `mnl_socket_bind` group bit mask for a list of `RTNLGRP_*` numbers. */
 export function groupMask(groups: readonly number[]): number {
