@@ -267,7 +267,7 @@ Deno.test({
     await using ns = await createNetns();
     // The check runs inside the namespace, as the client does: a tiny script through the real FFI.
     const script = `
-      import { hasAddress } from "${new URL("../src/client/addresses.ts", import.meta.url).href}";
+      import { hasAddress } from "${new URL("../src/agent/addresses.ts", import.meta.url).href}";
       import { ifNameToIndex } from "${new URL("../ffi/libc.ts", import.meta.url).href}";
       import { parseIPv4, parseIPv6 } from "${new URL("../src/net/ip.ts", import.meta.url).href}";
       const index = ifNameToIndex("${A.ifname}");

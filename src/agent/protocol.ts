@@ -10,7 +10,7 @@
  * @module
  */
 
-import { AddrFamily } from "../net/ip.ts";
+import { AddrFamily } from "../net/family.ts";
 import {
   type Identity,
   MAX_ADDRESS_BYTES,
@@ -22,6 +22,16 @@ import {
 
 /** The agent's fixed abstract name (padded, like every name of the protocol). */
 export const AGENT_SOCKET_NAME = "table-allocator-agent";
+/**
+ * Overrides {@link AGENT_SOCKET_NAME}: for tests in a shared network
+ * namespace, which must not meet the host's agent.
+ */
+export const AGENT_SOCKET_ENV = "TABLE_ALLOCATOR_AGENT_SOCKET";
+
+/** The agent's name: {@link AGENT_SOCKET_NAME} unless {@link AGENT_SOCKET_ENV} says otherwise. */
+export function agentSocketName(override = Deno.env.get(AGENT_SOCKET_ENV)): string {
+  return override || AGENT_SOCKET_NAME;
+}
 /** Largest message either side sends: a hold carries a log path of up to 4095 bytes. */
 export const MAX_AGENT_MESSAGE_BYTES = 8192;
 /** Longest server name: `sun_path` less the leading NUL and the original's terminator. */
@@ -40,7 +50,10 @@ export type AgentErrorCode =
   | "bad_version"
   | "oversize"
   | "unknown_op"
-  | "not_permitted";
+  | "not_permitted"
+  | "no_interface"
+  | "bad_log"
+  | "stopping";
 
 /** A malformed or refused message; the agent answers it with an `error` reply. */
 export class AgentProtocolError extends Error {

@@ -17,6 +17,7 @@ import { formatIP, maskAddress } from "../net/ip.ts";
 import { MsgType } from "../netlink/message.ts";
 import { decodeRule, encodeRuleDump, encodeRuleMessage, type Rule } from "../netlink/rule.ts";
 import { NetlinkError, type NetlinkSocket } from "../netlink/connection.ts";
+import { sameBytes } from "../util/bytes.ts";
 
 /** Priority of `from ADDRESS lookup T`. */
 export const ADDRESS_RULE_PRIORITY = 10000;
@@ -51,10 +52,6 @@ export function leaseRules(
     { family, priority: LOOPBACK_RULE_PRIORITY, table, iifname: "lo" },
   ];
 }
-
-const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) =>
-  a === b || (a !== undefined && b !== undefined && a.byteLength === b.byteLength &&
-    a.every((x, i) => x === b[i]));
 
 /**
  * Of the rules in a dump, those that belong to the lease of `address`:
@@ -139,7 +136,7 @@ export class RuleKeeper implements Disposable {
   #netlink: RuleChannel;
   #wanted = new Map<string, Wanted>();
   #stale = new Map<string, Stale>();
-  #tail: Promise<unknown> = Promise.resolve();
+  #lock: Promise<unknown> = Promise.resolve();
   #next: Promise<RuleFailure[]> | null = null;
 
   /** A keeper that talks to the kernel through `netlink`, which it owns from now on. */
@@ -235,12 +232,21 @@ export class RuleKeeper implements Disposable {
   /** Adds missing rules, then deletes stale ones; returns the failures. */
   sync(): Promise<RuleFailure[]> {
     if (this.#next) return this.#next;
-    const run = this.#tail.then(() => {
+    const run = this.#exclusive(() => {
       this.#next = null;
       return this.#syncOnce();
     });
     this.#next = run;
-    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Runs one exchange with the kernel at a time: answers on one netlink
+   * socket must not be taken by another request's wait.
+   */
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#lock.then(fn);
+    this.#lock = run.catch(() => {});
     return run;
   }
 
@@ -284,26 +290,30 @@ export class RuleKeeper implements Disposable {
   }
 
   /** Deletes the given rules (found in a dump) now; a rule already gone counts as deleted. */
-  async remove(rules: readonly Rule[]): Promise<RuleFailure[]> {
-    const failures: RuleFailure[] = [];
-    for (const rule of rules) {
-      try {
-        await this.#apply(MsgType.RTM_DELRULE, rule);
-      } catch (error) {
-        failures.push({ rule, action: "delete", error: error as Error, owners: [] });
+  remove(rules: readonly Rule[]): Promise<RuleFailure[]> {
+    return this.#exclusive(async () => {
+      const failures: RuleFailure[] = [];
+      for (const rule of rules) {
+        try {
+          await this.#apply(MsgType.RTM_DELRULE, rule);
+        } catch (error) {
+          failures.push({ rule, action: "delete", error: error as Error, owners: [] });
+        }
       }
-    }
-    return failures;
+      return failures;
+    });
   }
 
   /** The rules of one family now in the kernel. */
-  async dump(family: number): Promise<Rule[]> {
-    const seq = this.#netlink.nextSeq();
-    const messages = await this.#netlink.dump(
-      "dump of the routing rules",
-      encodeRuleDump(family, { seq, portid: this.#netlink.portid }),
-    );
-    return messages.map(decodeRule).filter((r): r is Rule => r !== null);
+  dump(family: number): Promise<Rule[]> {
+    return this.#exclusive(async () => {
+      const seq = this.#netlink.nextSeq();
+      const messages = await this.#netlink.dump(
+        "dump of the routing rules",
+        encodeRuleDump(family, { seq, portid: this.#netlink.portid }),
+      );
+      return messages.map(decodeRule).filter((r): r is Rule => r !== null);
+    });
   }
 
   #markStale(key: string, rule: Rule, owner: string): void {

@@ -1,8 +1,8 @@
 /**
  * The client's command line: the original's flags (`-4 -6 -a -n -i -d -t
- * -r -f -l -s -h`) plus `--version`, checked once here and turned into a
- * typed {@link ClientOptions}. Pure: no I/O, so every bad-argument case is
- * a unit test.
+ * -r -f -l -s -h`) plus `--version`, `--server-uid` and `--agent`, checked
+ * once here and turned into a typed {@link ClientOptions}. Pure: no I/O,
+ * so every bad-argument case is a unit test.
  *
  * @module
  */
@@ -18,6 +18,11 @@ import {
   validateIdentity,
 } from "../protocol/v1.ts";
 
+/** Most `--server-uid` values (besides root, always trusted). */
+const MAX_SERVER_UIDS = 16;
+/** Largest uid (`(uid_t) -1` means "no uid"). */
+const MAX_UID = 0xffff_fffe;
+
 /** Printed by `--version`. */
 export const CLIENT_VERSION = `table-allocator-client ${VERSION} (protocol v1)`;
 
@@ -31,6 +36,8 @@ export const USAGE = `Usage: table_allocator_client [options ...]
 Asks the table_allocator server for a routing table for an interface address,
 prints the table (0 when no lease was obtained) and keeps the lease and its
 routing rules in the background until the address or the link goes away.
+The host agent (one process per network namespace, started on demand) holds
+every lease; -f holds this one in the foreground instead.
 
 Required arguments are marked with <r>
   -4                     set address family to IPv4 (default is UNSPEC)
@@ -45,6 +52,9 @@ Required arguments are marked with <r>
   -f, --foreground       stay in the foreground after printing the table
   -l, --log_path PATH    append log lines to a file (default stderr)
   -s, --syslog           log to syslog (facility daemon)
+      --server-uid UID   also trust replies sent by this uid (repeatable, or a
+                         comma list; default: the user table-allocator)
+      --agent            run the host agent (its own log: -l or -s)
   -h, --help             this information
       --version          print the version and exit
 `;
@@ -65,12 +75,15 @@ export interface ClientOptions {
   foreground: boolean;
   logPath: string | undefined;
   syslog: boolean;
+  /** `--server-uid`: uids trusted besides 0; undefined for the default. */
+  serverUids: number[] | undefined;
 }
 
 /** The result of reading the command line. */
 export type Invocation =
   | { kind: "help" }
   | { kind: "version" }
+  | { kind: "agent"; logPath: string | undefined; syslog: boolean }
   | { kind: "run"; options: ClientOptions };
 
 /** A bad command line: the message names the offending argument. */
@@ -108,6 +121,8 @@ export function parseClientArgs(args: readonly string[]): Invocation {
         foreground: { type: "boolean", short: "f" },
         log_path: { type: "string", short: "l" },
         syslog: { type: "boolean", short: "s" },
+        "server-uid": { type: "string", multiple: true },
+        agent: { type: "boolean" },
         version: { type: "boolean" },
       },
     });
@@ -116,6 +131,16 @@ export function parseClientArgs(args: readonly string[]): Invocation {
   }
   const v = parsed.values;
   if (v.version) return { kind: "version" };
+  if (v.log_path !== undefined && v.log_path.length === 0) {
+    throw new UsageError("log path must not be empty");
+  }
+  if (v.agent) {
+    const others = Object.keys(v).filter((k) => !["agent", "log_path", "syslog"].includes(k));
+    if (others.length > 0) {
+      throw new UsageError(`--agent takes only -l and -s, got ${others.map((k) => `--${k}`)}`);
+    }
+    return { kind: "agent", logPath: v.log_path, syslog: v.syslog === true };
+  }
   if (v.inet && v.inet6) throw new UsageError("-4 and -6 exclude each other");
   const family = v.inet ? AddrFamily.INET : v.inet6 ? AddrFamily.INET6 : AddrFamily.UNSPEC;
   const missing = [
@@ -142,9 +167,7 @@ export function parseClientArgs(args: readonly string[]): Invocation {
   if (v.tag !== undefined && (v.tag.length === 0 || byteLength(v.tag) > MAX_TAG_BYTES)) {
     throw new UsageError(`tag must be 1 to ${MAX_TAG_BYTES} bytes, got ${byteLength(v.tag)}`);
   }
-  if (v.log_path !== undefined && v.log_path.length === 0) {
-    throw new UsageError("log path must not be empty");
-  }
+  const serverUids = parseServerUids(v["server-uid"]);
 
   let addressBytes: Uint8Array | null = null;
   let address = rawAddress;
@@ -198,30 +221,23 @@ export function parseClientArgs(args: readonly string[]): Invocation {
       foreground: v.foreground === true,
       logPath: v.log_path,
       syslog: v.syslog === true,
+      serverUids,
     },
   };
 }
 
-/**
- * The command line that makes a new process run with the same options
- * (the background process re-runs the program with these).
- */
-export function formatClientArgs(options: ClientOptions): string[] {
-  const out: string[] = [];
-  if (options.family === AddrFamily.INET) out.push("-4");
-  if (options.family === AddrFamily.INET6) out.push("-6");
-  out.push("-a", options.address);
-  if (options.prefix !== null) out.push("-n", String(options.prefix));
-  out.push("-i", options.ifname, "-d", options.destination);
-  if (options.tag !== undefined) out.push("-t", options.tag);
-  if (options.release) out.push("-r");
-  if (options.foreground) out.push("-f");
-  if (options.logPath !== undefined) out.push("-l", options.logPath);
-  if (options.syslog) out.push("-s");
-  return out;
-}
-
-/** The abstract name the client binds: `<ifname>-<address>-<family>`, as the original. */
-export function identityName(options: Pick<ClientOptions, "ifname" | "address" | "family">) {
-  return `${options.ifname}-${options.address}-${options.family}`;
+/** `--server-uid` values (each a uid or a comma list of them), deduplicated. */
+function parseServerUids(values: string[] | undefined): number[] | undefined {
+  if (values === undefined) return undefined;
+  const uids = new Set<number>();
+  for (const item of values.flatMap((value) => value.split(","))) {
+    if (!/^\d{1,10}$/.test(item) || Number(item) > MAX_UID) {
+      throw new UsageError(`--server-uid must be uids from 0 to ${MAX_UID}, got "${item}"`);
+    }
+    uids.add(Number(item));
+  }
+  if (uids.size > MAX_SERVER_UIDS) {
+    throw new UsageError(`--server-uid takes at most ${MAX_SERVER_UIDS} uids, got ${uids.size}`);
+  }
+  return [...uids];
 }

@@ -1,5 +1,6 @@
 import { assertEquals, assertThrows } from "../../tests/helpers/assert.ts";
-import { formatClientArgs, identityName, parseClientArgs, UsageError } from "./options.ts";
+import { identityName } from "../protocol/v1.ts";
+import { parseClientArgs, UsageError } from "./options.ts";
 
 const BASE = ["-a", "192.0.2.10", "-i", "eth1", "-d", "tas_socket"];
 
@@ -122,6 +123,14 @@ const BAD: Array<[string, string[], RegExp]> = [
     /address must be 1 to 45/,
   ],
   ["a missing option value", ["-a"], /argument missing/],
+  [
+    "a --server-uid that is not a uid",
+    [...BASE, "--server-uid", "nobody"],
+    /--server-uid must be uids/,
+  ],
+  ["a negative --server-uid", [...BASE, "--server-uid=0,-1"], /got "-1"/],
+  ["a --server-uid of (uid_t) -1", [...BASE, "--server-uid", "4294967295"], /--server-uid/],
+  ["identity flags with --agent", ["--agent", ...BASE], /--agent takes only -l and -s/],
 ];
 
 for (const [what, args, message] of BAD) {
@@ -132,22 +141,19 @@ for (const [what, args, message] of BAD) {
   });
 }
 
-Deno.test("formatClientArgs() gives a command line that parses back to the same options", () => {
-  const options = run([
-    "-6",
-    "-a",
-    "2001:db8::10",
-    "-n",
-    "ffff:ffff::",
-    "-i",
-    "eth1",
-    "-d",
-    "tas",
-    "-t",
-    "x y",
-    "-s",
-    "-l",
-    "/var/log/c.log",
-  ]);
-  assertEquals(run(formatClientArgs(options)), options);
+Deno.test("parseClientArgs() takes --server-uid repeated or as a comma list", () => {
+  assertEquals(run(BASE).serverUids, undefined, "none given: the default");
+  assertEquals(
+    run([...BASE, "--server-uid", "998,65534", "--server-uid=998", "--server-uid", "0"]).serverUids,
+    [998, 65534, 0],
+  );
+});
+
+Deno.test("parseClientArgs() reads --agent with the agent's own log", () => {
+  assertEquals(parseClientArgs(["--agent"]), { kind: "agent", logPath: undefined, syslog: false });
+  assertEquals(parseClientArgs(["--agent", "-s", "-l", "/var/log/agent.log"]), {
+    kind: "agent",
+    logPath: "/var/log/agent.log",
+    syslog: true,
+  });
 });

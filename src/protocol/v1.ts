@@ -133,6 +133,15 @@ function requireString(obj: Record<string, unknown>, key: string, maxBytes: numb
 }
 
 /**
+ * The abstract name a client binds for an identity:
+ * `<ifname>-<address>-<family>` (e.g. `eth1-192.0.2.10-2`), as the
+ * original; the server's replies and notices go to it.
+ */
+export function identityName(identity: Pick<Identity, "ifname" | "address" | "family">): string {
+  return `${identity.ifname}-${identity.address}-${identity.family}`;
+}
+
+/**
  * Checks and canonicalises an identity: the family is 0, 2 or 10, the
  * interface name is a possible Linux name, and the address is valid for the
  * family (any identifier without control characters for family 0).

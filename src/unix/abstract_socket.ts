@@ -217,8 +217,9 @@ export class AbstractDatagramSocket implements Disposable {
 
   /**
    * Waits until a datagram is readable, the timeout passes, or
-   * {@link wake} is called; never blocks the event loop. Returns true when
-   * the socket is readable.
+   * {@link wake} is called; never blocks the event loop. A negative or
+   * infinite timeout waits until something happens. Returns true when the
+   * socket is readable.
    */
   async readable(timeoutMs: number): Promise<boolean> {
     this.#assertOpen();
@@ -228,7 +229,11 @@ export class AbstractDatagramSocket implements Disposable {
       fds[14] =
       fds[15] =
         0; // clear revents
-    const ready = await poll(fds, timeoutMs);
+    // poll(2) takes whole milliseconds; negative or infinite: wait until something happens.
+    const timeout = Number.isFinite(timeoutMs) && timeoutMs >= 0
+      ? Math.min(Math.ceil(timeoutMs), 2 ** 31 - 1)
+      : -1;
+    const ready = await poll(fds, timeout);
     if (this.#closed) return false;
     if (ready > 0 && (fds[14] | fds[15]) !== 0) eventfdDrain(this.#wakeFd);
     return ready > 0 && (fds[6] | fds[7]) !== 0;

@@ -1,7 +1,7 @@
 /**
- * One poll(2) over every descriptor the client watches (its socket, the
- * netlink notifications) plus an eventfd that signal handlers use to wake
- * it. poll runs on a thread of its own (a `nonblocking` FFI call), so the
+ * One poll(2) over every descriptor a holder watches (the identities'
+ * sockets, the agent's socket, the netlink notifications) plus an eventfd
+ * that signal handlers and finished tasks use to wake it. poll runs on a thread of its own (a `nonblocking` FFI call), so the
  * event loop, timers and signal listeners keep running while it waits.
  *
  * @module

@@ -1,0 +1,214 @@
+/**
+ * The agent's socket: clients hand identities over (`hold`), ask for a
+ * release (`-r`), give up waiting (`cancel`, on a signal) or ask what is
+ * held (`status`). Only kernel-verified root (SCM_CREDENTIALS uid 0) is
+ * served; anything malformed or refused gets an error reply naming why,
+ * and changes nothing. Replies never block: a client whose queue is full
+ * misses one and gets it on its next retry.
+ *
+ * @module
+ */
+
+import { Errno, ErrnoError, ifNameToIndex } from "../../ffi/libc.ts";
+import type { Logger } from "../log/logger.ts";
+import {
+  type AbstractDatagramSocket,
+  type Datagram,
+  describeAddress,
+} from "../unix/abstract_socket.ts";
+import type { HoldingCore } from "./core.ts";
+import { askForeignHolder } from "./foreign.ts";
+import type { HoldOutcome } from "./holding.ts";
+import { identityName } from "../protocol/v1.ts";
+import {
+  AgentProtocolError,
+  type AgentReply,
+  decodeAgentRequest,
+  encodeAgentReply,
+  type HoldSpec,
+} from "./protocol.ts";
+
+/** At most one line per kind of refused message in this time. */
+const REFUSAL_LOG_MS = 10_000;
+
+/** Serves the agent's socket for a {@link HoldingCore}. */
+export class AgentControl {
+  #core: HoldingCore;
+  #socket: AbstractDatagramSocket;
+  #log: Logger;
+  #stopping = false;
+  #refusals = new Map<string, { at: number; suppressed: number }>();
+
+  /** Serves `socket` (bound to the agent's name, with SO_PASSCRED). */
+  constructor(core: HoldingCore, socket: AbstractDatagramSocket, log: Logger) {
+    this.#core = core;
+    this.#socket = socket;
+    this.#log = log;
+  }
+
+  /** From now on every request is answered `stopping`. */
+  stopping(): void {
+    this.#stopping = true;
+  }
+
+  /** Reads and answers every waiting message. */
+  onReadable(): void {
+    for (let dg = this.#socket.receive(); dg !== null; dg = this.#socket.receive()) {
+      this.#handle(dg);
+    }
+  }
+
+  #handle(dg: Datagram): void {
+    // An unbound sender cannot be answered; a client always binds.
+    if (dg.sender.byteLength <= 2) return;
+    let request;
+    try {
+      request = decodeAgentRequest(dg.data, dg.length);
+    } catch (error) {
+      if (!(error instanceof AgentProtocolError)) throw error;
+      this.#refuse(dg, error.code, error.message);
+      return;
+    }
+    const uid = dg.credentials?.uid;
+    if (uid !== 0) {
+      this.#refuse(dg, "not_permitted", `only root may use the agent, not uid ${uid}`);
+      return;
+    }
+    if (this.#stopping) {
+      this.#refuse(dg, "stopping", "the agent is stopping: it releases every lease");
+      return;
+    }
+    const pid = dg.credentials?.pid;
+    switch (request.op) {
+      case "hold":
+        void this.#hold(request.spec, dg.sender);
+        return;
+      case "release":
+        this.#release(identityName(request.identity), dg.sender, pid);
+        return;
+      case "cancel": {
+        const holding = this.#core.get(identityName(request.identity));
+        const cancelled = holding?.cancelWaiter(keyOf(dg.sender)) ?? false;
+        this.#reply(dg.sender, { op: "cancel", result: cancelled ? "cancelled" : "not_waiting" });
+        return;
+      }
+      case "status":
+        this.#reply(dg.sender, {
+          op: "status",
+          pid: Deno.pid,
+          identities: this.#core.holdings.map((h) => h.status()),
+        });
+        return;
+    }
+  }
+
+  async #hold(spec: HoldSpec, sender: Uint8Array<ArrayBuffer>): Promise<void> {
+    const name = identityName(spec.identity);
+    const key = keyOf(sender);
+    const answer = (outcome: HoldOutcome) => this.#reply(sender, replyOf(outcome));
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const existing = this.#core.get(name);
+      if (existing) {
+        if (existing.answering) return answer({ kind: "lease", table: existing.table });
+        if (existing.state === "releasing") {
+          return answer({ kind: "none", reason: "the lease of this identity is being released" });
+        }
+        // Granted, rules going in: the answer follows in a moment.
+        if (existing.state === "held") return void existing.addWaiter(key, answer);
+        // Acquiring for another client: that one gets the table; this one gets 0 at once.
+        if (!existing.addWaiter(key, answer) || existing.waiters === 1) return;
+        existing.cancelWaiter(key);
+        return answer({
+          kind: "none",
+          reason: "another client is asking for this identity's lease",
+        });
+      }
+      const ifindex = ifNameToIndex(spec.identity.ifname);
+      if (ifindex === 0) {
+        return this.#reply(sender, {
+          op: "error",
+          error: "no_interface",
+          message: `interface "${spec.identity.ifname}" does not exist in the agent's namespace`,
+        });
+      }
+      let holding;
+      try {
+        holding = this.#core.add(spec, ifindex);
+      } catch (error) {
+        if (!(error instanceof ErrnoError && error.errno === Errno.EADDRINUSE)) {
+          return this.#reply(sender, {
+            op: "error",
+            error: "bad_log",
+            message: (error as Error).message,
+          });
+        }
+        const outcome = await askForeignHolder(spec, (l, m, f) => this.#log.log(l, m, f));
+        if (outcome === "unbound") continue;
+        return answer(outcome);
+      }
+      holding.addWaiter(key, (outcome) => {
+        answer(outcome);
+        if (outcome.kind === "lease") {
+          holding.log.log("info", "moved to the background", {
+            ...holding.fields,
+            agent_pid: Deno.pid,
+          });
+        }
+      });
+      holding.acquire();
+      this.#core.wake();
+      return;
+    }
+    answer({ kind: "none", reason: `@${name} is taken and let go again and again` });
+  }
+
+  #release(name: string, sender: Uint8Array<ArrayBuffer>, pid: number | undefined): void {
+    const holding = this.#core.get(name);
+    if (!holding) return this.#reply(sender, { op: "release", result: "not_held" });
+    void holding.release(`release requested by pid ${pid}`).then((acknowledged) =>
+      this.#reply(sender, {
+        op: "release",
+        result: acknowledged ? "released" : "unacknowledged",
+      })
+    );
+  }
+
+  /** Answers with an error, and logs it (one line per kind every 10 s). */
+  #refuse(dg: Datagram, code: AgentProtocolError["code"], message: string): void {
+    this.#reply(dg.sender, { op: "error", error: code, message });
+    const now = performance.now();
+    const last = this.#refusals.get(code);
+    if (last && now - last.at < REFUSAL_LOG_MS) {
+      last.suppressed++;
+      return;
+    }
+    this.#log.warn("refused a message on the agent's socket", {
+      error: code,
+      reason: message,
+      from: describeAddress(dg.sender),
+      uid: dg.credentials?.uid,
+      pid: dg.credentials?.pid,
+      suppressed: last?.suppressed || undefined,
+    });
+    this.#refusals.set(code, { at: now, suppressed: 0 });
+  }
+
+  #reply(to: Uint8Array<ArrayBuffer>, reply: AgentReply): void {
+    try {
+      this.#socket.send(encodeAgentReply(reply), to);
+    } catch {
+      // The client is gone; a retry of its own gets the answer again.
+    }
+  }
+}
+
+/** A waiter's key: its socket address. */
+function keyOf(address: Uint8Array): string {
+  return Array.from(address, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function replyOf(outcome: HoldOutcome): AgentReply {
+  if (outcome.kind === "lease") return { op: "hold", result: "lease", table: outcome.table };
+  if (outcome.kind === "none") return { op: "hold", result: "none", reason: outcome.reason };
+  return { op: "hold", result: "refused", error: outcome.error, message: outcome.message };
+}
