@@ -21,6 +21,8 @@ const SYMBOLS = {
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   // int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  // int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   // int getsockname(int sockfd, struct sockaddr *addr, socklen_t *addrlen)
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   // int close(int fd)
@@ -148,6 +150,8 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 /** Ask the kernel to attach the sender's credentials to every datagram. */
 export const SO_PASSCRED = 16;
+/** The cookie of the socket's network namespace (Linux 5.14): unique per boot, never reused. */
+export const SO_NETNS_COOKIE = 71;
 /** Receive buffer size option. */
 export const SO_RCVBUF = 8;
 /** Control message type carrying `struct ucred`. */
@@ -297,6 +301,18 @@ export function setsockoptInt(fd: number, level: number, name: number, value: nu
   const buf = new Uint8Array(4);
   new DataView(buf.buffer).setInt32(0, value, true);
   check("setsockopt", libc().setsockopt(fd, level, name, buf, 4), `(option ${name})`);
+}
+
+/** getsockopt(2) for a 64-bit option (such as {@link SO_NETNS_COOKIE}). */
+export function getsockoptU64(fd: number, level: number, name: number): bigint {
+  const value = new BigUint64Array(1);
+  const length = new Uint32Array([8]);
+  check(
+    "getsockopt",
+    libc().getsockopt(fd, level, name, new Uint8Array(value.buffer), new Uint8Array(length.buffer)),
+    `(option ${name})`,
+  );
+  return value[0];
 }
 
 /** getsockname(2): the socket's own address bytes. */

@@ -4,13 +4,15 @@
  * restart: the client keeps its table and rules. A short lease: refreshed
  * at half its time and never expired while the client runs.
  *
- * The first two need no root: they use family unspec (no rules) on `lo`
- * in the test's own namespace with unique names.
+ * The first two use family unspec (no rules) on `lo`; like every test
+ * that runs the client, they run in a namespace of their own, because the
+ * client hands its lease to the namespace's host agent.
  *
  * @module
  */
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
+import { startPeer } from "./helpers/agent.ts";
 import {
   clientCommand,
   createNetns,
@@ -21,57 +23,36 @@ import {
   waitFor,
 } from "./helpers/netns.ts";
 import { startServer } from "./helpers/server.ts";
-import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 import { decodeRequest } from "../src/protocol/v1.ts";
 
-if (!IS_ROOT) console.warn(`some tests of client_lifecycle_test.ts skipped: ${ROOT_SKIP_REASON}`);
+if (!IS_ROOT) console.warn(`client_lifecycle_test.ts skipped: ${ROOT_SKIP_REASON}`);
 
 const unique = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
 
-async function runClient(args: string[]) {
-  const out = await new Deno.Command(clientCommand(...args)[0], {
-    args: clientCommand(...args).slice(1),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1" },
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
 Deno.test({
   name: "client prints 0 after 5 unanswered tries 2 s apart, and after 10 s when no server exists",
+  ignore: !IS_ROOT,
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
+    await using ns = await createNetns();
     const silentName = unique("silent");
-    using silent = AbstractDatagramSocket.bind(silentName);
-    const arrivals: number[] = [];
-    let done = false;
-    const collect = (async () => {
-      while (!done) {
-        if (await silent.readable(200)) {
-          for (let dg = silent.receive(); dg; dg = silent.receive()) {
-            const request = decodeRequest(dg.data);
-            assertEquals(request.cmd, 0);
-            arrivals.push(performance.now());
-          }
-        }
-      }
-    })();
+    const silent = await startPeer(ns, [silentName, "silent"]);
     const started = performance.now();
     const [quiet, absent] = await Promise.all([
-      runClient(["-a", unique("id"), "-i", "lo", "-d", silentName]),
-      runClient(["-a", unique("id"), "-i", "lo", "-d", unique("nobody")]),
+      ns.run(clientCommand("-a", unique("id"), "-i", "lo", "-d", silentName)),
+      ns.run(clientCommand("-a", unique("id"), "-i", "lo", "-d", unique("nobody"))),
     ]);
     const elapsed = performance.now() - started;
-    done = true;
-    await collect;
     for (const result of [quiet, absent]) {
       assertEquals(result.code, 0, result.stderr);
       assertEquals(result.stdout, "0\n");
     }
+    const arrivals = silent.received.map((dg) => {
+      const request = decodeRequest(new TextEncoder().encode(dg.data));
+      assertEquals(request.cmd, 0);
+      return dg.at;
+    });
     assertEquals(arrivals.length, 5, "five tries");
     for (let i = 1; i < arrivals.length; i++) {
       const gap = arrivals[i] - arrivals[i - 1];
@@ -86,14 +67,19 @@ Deno.test({
 
 Deno.test({
   name: "client prints 0 at once and reports the reason on stderr when the server refuses",
+  ignore: !IS_ROOT,
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
+    await using ns = await createNetns();
     await using server = await startServer({
+      netns: ns.name,
       config: { addr_families: { inet: true, inet6: true, unspec: false } },
     });
     const started = performance.now();
-    const result = await runClient(["-a", unique("id"), "-i", "lo", "-d", server.socketName]);
+    const result = await ns.run(
+      clientCommand("-a", unique("id"), "-i", "lo", "-d", server.socketName),
+    );
     const elapsed = performance.now() - started;
     assertEquals(result.code, 0);
     assertEquals(result.stdout, "0\n");

@@ -3,7 +3,8 @@
  * network namespace with a veth pair. The three rules appear with exact
  * selectors, priorities and table, for IPv4 and IPv6, and go away (with
  * the lease released at the server) when the address is deleted, the link
- * is deleted, on SIGTERM and on `-r`.
+ * is deleted, on SIGTERM (of the host agent that holds the lease) and on
+ * `-r`.
  *
  * @module
  */
@@ -19,6 +20,7 @@ import {
   waitFor,
 } from "./helpers/netns.ts";
 import { type ServerHandle, startServer } from "./helpers/server.ts";
+import { waitUnbound } from "./helpers/agent.ts";
 
 if (!IS_ROOT) console.warn(`client_rules_test.ts skipped: ${ROOT_SKIP_REASON}`);
 
@@ -104,14 +106,14 @@ function hookCommand(f: Family, server: ServerHandle): string[] {
   );
 }
 
-/** Starts a hook-style client (background mode) and returns its table and pid. */
+/** Starts a hook-style client (the agent holds the lease) and returns its table and the agent's pid. */
 async function startClient(ns: Netns, server: ServerHandle, f: Family) {
   const result = await ns.run(hookCommand(f, server));
   assertEquals(result.code, 0, result.stderr);
   assert(/^\d+\n$/.test(result.stdout), `stdout is a table and a newline: ${result.stdout}`);
   const table = Number(result.stdout);
   assert(table >= 10000, `a table from the pool, got ${table}`);
-  const pids = await waitFor("the background client runs", async () => {
+  const pids = await waitFor("the host agent runs", async () => {
     const found = await ns.pidsOf("client.ts");
     return found.length === 1 && found;
   });
@@ -137,7 +139,8 @@ for (const f of FAMILIES) {
 
         await ending.end(ns, f, server, pid);
 
-        await waitFor("the client exits", async () => (await ns.pidsOf("client.ts")).length === 0);
+        // The agent lets the identity go (and, on SIGTERM, exits).
+        await waitUnbound(ns, `${A.ifname}-${f.address}-${f.number}`);
         // Rules do not depend on the link, so they must be deleted in every case.
         assertEquals(await ourRules(ns, f.family), []);
         assertEquals(server.leases(), [], "the server shows the lease released");
@@ -189,7 +192,7 @@ Deno.test({
     assertEquals(result.stdout, "10000\n");
     assertEquals(result.stderr, "", "with -l nothing goes to stderr");
     await FAMILIES[0].deleteAddress(ns);
-    await waitFor("the client exits", async () => (await ns.pidsOf("client.ts")).length === 0);
+    await waitUnbound(ns, `${A.ifname}-${A.ipv4}-2`);
     const lines = (await Deno.readTextFile(log)).split("\n");
     assertEquals(lines[0], "earlier line", "appended, not truncated");
     const id = `identity=${A.ifname}-${A.ipv4}-2`;
@@ -223,9 +226,15 @@ Deno.test({
     await using ns = await createNetns();
     await using server = await startServer({ netns: ns.name, config: { table_timeout: 2 } });
     const f = FAMILIES[0];
-    const first = await startClient(ns, server, f);
-    assertEquals(first.table, 10000);
-    Deno.kill(first.pid, "SIGKILL"); // no clean-up: its rules stay, its lease expires
+    // A foreground holder (the agent would take the lease back after a crash): killed, it
+    // cannot clean up.
+    const first = ns.spawn([...hookCommand(f, server), "-f"]);
+    const reader = first.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    assertEquals((await reader.read()).value, "10000\n");
+    reader.releaseLock();
+    await waitFor("its rules are in", async () => (await ourRules(ns, 4)).length === 3);
+    first.kill("SIGKILL"); // no clean-up: its rules stay, its lease expires
+    await first.status;
     await server.waitForLog(/ INFO expired .*table=10000/, 5000);
 
     // Another address of the interface now gets table 10000.

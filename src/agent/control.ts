@@ -30,6 +30,12 @@ import {
 
 /** At most one line per kind of refused message in this time. */
 const REFUSAL_LOG_MS = 10_000;
+/**
+ * How long the answer to a hold is remembered for its client: a repeat
+ * sent while the answer was on its way gets the same answer, not a second
+ * acquisition. Longer than the client's resend interval.
+ */
+const ANSWER_MEMORY_MS = 5000;
 
 /** Serves the agent's socket for a {@link HoldingCore}. */
 export class AgentControl {
@@ -38,6 +44,7 @@ export class AgentControl {
   #log: Logger;
   #stopping = false;
   #refusals = new Map<string, { at: number; suppressed: number }>();
+  #answered = new Map<string, { reply: AgentReply; at: number }>();
 
   /** Serves `socket` (bound to the agent's name, with SO_PASSCRED). */
   constructor(core: HoldingCore, socket: AbstractDatagramSocket, log: Logger) {
@@ -105,7 +112,15 @@ export class AgentControl {
   async #hold(spec: HoldSpec, sender: Uint8Array<ArrayBuffer>): Promise<void> {
     const name = identityName(spec.identity);
     const key = keyOf(sender);
-    const answer = (outcome: HoldOutcome) => this.#reply(sender, replyOf(outcome));
+    const now = performance.now();
+    for (const [k, { at }] of this.#answered) if (now - at > ANSWER_MEMORY_MS) this.#answered.delete(k);
+    const earlier = this.#answered.get(`${key} ${name}`);
+    if (earlier) return this.#reply(sender, earlier.reply);
+    const answer = (outcome: HoldOutcome) => {
+      const reply = replyOf(outcome);
+      this.#answered.set(`${key} ${name}`, { reply, at: performance.now() });
+      this.#reply(sender, reply);
+    };
     for (let attempt = 0; attempt < 2; attempt++) {
       const existing = this.#core.get(name);
       if (existing) {

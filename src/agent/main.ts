@@ -24,7 +24,13 @@ import { boundNameUid } from "./foreign.ts";
 import { identityName } from "../protocol/v1.ts";
 import { agentSocketName, MAX_AGENT_MESSAGE_BYTES } from "./protocol.ts";
 import { PROGRAM, Sinks } from "./sinks.ts";
-import { type HeldRecord, readState, stateFilePath, writeState } from "./state_file.ts";
+import {
+  type HeldRecord,
+  netnsCookie,
+  readState,
+  stateFilePath,
+  writeState,
+} from "./state_file.ts";
 
 /** The agent's own log: stderr, `-l PATH` or `-s`. */
 export interface AgentOptions {
@@ -96,6 +102,7 @@ async function serve(
   options: AgentOptions,
 ): Promise<number> {
   const statePath = stateFilePath();
+  const cookie = netnsCookie();
   const sinks = new Sinks(log, options);
   using core = HoldingCore.open({
     log,
@@ -106,7 +113,7 @@ async function serve(
         table: h.table,
       }));
       try {
-        writeState(statePath, records);
+        writeState(statePath, records, cookie);
       } catch (error) {
         log.error("cannot write the state file", {
           path: statePath,
@@ -135,7 +142,7 @@ async function serve(
   for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
   try {
     const running = core.run();
-    const taken = await recover(core, statePath, log);
+    const taken = await recover(core, statePath, cookie, log);
     core.persist();
     notifySystemd(`READY=1\nSTATUS=holding ${core.holdings.length} identities`);
     log.info("agent ready", {
@@ -158,10 +165,21 @@ async function serve(
  * Takes back the leases of the state file: held again when the address is
  * still on its interface, released otherwise. Returns how many were taken back.
  */
-async function recover(core: HoldingCore, path: string, log: Logger): Promise<number> {
+async function recover(
+  core: HoldingCore,
+  path: string,
+  cookie: string,
+  log: Logger,
+): Promise<number> {
   let records: HeldRecord[];
   try {
     const state = readState(path);
+    if (state.records.length > 0 && state.netnsCookie !== cookie) {
+      log.warn("ignoring the state file of an earlier network namespace of the same inode", {
+        path,
+      });
+      return 0;
+    }
     for (const error of state.errors) log.warn("skipping an entry of the state file", { error });
     records = state.records;
   } catch (error) {

@@ -6,12 +6,25 @@
  *
  * One file per network namespace, named by the inode of the namespace
  * (`/proc/self/ns/net`), under `/run/table-allocator/` (a tmpfs: the
- * leases of a previous boot are not ours to take back). Written
- * atomically: a temporary file, fsync, rename, fsync of the directory.
+ * leases of a previous boot are not ours to take back). An inode may be
+ * used again by a later namespace, so the file also carries the
+ * namespace's cookie (SO_NETNS_COOKIE, never reused while the host runs):
+ * a file of another namespace is ignored. Written atomically: a temporary
+ * file, fsync, rename, fsync of the directory.
  *
  * @module
  */
 
+import {
+  AF_UNIX,
+  close,
+  getsockoptU64,
+  SO_NETNS_COOKIE,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  socket,
+  SOL_SOCKET,
+} from "../../ffi/libc.ts";
 import { decodeAgentRequest, encodeAgentRequest, type HoldSpec } from "./protocol.ts";
 
 /** Where state files live. */
@@ -25,21 +38,40 @@ export interface HeldRecord {
   table: number;
 }
 
+/** What a state file says. */
+export interface State {
+  /** The cookie of the network namespace that wrote it (decimal). */
+  netnsCookie: string;
+  records: HeldRecord[];
+  /** Records that could not be read, named (the others are still good). */
+  errors: string[];
+}
+
 /** The state file of this process's network namespace. */
-export function stateFilePath(dir = Deno.env.get(RUN_DIR_ENV) ?? RUN_DIR): string {
+export function stateFilePath(dir = Deno.env.get(RUN_DIR_ENV) || RUN_DIR): string {
   const netns = Deno.statSync("/proc/self/ns/net").ino;
   return `${dir}/agent-netns-${netns}.json`;
 }
 
+/** The cookie of this process's network namespace, in decimal. */
+export function netnsCookie(): string {
+  const fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  try {
+    return getsockoptU64(fd, SOL_SOCKET, SO_NETNS_COOKIE).toString();
+  } finally {
+    close(fd);
+  }
+}
+
 /** The file's text: each record is a hold request of the agent protocol plus its table. */
-export function encodeState(records: readonly HeldRecord[]): string {
+export function encodeState(records: readonly HeldRecord[], cookie: string): string {
   const identities = records.map(({ spec, table }) => {
     const { version: _version, op: _op, ...fields } = JSON.parse(
       new TextDecoder().decode(encodeAgentRequest({ op: "hold", spec })),
     );
     return { ...fields, table };
   });
-  return `${JSON.stringify({ version: 1, identities }, null, 1)}\n`;
+  return `${JSON.stringify({ version: 1, netns_cookie: cookie, identities }, null, 1)}\n`;
 }
 
 /**
@@ -47,15 +79,17 @@ export function encodeState(records: readonly HeldRecord[]): string {
  * named in `errors` (the others are still taken back); a file that is
  * not a state file at all throws a TypeError.
  */
-export function decodeState(text: string): { records: HeldRecord[]; errors: string[] } {
+export function decodeState(text: string): State {
   let obj;
   try {
     obj = JSON.parse(text);
   } catch (error) {
     throw new TypeError(`not JSON: ${(error as Error).message}`, { cause: error });
   }
-  if (obj?.version !== 1 || !Array.isArray(obj.identities)) {
-    throw new TypeError(`not a state file of version 1 with "identities"`);
+  if (
+    obj?.version !== 1 || typeof obj.netns_cookie !== "string" || !Array.isArray(obj.identities)
+  ) {
+    throw new TypeError(`not a state file of version 1 with "netns_cookie" and "identities"`);
   }
   const records: HeldRecord[] = [];
   const errors: string[] = [];
@@ -75,19 +109,19 @@ export function decodeState(text: string): { records: HeldRecord[]; errors: stri
       errors.push(`identity ${i}: ${(error as Error).message}`);
     }
   }
-  return { records, errors };
+  return { netnsCookie: obj.netns_cookie, records, errors };
 }
 
 /**
- * Reads the state file; an absent file is an empty state. Throws an Error
+ * Reads the state file; an absent file is an empty state (of no namespace). Throws an Error
  * naming the file when it cannot be read or is not a state file.
  */
-export function readState(path: string): { records: HeldRecord[]; errors: string[] } {
+export function readState(path: string): State {
   let text;
   try {
     text = Deno.readTextFileSync(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return { records: [], errors: [] };
+    if (error instanceof Deno.errors.NotFound) return { netnsCookie: "", records: [], errors: [] };
     throw new Error(`Cannot read the state file "${path}": ${(error as Error).message}`, {
       cause: error,
     });
@@ -107,13 +141,13 @@ export function readState(path: string): { records: HeldRecord[]; errors: string
  * synced, so that a crash leaves either the old or the new file. Creates
  * the directory (mode 0755) when missing.
  */
-export function writeState(path: string, records: readonly HeldRecord[]): void {
+export function writeState(path: string, records: readonly HeldRecord[], cookie: string): void {
   const dir = path.slice(0, path.lastIndexOf("/")) || "/";
   Deno.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const temporary = `${path}.tmp-${Deno.pid}`;
   const file = Deno.openSync(temporary, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
-    const bytes = new TextEncoder().encode(encodeState(records));
+    const bytes = new TextEncoder().encode(encodeState(records, cookie));
     for (let done = 0; done < bytes.byteLength;) done += file.writeSync(bytes.subarray(done));
     file.syncSync();
   } finally {

@@ -1,9 +1,11 @@
 /**
  * A fresh network namespace per end-to-end test: a random short name, a
  * veth pair inside it with an IPv4 and an IPv6 address on the first end,
- * and helpers to run commands there. Disposal kills every process still in
- * the namespace (background clients included) and deletes it, also when
- * the test failed.
+ * and helpers to run commands there. Commands run with the namespace's own
+ * agent state directory and agent log (a temporary directory), so that
+ * tests never touch the host's `/run/table-allocator`. Disposal kills
+ * every process still in the namespace (the host agent included) and
+ * deletes it, also when the test failed.
  *
  * @module
  */
@@ -44,6 +46,12 @@ export interface Netns extends AsyncDisposable {
   pids(): Promise<number[]>;
   /** Pids in the namespace whose command line contains `text`. */
   pidsOf(text: string): Promise<number[]>;
+  /** The temporary directory of the namespace's agent state file and log. */
+  readonly dir: string;
+  /** The environment every command gets (agent state directory and log). */
+  readonly env: Record<string, string>;
+  /** The agent's log so far ("" before an agent ran). */
+  agentLog(): string;
 }
 
 /** Reads a process's command line, or "" when it is gone. */
@@ -59,12 +67,23 @@ function cmdline(pid: number): string {
 async function addNetns(): Promise<Netns> {
   const name = `ta${crypto.randomUUID().replaceAll("-", "").slice(0, 6)}`;
   if (!IS_ROOT) throw new Error("createNetns() needs root");
+  const dir = await Deno.makeTempDir({ prefix: `ta-${name}-` });
+  const env = {
+    TABLE_ALLOCATOR_RUN_DIR: `${dir}/run`,
+    TABLE_ALLOCATOR_AGENT_LOG: `${dir}/agent.log`,
+  };
   await runOk(["ip", "netns", "add", name]);
   const pids = async () =>
     (await run(["ip", "netns", "pids", name])).stdout.split(/\s+/).filter(Boolean).map(Number);
   const netns: Netns = {
     name,
-    run: (command, options) => run(["ip", "netns", "exec", name, ...command], options),
+    dir,
+    env,
+    run: (command, options) =>
+      run(["ip", "netns", "exec", name, ...command], {
+        ...options,
+        env: { ...env, ...options?.env },
+      }),
     ip: (...args) => runOk(["ip", "-n", name, ...args]),
     spawn: (command, options) =>
       new Deno.Command("ip", {
@@ -72,10 +91,17 @@ async function addNetns(): Promise<Netns> {
         stdin: "null",
         stdout: "piped",
         stderr: "piped",
-        env: { DENO_NO_UPDATE_CHECK: "1", ...options?.env },
+        env: { DENO_NO_UPDATE_CHECK: "1", ...env, ...options?.env },
       }).spawn(),
     pids,
     pidsOf: async (text) => (await pids()).filter((pid) => cmdline(pid).includes(text)),
+    agentLog: () => {
+      try {
+        return Deno.readTextFileSync(env.TABLE_ALLOCATOR_AGENT_LOG);
+      } catch {
+        return "";
+      }
+    },
     async [Symbol.asyncDispose]() {
       // Deleting a namespace does not end its processes: kill them, and wait until they are gone.
       for (let i = 0; i < 100; i++) {
@@ -89,6 +115,7 @@ async function addNetns(): Promise<Netns> {
         await new Promise((r) => setTimeout(r, 20));
       }
       await run(["ip", "netns", "del", name]);
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
   try {
