@@ -113,7 +113,9 @@ export class AgentControl {
     const name = identityName(spec.identity);
     const key = keyOf(sender);
     const now = performance.now();
-    for (const [k, { at }] of this.#answered) if (now - at > ANSWER_MEMORY_MS) this.#answered.delete(k);
+    for (const [k, { at }] of this.#answered) {
+      if (now - at > ANSWER_MEMORY_MS) this.#answered.delete(k);
+    }
     const earlier = this.#answered.get(`${key} ${name}`);
     if (earlier) return this.#reply(sender, earlier.reply);
     const answer = (outcome: HoldOutcome) => {

@@ -52,6 +52,12 @@ export const RETRANSMIT_MS = 2000;
 export const MAX_TRIES = 5;
 /** How long a release waits for the server's acknowledgement. */
 export const RELEASE_WAIT_MS = 1000;
+/**
+ * A send that found the server's queue full (net.unix.max_dgram_qlen, 10
+ * by default: many identities refresh at once after a restart) is tried
+ * again this soon, and does not count as a try.
+ */
+export const QUEUE_FULL_RETRY_MS = 20;
 /** At most one line per kind of repeated warning and identity in this time. */
 export const WARNING_INTERVAL_MS = 10_000;
 
@@ -127,6 +133,7 @@ export class Holding {
   #refreshAt = Infinity;
   #unanswered = 0;
   #releaseAt = Infinity;
+  #releaseSendAt = Infinity;
   #releaseAck: ((acknowledged: boolean) => void) | null = null;
   #waiters = new Map<string, (outcome: HoldOutcome) => void>();
   #releaseWaiters: Array<(acknowledged: boolean) => void> = [];
@@ -197,7 +204,7 @@ export class Holding {
 
   /** The earliest time (performance.now() ms) at which {@link onTimer} has work. */
   deadline(): number {
-    return Math.min(this.#sendAt, this.#refreshAt, this.#releaseAt);
+    return Math.min(this.#sendAt, this.#refreshAt, this.#releaseAt, this.#releaseSendAt);
   }
 
   /** Starts asking for a lease: at once, then every 2 s. */
@@ -261,9 +268,10 @@ export class Holding {
         this.#noLease(`no answer from @${this.spec.server} after ${MAX_TRIES} tries`);
         return;
       }
-      this.#tries++;
-      this.#send(Command.REQUEST, this.#tries === 1);
-      this.#sendAt = now + RETRANSMIT_MS;
+      if (this.#send(Command.REQUEST, this.#tries === 0)) {
+        this.#tries++;
+        this.#sendAt = now + RETRANSMIT_MS;
+      } else this.#sendAt = now + QUEUE_FULL_RETRY_MS;
     }
     if (now >= this.#refreshAt && this.#state === "held") {
       if (this.#unanswered === 1) {
@@ -272,10 +280,12 @@ export class Holding {
           server: this.spec.server,
         });
       }
-      this.#unanswered++;
-      this.#send(Command.REQUEST, this.#unanswered === 1);
-      this.#refreshAt = now + RETRANSMIT_MS;
+      if (this.#send(Command.REQUEST, this.#unanswered === 0)) {
+        this.#unanswered++;
+        this.#refreshAt = now + RETRANSMIT_MS;
+      } else this.#refreshAt = now + QUEUE_FULL_RETRY_MS;
     }
+    if (now >= this.#releaseSendAt) this.#sendRelease(now);
     if (now >= this.#releaseAt) this.#acknowledged(false);
   }
 
@@ -560,10 +570,11 @@ export class Holding {
     this.#host.rules.want(this.name, []);
     await this.#claimLeftovers();
     await this.#host.syncRules();
-    this.#send(Command.RELEASE, true);
     const acknowledged = await new Promise<boolean>((resolve) => {
       this.#releaseAck = resolve;
-      this.#releaseAt = performance.now() + RELEASE_WAIT_MS;
+      const now = performance.now();
+      this.#releaseAt = now + RELEASE_WAIT_MS;
+      this.#sendRelease(now);
       this.#host.wake();
     });
     if (acknowledged) this.#log.log("info", "lease released", this.fields);
@@ -577,10 +588,16 @@ export class Holding {
     this.#end(null, null, acknowledged);
   }
 
+  /** Sends the release; again soon while the server's queue is full. */
+  #sendRelease(now: number): void {
+    const first = this.#releaseSendAt === Infinity;
+    this.#releaseSendAt = this.#send(Command.RELEASE, first) ? Infinity : now + QUEUE_FULL_RETRY_MS;
+  }
+
   #acknowledged(acknowledged: boolean): void {
     const ack = this.#releaseAck;
     this.#releaseAck = null;
-    this.#releaseAt = Infinity;
+    this.#releaseAt = this.#releaseSendAt = Infinity;
     ack?.(acknowledged);
   }
 
@@ -603,7 +620,11 @@ export class Holding {
     if (message) this.#log.log("info", message, { ...this.fields, reason: reason ?? undefined });
     const wasAcquiring = this.#state === "acquiring";
     this.#state = "ended";
-    this.#sendAt = this.#refreshAt = this.#releaseAt = Infinity;
+    this.#sendAt =
+      this.#refreshAt =
+      this.#releaseAt =
+      this.#releaseSendAt =
+        Infinity;
     if (wasAcquiring) this.#finish({ kind: "none", reason: reason ?? "stopped" });
     this.#lease = null;
     const answer = acknowledged ? encodeReply(0, 0) : encoder.encode(JSON.stringify({
@@ -617,15 +638,19 @@ export class Holding {
     this.#host.ended(this);
   }
 
-  #send(cmd: typeof Command.REQUEST | typeof Command.RELEASE, logIt: boolean): void {
+  /**
+   * Sends a request or release to the server. False only when the server's
+   * queue is full (try again soon); a send nobody receives (ECONNREFUSED:
+   * no server bound yet) counts as sent, and the retransmission timer
+   * tries again.
+   */
+  #send(cmd: typeof Command.REQUEST | typeof Command.RELEASE, logIt: boolean): boolean {
     const data = encodeRequest({ cmd, identity: this.spec.identity, tag: this.spec.tag });
     const what = cmd === Command.REQUEST ? "request" : "release";
     try {
       if (!this.socket.send(data, this.#server)) {
-        if (logIt) {
-          this.#log.log("warn", `${what} not sent: the server's queue is full`, this.fields);
-        }
-        return;
+        this.#log.log("debug", `${what} not sent yet: the server's queue is full`, this.fields);
+        return false;
       }
       this.#log.log("debug", `${what} sent`, { ...this.fields, server: this.spec.server });
     } catch (error) {
@@ -638,6 +663,7 @@ export class Holding {
         });
       }
     }
+    return true;
   }
 
   #trySend(data: Uint8Array<ArrayBuffer>, to: Uint8Array<ArrayBuffer>): void {

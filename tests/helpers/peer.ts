@@ -10,6 +10,7 @@
  *                                   release with table 0, silence for anything
  *                                   else (no error replies, no notices)
  *     peer.ts - silent              autobound (a client)
+ *     peer.ts /PATH silent          bound to a file-system path (a NOTIFY_SOCKET)
  *
  * Every datagram received is printed on stdout as one JSON line
  * `{"from","uid","pid","data","at"}` (`at` in epoch ms); a stdin line
@@ -27,10 +28,10 @@ import { AbstractDatagramSocket, describeAddress } from "../../src/unix/abstract
 const [name, mode, ...rest] = Deno.args;
 const timeoutAt = rest.indexOf("--timeout");
 const timeout = timeoutAt >= 0 ? Number(rest[timeoutAt + 1]) : 3600;
-const socket = AbstractDatagramSocket.bind(name === "-" ? null : name, {
-  passCredentials: true,
-  receiveBufferSize: 65536,
-});
+const bindOptions = { passCredentials: true, receiveBufferSize: 65536 };
+const socket = name.startsWith("/")
+  ? AbstractDatagramSocket.bindPath(name, bindOptions)
+  : AbstractDatagramSocket.bind(name === "-" ? null : name, bindOptions);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const print = (obj: unknown) => Deno.stdout.writeSync(encoder.encode(`${JSON.stringify(obj)}\n`));
