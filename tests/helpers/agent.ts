@@ -30,7 +30,11 @@ export interface PeerDatagram {
 export interface Peer {
   /** Every datagram received so far. */
   readonly received: PeerDatagram[];
-  /** Sends `data` (JSON-encoded when not a string) to the padded name `to`. */
+  /**
+   * Sends `data` (JSON-encoded when not a string) to the padded name `to`;
+   * resolves once it is in the receiver's queue, and rejects when it
+   * could not be sent.
+   */
   send(to: string, data: string | Record<string, unknown>): Promise<void>;
   /** Waits for a received datagram that matches (default: any); returns it. */
   next(match?: (dg: PeerDatagram) => boolean, timeoutMs?: number): Promise<PeerDatagram>;
@@ -65,6 +69,7 @@ export async function startPeer(
     cwd: options.nobody ? nobodyDir(ns) : undefined,
   }).spawn();
   const received: PeerDatagram[] = [];
+  const confirmations: Array<{ sent?: string; sendError?: string }> = [];
   const waiters = new Set<() => void>();
   let ready!: () => void;
   let failed!: (error: Error) => void;
@@ -85,6 +90,7 @@ export async function startPeer(
         buffer = buffer.slice(nl + 1);
         if (line.ready) ready();
         else if (line.from !== undefined) received.push(line);
+        else confirmations.push(line);
         for (const wake of waiters) wake();
       }
     }
@@ -92,32 +98,43 @@ export async function startPeer(
     for (const wake of waiters) wake();
   })();
   const writer = child.stdin.getWriter();
+  /** Waits until `ready()` is true, woken by every line the peer prints. */
+  const until = async (what: string, ready: () => boolean, timeoutMs: number) => {
+    const deadline = performance.now() + timeoutMs;
+    while (!ready()) {
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`peer ${args[0]}: ${what} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, left);
+        function done() {
+          clearTimeout(timer);
+          waiters.delete(done);
+          resolve();
+        }
+        waiters.add(done);
+      });
+    }
+  };
   await started;
+  let sends = 0;
   return {
     received,
     async send(to, data) {
       const text = typeof data === "string" ? data : JSON.stringify(data);
       await writer.write(new TextEncoder().encode(`${JSON.stringify({ to, data: text })}\n`));
+      const mine = sends++;
+      await until("no confirmation of a send", () => confirmations.length > mine, 5000);
+      const { sendError } = confirmations[mine];
+      if (sendError) throw new Error(`peer ${args[0]}: cannot send to @${to}: ${sendError}`);
     },
     async next(match = () => true, timeoutMs = 5000) {
-      const deadline = performance.now() + timeoutMs;
-      let seen = 0;
-      for (;;) {
-        for (; seen < received.length; seen++) if (match(received[seen])) return received[seen];
-        const left = deadline - performance.now();
-        if (left <= 0) {
-          throw new Error(`peer ${args[0]}: no matching datagram within ${timeoutMs} ms`);
-        }
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, left);
-          function done() {
-            clearTimeout(timer);
-            waiters.delete(done);
-            resolve();
-          }
-          waiters.add(done);
-        });
-      }
+      let found: PeerDatagram | undefined;
+      await until(
+        "no matching datagram",
+        () => (found = received.find(match)) !== undefined,
+        timeoutMs,
+      );
+      return found!;
     },
     async stop() {
       try {

@@ -14,8 +14,10 @@
  *
  * Every datagram received is printed on stdout as one JSON line
  * `{"from","uid","pid","data","at"}` (`at` in epoch ms); a stdin line
- * `{"to": NAME, "data": TEXT}` is sent from the bound socket. The first
- * stdout line is `{"ready": true}` once the name is bound. Leases last
+ * `{"to": NAME, "data": TEXT}` is sent from the bound socket, and
+ * confirmed with a line `{"sent": NAME}` (the datagram is in the
+ * receiver's queue then) or `{"sendError": ...}`. The first stdout line
+ * is `{"ready": true}` once the name is bound. Leases last
  * `--timeout S` seconds (default 3600).
  *
  * @module
@@ -82,7 +84,8 @@ async function readCommands(): Promise<void> {
       if (!line.trim()) continue;
       const { to, data } = JSON.parse(line);
       try {
-        socket.sendToName(encoder.encode(data), to);
+        if (socket.sendToName(encoder.encode(data), to)) print({ sent: to });
+        else print({ sendError: "the receiver's queue is full", to });
       } catch (error) {
         print({ sendError: (error as Error).message, to });
       }
