@@ -22,17 +22,12 @@ import {
   type ClientOptions,
   parseClientArgs,
   USAGE,
-  UsageError,
 } from "./src/client/options.ts";
+import { UsageError, writeAll as write } from "./src/cli/cli.ts";
+import { errorMessage } from "./src/util/errors.ts";
 import { identityName } from "./src/protocol/v1.ts";
 
 const PROGRAM = "table_allocator_client";
-const encoder = new TextEncoder();
-
-function write(file: { writeSync(p: Uint8Array): number }, text: string): void {
-  const bytes = encoder.encode(text);
-  for (let done = 0; done < bytes.byteLength;) done += file.writeSync(bytes.subarray(done));
-}
 
 function usageError(message: string): number {
   write(Deno.stderr, `${PROGRAM}: ${message}\n${USAGE}`);
@@ -78,7 +73,7 @@ export async function main(args: string[]): Promise<number> {
     try {
       Deno.openSync(options.logPath, { append: true, create: true }).close();
     } catch (error) {
-      say(`Cannot open log file "${options.logPath}": ${(error as Error).message}`);
+      say(`Cannot open log file "${options.logPath}": ${errorMessage(error)}`);
       return 1;
     }
   }
@@ -108,7 +103,7 @@ async function runHere(options: ClientOptions, ifindex: number): Promise<number>
   try {
     logger = new Logger({ program: PROGRAM, logPath: options.logPath, syslog: options.syslog });
   } catch (error) {
-    say((error as Error).message);
+    say(errorMessage(error));
     return 1;
   }
   const logElsewhere = options.logPath !== undefined || options.syslog;
@@ -131,9 +126,9 @@ async function runHere(options: ClientOptions, ifindex: number): Promise<number>
   } catch (error) {
     logger.error("client failed", {
       identity: identityName(options),
-      reason: (error as Error).message,
+      reason: errorMessage(error),
     });
-    if (logElsewhere) say((error as Error).message);
+    if (logElsewhere) say(errorMessage(error));
     return 1;
   } finally {
     logger.close();

@@ -54,9 +54,6 @@ const SYMBOLS = {
   closelog: { parameters: [], result: "void" },
   // unsigned int if_nametoindex(const char *ifname)
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
-  // int fcntl(int fd, int cmd, ... /* int arg */): called with one int
-  // argument, which x86-64 and AArch64 pass like a non-variadic call.
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -329,20 +326,6 @@ export function getsockname(fd: number): Uint8Array<ArrayBuffer> {
  */
 export function ifNameToIndex(name: string): number {
   return libc().if_nametoindex(cstr(name));
-}
-
-const F_GETFD = 1;
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
-
-/**
- * Sets or clears close-on-exec on a descriptor (fcntl F_SETFD), so that a
- * child process started with `Deno.Command` inherits it or not.
- */
-export function setCloseOnExec(fd: number, enabled: boolean): void {
-  const flags = check("fcntl", libc().fcntl(fd, F_GETFD, 0), `(F_GETFD ${fd})`);
-  const next = enabled ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
-  check("fcntl", libc().fcntl(fd, F_SETFD, next), `(F_SETFD ${fd})`);
 }
 
 /** close(2); errors are ignored because there is nothing left to do. */

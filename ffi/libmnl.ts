@@ -16,8 +16,6 @@ import { errorMessage } from "../src/util/errors.ts";
 const SYMBOLS = {
   // struct mnl_socket *mnl_socket_open2(int bus, int flags)
   mnl_socket_open2: { parameters: ["i32", "i32"], result: "pointer" },
-  // struct mnl_socket *mnl_socket_fdopen(int fd)
-  mnl_socket_fdopen: { parameters: ["i32"], result: "pointer" },
   // int mnl_socket_bind(struct mnl_socket *nl, unsigned int groups, pid_t pid)
   mnl_socket_bind: { parameters: ["pointer", "u32", "i32"], result: "i32" },
   // ssize_t mnl_socket_sendto(const struct mnl_socket *nl, const void *req, size_t siz)
@@ -66,13 +64,6 @@ export type MnlSocket = Deno.PointerObject;
 export function socketOpen(bus: number, flags: number): MnlSocket {
   const nl = mnl().mnl_socket_open2(bus, flags);
   if (nl === null) throw new ErrnoError("mnl_socket_open2", errno());
-  return nl;
-}
-
-/** mnl_socket_fdopen(3): wraps a netlink socket descriptor inherited from a parent. */
-export function socketFdopen(fd: number): MnlSocket {
-  const nl = mnl().mnl_socket_fdopen(fd);
-  if (nl === null) throw new ErrnoError("mnl_socket_fdopen", errno(), `(fd ${fd})`);
   return nl;
 }
 

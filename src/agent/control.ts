@@ -27,6 +27,7 @@ import {
   encodeAgentReply,
   type HoldSpec,
 } from "./protocol.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** At most one line per kind of refused message in this time. */
 const REFUSAL_LOG_MS = 10_000;
@@ -156,7 +157,7 @@ export class AgentControl {
           return this.#reply(sender, {
             op: "error",
             error: "bad_log",
-            message: (error as Error).message,
+            message: errorMessage(error),
           });
         }
         const outcome = await askForeignHolder(spec, (l, m, f) => this.#log.log(l, m, f));

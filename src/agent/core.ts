@@ -28,6 +28,7 @@ import { Poller } from "./poller.ts";
 import type { HoldSpec } from "./protocol.ts";
 import { RuleKeeper } from "./rules.ts";
 import type { Sinks } from "./sinks.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Interval of retries for rules the kernel refused. */
 export const RULE_RETRY_MS = 1000;
@@ -224,7 +225,7 @@ export class HoldingCore implements HoldingHost, Disposable {
       if (missing > 0) await this.syncRules();
     } catch (error) {
       this.#options.log.warn("cannot check the routing rules", {
-        reason: (error as Error).message,
+        reason: errorMessage(error),
       });
     } finally {
       this.#checking = false;
@@ -300,7 +301,7 @@ export class HoldingCore implements HoldingHost, Disposable {
       } catch (error) {
         holding.log.log("warn", "cannot list the addresses; keeping the lease", {
           ...holding.fields,
-          reason: (error as Error).message,
+          reason: errorMessage(error),
         });
       }
     }

@@ -18,6 +18,7 @@ import type { HoldSpec } from "./protocol.ts";
 import { trustedServerUids } from "./trust.ts";
 import type { Fields, Level } from "../log/logger.ts";
 import { sameBytes } from "../util/bytes.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** How long the holder of an identity has to answer with its table. */
 export const HOLDER_ANSWER_MS = 500;
@@ -66,7 +67,7 @@ export async function askForeignHolder(
   } catch (error) {
     log("warn", "cannot ask the kernel who holds the identity's name", {
       ...fields,
-      reason: (error as Error).message,
+      reason: errorMessage(error),
     });
   }
   if (owner === null) return "unbound";

@@ -45,6 +45,7 @@ import { describeRule, leaseRules, type RuleFailure, type RuleKeeper, ruleKey } 
 import type { IdentityLog } from "./sinks.ts";
 import { trustedServerUids } from "./trust.ts";
 import { sameBytes } from "../util/bytes.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Retransmission interval of requests, as in the original. */
 export const RETRANSMIT_MS = 2000;
@@ -378,7 +379,7 @@ export class Holding {
     } catch (error) {
       this.#log.log("warn", "cannot read the identity's socket", {
         ...this.fields,
-        reason: (error as Error).message,
+        reason: errorMessage(error),
       });
       return null;
     }
@@ -407,7 +408,7 @@ export class Holding {
     } catch (error) {
       this.#warn("malformed", "ignoring a malformed reply", {
         ...this.fields,
-        reason: (error as Error).message,
+        reason: errorMessage(error),
       });
       return;
     }
@@ -557,7 +558,7 @@ export class Holding {
       // Tried again with the next table change; the wanted rules go in regardless.
       this.#log.log("warn", "cannot list the routing rules", {
         ...this.fields,
-        reason: (error as Error).message,
+        reason: errorMessage(error),
       });
     }
   }
@@ -659,7 +660,7 @@ export class Holding {
         this.#log.log("warn", `${what} not sent`, {
           ...this.fields,
           server: this.spec.server,
-          reason: error instanceof ErrnoError ? error.code : (error as Error).message,
+          reason: error instanceof ErrnoError ? error.code : errorMessage(error),
         });
       }
     }

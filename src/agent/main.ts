@@ -31,6 +31,7 @@ import {
   stateFilePath,
   writeState,
 } from "./state_file.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** The agent's own log: stderr, `-l PATH` or `-s`. */
 export interface AgentOptions {
@@ -47,7 +48,7 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   try {
     log = new Logger({ program: PROGRAM, logPath: options.logPath, syslog: options.syslog });
   } catch (error) {
-    console.error(`${PROGRAM} --agent: ${(error as Error).message}`);
+    console.error(`${PROGRAM} --agent: ${errorMessage(error)}`);
     return 1;
   }
   try {
@@ -57,7 +58,7 @@ export async function runAgent(options: AgentOptions): Promise<number> {
     using _socket = socket;
     return await serve(socket, name, log, options);
   } catch (error) {
-    log.error("the agent failed", { reason: (error as Error).message });
+    log.error("the agent failed", { reason: errorMessage(error) });
     return 1;
   } finally {
     log.close();
@@ -117,7 +118,7 @@ async function serve(
       } catch (error) {
         log.error("cannot write the state file", {
           path: statePath,
-          reason: (error as Error).message,
+          reason: errorMessage(error),
         });
       }
     },
@@ -183,7 +184,7 @@ async function recover(
     for (const error of state.errors) log.warn("skipping an entry of the state file", { error });
     records = state.records;
   } catch (error) {
-    log.error(`${(error as Error).message}; starting without it`);
+    log.error(`${errorMessage(error)}; starting without it`);
     return 0;
   }
   const lists = new Map<number, Promise<InterfaceAddress[] | null>>();
@@ -202,7 +203,7 @@ async function recover(
       log.warn("not taking back a lease of the state file", {
         identity: identityName(spec.identity),
         table,
-        reason: (error as Error).message,
+        reason: errorMessage(error),
       });
       continue;
     }

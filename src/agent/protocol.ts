@@ -19,6 +19,7 @@ import {
   ProtocolError,
   validateIdentity,
 } from "../protocol/v1.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** The agent's fixed abstract name (padded, like every name of the protocol). */
 export const AGENT_SOCKET_NAME = "table-allocator-agent";
@@ -157,7 +158,7 @@ function parseObject(data: Uint8Array, length: number, what: string): Record<str
   } catch (error) {
     throw new AgentProtocolError(
       "bad_json",
-      `${what} is not a JSON object: ${(error as Error).message.slice(0, 80)}`,
+      `${what} is not a JSON object: ${errorMessage(error).slice(0, 80)}`,
       { cause: error },
     );
   }

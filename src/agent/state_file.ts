@@ -26,6 +26,7 @@ import {
   SOL_SOCKET,
 } from "../../ffi/libc.ts";
 import { decodeAgentRequest, encodeAgentRequest, type HoldSpec } from "./protocol.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Where state files live. */
 export const RUN_DIR = "/run/table-allocator";
@@ -84,7 +85,7 @@ export function decodeState(text: string): State {
   try {
     obj = JSON.parse(text);
   } catch (error) {
-    throw new TypeError(`not JSON: ${(error as Error).message}`, { cause: error });
+    throw new TypeError(`not JSON: ${errorMessage(error)}`, { cause: error });
   }
   if (
     obj?.version !== 1 || typeof obj.netns_cookie !== "string" || !Array.isArray(obj.identities)
@@ -106,7 +107,7 @@ export function decodeState(text: string): State {
       if (request.op !== "hold") throw new TypeError("not a hold");
       records.push({ spec: request.spec, table });
     } catch (error) {
-      errors.push(`identity ${i}: ${(error as Error).message}`);
+      errors.push(`identity ${i}: ${errorMessage(error)}`);
     }
   }
   return { netnsCookie: obj.netns_cookie, records, errors };
@@ -122,14 +123,14 @@ export function readState(path: string): State {
     text = Deno.readTextFileSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { netnsCookie: "", records: [], errors: [] };
-    throw new Error(`Cannot read the state file "${path}": ${(error as Error).message}`, {
+    throw new Error(`Cannot read the state file "${path}": ${errorMessage(error)}`, {
       cause: error,
     });
   }
   try {
     return decodeState(text);
   } catch (error) {
-    throw new Error(`Cannot read the state file "${path}": ${(error as Error).message}`, {
+    throw new Error(`Cannot read the state file "${path}": ${errorMessage(error)}`, {
       cause: error,
     });
   }

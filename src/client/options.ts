@@ -7,7 +7,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseCommandLine, UsageError } from "../cli/cli.ts";
 import { formatIP, parseIP, parsePrefixLength } from "../net/ip.ts";
 import { AddrFamily } from "../net/family.ts";
 import { VERSION } from "../version.ts";
@@ -86,15 +86,6 @@ export type Invocation =
   | { kind: "agent"; logPath: string | undefined; syslog: boolean }
   | { kind: "run"; options: ClientOptions };
 
-/** A bad command line: the message names the offending argument. */
-export class UsageError extends Error {
-  /** Builds the error. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "UsageError";
-  }
-}
-
 const byteLength = (s: string) => new TextEncoder().encode(s).byteLength;
 
 /**
@@ -103,32 +94,27 @@ const byteLength = (s: string) => new TextEncoder().encode(s).byteLength;
  */
 export function parseClientArgs(args: readonly string[]): Invocation {
   if (args.includes("-h") || args.includes("--help")) return { kind: "help" };
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: false,
-      options: {
-        inet: { type: "boolean", short: "4" },
-        inet6: { type: "boolean", short: "6" },
-        address: { type: "string", short: "a" },
-        netmask: { type: "string", short: "n" },
-        ifname: { type: "string", short: "i" },
-        destination: { type: "string", short: "d" },
-        tag: { type: "string", short: "t" },
-        release: { type: "boolean", short: "r" },
-        foreground: { type: "boolean", short: "f" },
-        log_path: { type: "string", short: "l" },
-        syslog: { type: "boolean", short: "s" },
-        "server-uid": { type: "string", multiple: true },
-        agent: { type: "boolean" },
-        version: { type: "boolean" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message.replace(/^TypeError: /, ""), { cause: error });
-  }
+  const parsed = parseCommandLine({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      inet: { type: "boolean", short: "4" },
+      inet6: { type: "boolean", short: "6" },
+      address: { type: "string", short: "a" },
+      netmask: { type: "string", short: "n" },
+      ifname: { type: "string", short: "i" },
+      destination: { type: "string", short: "d" },
+      tag: { type: "string", short: "t" },
+      release: { type: "boolean", short: "r" },
+      foreground: { type: "boolean", short: "f" },
+      log_path: { type: "string", short: "l" },
+      syslog: { type: "boolean", short: "s" },
+      "server-uid": { type: "string", multiple: true },
+      agent: { type: "boolean" },
+      version: { type: "boolean" },
+    },
+  });
   const v = parsed.values;
   if (v.version) return { kind: "version" };
   if (v.log_path !== undefined && v.log_path.length === 0) {

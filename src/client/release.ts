@@ -28,6 +28,7 @@ import { trustedServerUids } from "../agent/trust.ts";
 import type { ClientOptions } from "./options.ts";
 import { ask } from "./peer.ts";
 import { sameBytes } from "../util/bytes.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** How long `-r` waits for the agent or a holder to delete its rules and release. */
 export const HOLDER_RELEASE_MS = 3000;
@@ -166,7 +167,7 @@ async function deleteLeftoverRules(options: ClientOptions, logger: Logger): Prom
     }
     return failures.length === 0;
   } catch (error) {
-    logger.error("cannot read the routing rules", { ...fields, reason: (error as Error).message });
+    logger.error("cannot read the routing rules", { ...fields, reason: errorMessage(error) });
     return false;
   }
 }

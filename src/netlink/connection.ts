@@ -14,7 +14,6 @@ import {
   NETLINK_ROUTE,
   socketBind,
   socketClose,
-  socketFdopen,
   socketGetFd,
   socketGetPortid,
   socketOpen,
@@ -80,12 +79,7 @@ export class NetlinkSocket implements Disposable {
     return new NetlinkSocket(nl);
   }
 
-  /** Wraps a bound netlink descriptor inherited from a parent process. */
-  static adopt(fd: number): NetlinkSocket {
-    return new NetlinkSocket(socketFdopen(fd));
-  }
-
-  /** The descriptor, for poll(2) and hand-over. */
+  /** The descriptor, for poll(2). */
   get fd(): number {
     return this.#fd;
   }

@@ -31,7 +31,6 @@ import {
   SOL_SOCKET,
   type Ucred,
 } from "../../ffi/libc.ts";
-import { sameBytes } from "../util/bytes.ts";
 
 /** `sizeof(struct sockaddr_un)`: the address length the original uses. */
 export const SOCKADDR_UN_SIZE = 110;
@@ -165,25 +164,6 @@ export class AbstractDatagramSocket implements Disposable {
       close(fd);
       throw error;
     }
-  }
-
-  /**
-   * Takes over a bound socket descriptor inherited from a parent process
-   * (the client's hand-over to its background process). Checks that the
-   * descriptor is bound to exactly the padded `name`, so a stray
-   * descriptor number cannot be mistaken for the socket; the caller owns
-   * the descriptor from then on.
-   */
-  static adopt(fd: number, name: string, options: BindOptions = {}): AbstractDatagramSocket {
-    const expected = paddedAbstractAddress(name);
-    const actual = getsockname(fd);
-    if (!sameBytes(actual, expected)) {
-      throw new RangeError(
-        `descriptor ${fd} is bound to ${describeAddress(actual)}, not to the padded @${name}`,
-      );
-    }
-    if (options.passCredentials) setsockoptInt(fd, SOL_SOCKET, SO_PASSCRED, 1);
-    return new AbstractDatagramSocket(fd, expected, options.receiveBufferSize ?? 2048);
   }
 
   /** The socket descriptor (for diagnostics). */

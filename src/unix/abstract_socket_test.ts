@@ -85,14 +85,3 @@ Deno.test("wake() interrupts a pending readable() at once", async () => {
   assertEquals(await pending, false);
   assert(performance.now() - started < 5000);
 });
-
-Deno.test("adopt() takes over a socket bound to the padded name and refuses any other", () => {
-  const name = unique("adopt");
-  const original = AbstractDatagramSocket.bind(name);
-  using adopted = AbstractDatagramSocket.adopt(original.fd, name);
-  assertEquals(describeAddress(adopted.address), `@${name}`);
-  assertThrows(() => AbstractDatagramSocket.adopt(original.fd, `${name}-other`), RangeError);
-  using client = AbstractDatagramSocket.bind(null);
-  assert(client.send(new TextEncoder().encode("x"), adopted.address));
-  assertEquals(new TextDecoder().decode(adopted.receive()?.data), "x");
-});
