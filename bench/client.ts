@@ -1,21 +1,32 @@
 /**
- * Client figures: time from exec to the table on stdout in a real
- * hook-style run (no `-f`: the client moves to the background, which is
- * then ended with `-r`), time until stdout closes (when `$(...)` returns),
- * the resident memory of a background client, and the floor: Deno's own
- * start-up (`deno run` of an empty script).
+ * Client figures, in a fresh network namespace (root only): hook-style
+ * calls (IPv4 with its three rules) handed to the host agent, timed from
+ * exec to the table on stdout and to stdout closed (when `$(...)`
+ * returns); the first call, which starts the agent, apart; the resident
+ * memory of every holder process (the one agent) with 16 identities and
+ * with 80, and what each further identity costs; and the floor: Deno's own
+ * start-up (`deno run` of an empty script), measured the same way.
  *
- * As root it runs in a fresh network namespace with an IPv4 address, so
- * the rules are installed as in production; otherwise it uses family
- * unspec on `lo` (no rules) in the current namespace.
+ * Calls run with the working directory `/`, as DHCP and interface hooks
+ * do (under `deno run` a working directory with a `deno.json` would add
+ * its config discovery to every call; a compiled client has none).
  *
  * @module
  */
 
-import { CLIENT_PATH, createNetns, IS_ROOT, NETNS_ADDRESSES as A } from "../tests/helpers/netns.ts";
+import {
+  CLIENT_PATH,
+  createNetns,
+  type Netns,
+  NETNS_ADDRESSES as A,
+} from "../tests/helpers/netns.ts";
 import { startServer } from "../tests/helpers/server.ts";
 
-const RUNS = 20;
+/** Identities handed over before the memory of 16 is read, and then up to 80. */
+const FIRST_SET = 16;
+const ALL = 80;
+/** Timed calls with the agent running. */
+const TIMED = 16;
 
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -23,16 +34,18 @@ const median = (values: number[]) => {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 };
 const ms = (value: number) => `${value.toFixed(1)} ms`;
+const addressOf = (i: number) => `198.51.100.${10 + i}`;
 
-/** One hook-style run: milliseconds to the first line and to the end of stdout. */
-async function timedRun(prefix: string[], args: string[]) {
+/** One call as a hook makes it: milliseconds to the first line and to the end of stdout. */
+async function timedRun(ns: Netns, args: string[], expect: RegExp) {
   const started = performance.now();
-  const child = new Deno.Command(prefix[0], {
-    args: [...prefix.slice(1), Deno.execPath(), "run", "--allow-all", CLIENT_PATH, ...args],
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", ns.name, Deno.execPath(), "run", "--allow-all", ...args],
+    cwd: "/",
+    env: { DENO_NO_UPDATE_CHECK: "1", ...ns.env },
     stdin: "null",
     stdout: "piped",
     stderr: "null",
-    env: { DENO_NO_UPDATE_CHECK: "1" },
   }).spawn();
   let text = "";
   let firstLine = NaN;
@@ -43,105 +56,87 @@ async function timedRun(prefix: string[], args: string[]) {
   }
   const closed = performance.now() - started;
   const status = await child.status;
-  if (!status.success || !/^[1-9]\d*\n$/.test(text)) {
-    throw new Error(`client run failed (${status.code}): stdout ${JSON.stringify(text)}`);
+  if (!status.success || !expect.test(text)) {
+    throw new Error(`run ${args.join(" ")} failed (${status.code}): ${JSON.stringify(text)}`);
   }
   return { firstLine, closed };
 }
 
-async function pidsOf(listPids: () => Promise<number[]>, text: string): Promise<number[]> {
-  return (await listPids()).filter((pid) => {
-    try {
-      return Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes(text);
-    } catch {
-      return false;
-    }
-  });
+function hook(ns: Netns, server: string, i: number) {
+  const args = [CLIENT_PATH, "-4", "-a", addressOf(i), "-n", "24", "-i", A.ifname, "-d", server];
+  return timedRun(ns, args, /^[1-9]\d*\n$/);
 }
 
-function vmRssKiB(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  if (!match) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(match[1]);
-}
-
-async function denoStartup(): Promise<number> {
-  const empty = await Deno.makeTempFile({ prefix: "ta-bench-empty-", suffix: ".ts" });
-  try {
-    const times: number[] = [];
-    for (let i = 0; i < RUNS; i++) {
-      const started = performance.now();
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", empty],
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-        env: { DENO_NO_UPDATE_CHECK: "1" },
-      }).output();
-      if (!out.success) throw new Error("deno run of an empty script failed");
-      times.push(performance.now() - started);
-    }
-    return median(times);
-  } finally {
-    await Deno.remove(empty);
+/** The resident memory of the namespace's agents together, in KiB, once they settled. */
+async function holdersRssKiB(ns: Netns): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  let total = 0;
+  for (const pid of await ns.pidsOf("--agent")) {
+    const match = /^VmRSS:\s+(\d+) kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    if (!match) throw new Error(`no VmRSS for pid ${pid}`);
+    total += Number(match[1]);
   }
+  return total;
 }
 
 /** Runs the client benchmarks and returns one row per figure. */
 export async function benchClient(): Promise<Array<{ metric: string; value: string }>> {
-  await using ns = IS_ROOT ? await createNetns() : null;
-  await using server = await startServer(ns ? { netns: ns.name } : {});
-  const prefix = ns ? ["ip", "netns", "exec", ns.name] : ["env"];
-  const identity = ns
-    ? ["-4", "-a", A.ipv4, "-n", String(A.ipv4Prefix), "-i", A.ifname]
-    : ["-a", `bench-${crypto.randomUUID().slice(0, 8)}`, "-i", "lo"];
-  const args = [...identity, "-d", server.socketName];
-  const listPids = ns ? () => ns.pids() : async () => {
-    const out = await new Deno.Command("pgrep", { args: ["-f", CLIENT_PATH], stdout: "piped" })
-      .output();
-    return new TextDecoder().decode(out.stdout).split(/\s+/).filter(Boolean).map(Number);
-  };
+  await using ns = await createNetns();
+  await using server = await startServer({ netns: ns.name, config: { num_tables: 128 } });
+  await ns.ip("addr", "add", "198.51.100.1/24", "dev", A.ifname);
+  for (let i = 0; i <= ALL; i++) await ns.ip("addr", "add", `${addressOf(i)}/24`, "dev", A.ifname);
+  const name = server.socketName;
 
+  const first = await hook(ns, name, 0);
   const firstLines: number[] = [];
   const closes: number[] = [];
-  let rss = 0;
-  for (let i = 0; i < RUNS; i++) {
-    const { firstLine, closed } = await timedRun(prefix, args);
+  let rss16 = 0;
+  for (let i = 1; i <= TIMED; i++) {
+    if (i === FIRST_SET) rss16 = await holdersRssKiB(ns);
+    const { firstLine, closed } = await hook(ns, name, i);
     firstLines.push(firstLine);
     closes.push(closed);
-    const [pid] = await pidsOf(listPids, CLIENT_PATH);
-    if (pid === undefined) throw new Error("no background client after a hook-style run");
-    if (i === RUNS - 1) {
-      // Let the background client settle after its start-up before reading its memory.
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      rss = vmRssKiB(pid);
-    }
-    const release = await new Deno.Command(prefix[0], {
-      args: [...prefix.slice(1), Deno.execPath(), "run", "--allow-all", CLIENT_PATH, ...args, "-r"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-      env: { DENO_NO_UPDATE_CHECK: "1" },
-    }).output();
-    if (!release.success) throw new Error("client -r failed");
   }
-  const floor = await denoStartup();
-  const where = ns ? "IPv4 with rules, in a netns" : "unspec on lo, no rules (not root)";
+  for (let i = TIMED + 1; i < ALL; i++) await hook(ns, name, i);
+  const rssAll = await holdersRssKiB(ns);
+  const holders = (await ns.pidsOf("--agent")).length;
+  if (server.leases().length !== ALL) {
+    throw new Error(`expected ${ALL} leases, the server has ${server.leases().length}`);
+  }
+
+  const empty = await Deno.makeTempFile({ prefix: "ta-bench-empty-", suffix: ".ts" });
+  const floors: number[] = [];
+  try {
+    for (let i = 0; i < TIMED; i++) {
+      floors.push((await timedRun(ns, [empty], /^$/)).closed);
+    }
+  } finally {
+    await Deno.remove(empty);
+  }
+  const perIdentity = (rssAll - rss16) / (ALL - FIRST_SET);
   return [
     {
-      metric: `client: exec to table on stdout, median of ${RUNS} (${where})`,
+      metric: `exec to table on stdout, median of ${TIMED} calls with the agent running`,
       value: ms(median(firstLines)),
     },
     {
-      metric: `client: exec to stdout closed ($(...) returns), median of ${RUNS}`,
+      metric: `exec to stdout closed ($(...) returns), median of ${TIMED}`,
       value: ms(median(closes)),
     },
+    { metric: "the first call, which starts the agent: exec to table", value: ms(first.firstLine) },
     {
-      metric: "client: RSS of a background client (VmRSS)",
-      value: `${(rss / 1024).toFixed(1)} MiB`,
+      metric: `RSS of every holder process (${holders} agent), ${FIRST_SET} identities`,
+      value: `${(rss16 / 1024).toFixed(1)} MiB`,
     },
-    { metric: `deno run of an empty script (floor), median of ${RUNS}`, value: ms(floor) },
+    {
+      metric: `RSS of every holder process, ${ALL} identities`,
+      value: `${(rssAll / 1024).toFixed(1)} MiB`,
+    },
+    { metric: "RSS per further identity", value: `${Math.round(perIdentity)} KiB` },
+    {
+      metric: `deno run of an empty script (floor), median of ${TIMED}`,
+      value: ms(median(floors)),
+    },
   ];
 }
 
