@@ -23,7 +23,7 @@ import {
   parseClientArgs,
   USAGE,
 } from "./src/client/options.ts";
-import { UsageError, writeAll as write } from "./src/cli/cli.ts";
+import { UsageError, writeAll as write } from "./src/cli/usage.ts";
 import { errorMessage } from "./src/util/errors.ts";
 import { identityName } from "./src/protocol/v1.ts";
 

@@ -9,6 +9,9 @@
  * @module
  */
 
+// Two handles on libc: Deno builds a binding for every symbol at dlopen, so the
+// symbols a hook's client needs (sockets, poll, eventfd) are opened apart from
+// those only daemons and error paths use.
 const SYMBOLS = {
   // int socket(int domain, int type, int protocol)
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -21,17 +24,12 @@ const SYMBOLS = {
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   // int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  // int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   // int getsockname(int sockfd, struct sockaddr *addr, socklen_t *addrlen)
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   // int close(int fd)
   close: { parameters: ["i32"], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout): blocks, so it runs off the main thread
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  // The same poll(2), on the calling thread: for load generators and tools
-  // that have nothing else to run while they wait.
-  poll_blocking: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   // int eventfd(unsigned int initval, int flags)
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // ssize_t write(int fd, const void *buf, size_t count)
@@ -40,6 +38,16 @@ const SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   // int *__errno_location(void): errno of the calling (main) thread
   __errno_location: { parameters: [], result: "pointer" },
+  // unsigned int if_nametoindex(const char *ifname)
+  if_nametoindex: { parameters: ["buffer"], result: "u32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+const EXTRA_SYMBOLS = {
+  // int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  // The same poll(2), on the calling thread: for load generators and tools
+  // that have nothing else to run while they wait.
+  poll_blocking: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   // char *strerror(int errnum)
   strerror: { parameters: ["i32"], result: "pointer" },
   // int clock_gettime(clockid_t clockid, struct timespec *tp)
@@ -52,16 +60,21 @@ const SYMBOLS = {
   syslog: { parameters: ["i32", "buffer", "buffer"], result: "void" },
   // void closelog(void)
   closelog: { parameters: [], result: "void" },
-  // unsigned int if_nametoindex(const char *ifname)
-  if_nametoindex: { parameters: ["buffer"], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+let extraLibrary: Deno.DynamicLibrary<typeof EXTRA_SYMBOLS> | undefined;
 
 /** Opens libc on first use, so importing this module has no side effect. */
 function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   library ??= Deno.dlopen("libc.so.6", SYMBOLS);
   return library.symbols;
+}
+
+/** The rest of libc, opened on first use of one of its symbols. */
+function libcExtra(): Deno.DynamicLibrary<typeof EXTRA_SYMBOLS>["symbols"] {
+  extraLibrary ??= Deno.dlopen("libc.so.6", EXTRA_SYMBOLS);
+  return extraLibrary.symbols;
 }
 
 /** errno values used by callers; names follow `<errno.h>`. */
@@ -120,7 +133,7 @@ export function errno(): number {
 
 /** The C library's description of an errno value. */
 export function strerror(code: number): string {
-  const ptr = libc().strerror(code);
+  const ptr = libcExtra().strerror(code);
   return ptr === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(ptr);
 }
 
@@ -306,7 +319,13 @@ export function getsockoptU64(fd: number, level: number, name: number): bigint {
   const length = new Uint32Array([8]);
   check(
     "getsockopt",
-    libc().getsockopt(fd, level, name, new Uint8Array(value.buffer), new Uint8Array(length.buffer)),
+    libcExtra().getsockopt(
+      fd,
+      level,
+      name,
+      new Uint8Array(value.buffer),
+      new Uint8Array(length.buffer),
+    ),
     `(option ${name})`,
   );
   return value[0];
@@ -365,13 +384,13 @@ export async function poll(fds: Uint8Array<ArrayBuffer>, timeoutMs: number): Pro
  * generator). Daemons use {@link poll}.
  */
 export function pollBlocking(fds: Uint8Array<ArrayBuffer>, timeoutMs: number): number {
-  return libc().poll_blocking(fds, BigInt(fds.byteLength / 8), timeoutMs);
+  return libcExtra().poll_blocking(fds, BigInt(fds.byteLength / 8), timeoutMs);
 }
 
 /** Seconds on a clock, as a float. */
 export function clockSeconds(clock = CLOCK_MONOTONIC_RAW): number {
   const ts = new BigInt64Array(2);
-  check("clock_gettime", libc().clock_gettime(clock, new Uint8Array(ts.buffer)));
+  check("clock_gettime", libcExtra().clock_gettime(clock, new Uint8Array(ts.buffer)));
   return Number(ts[0]) + Number(ts[1]) / 1e9;
 }
 
@@ -390,16 +409,16 @@ let syslogIdent: Uint8Array<ArrayBuffer> | undefined;
 /** openlog(3) with facility daemon and the pid in each line. */
 export function openlog(ident: string, facility = LOG_DAEMON): void {
   syslogIdent = cstr(ident);
-  libc().openlog(syslogIdent, LOG_PID, facility);
+  libcExtra().openlog(syslogIdent, LOG_PID, facility);
 }
 
 /** syslog(3) of one message, never interpreted as a format string. */
 export function syslog(severity: number, message: string): void {
-  libc().syslog(severity, PERCENT_S, cstr(message));
+  libcExtra().syslog(severity, PERCENT_S, cstr(message));
 }
 
 /** closelog(3). */
 export function closelog(): void {
-  libc().closelog();
+  libcExtra().closelog();
   syslogIdent = undefined;
 }

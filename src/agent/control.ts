@@ -100,13 +100,17 @@ export class AgentControl {
         this.#reply(dg.sender, { op: "cancel", result: cancelled ? "cancelled" : "not_waiting" });
         return;
       }
-      case "status":
+      case "status": {
+        const { rss, heapUsed } = Deno.memoryUsage();
         this.#reply(dg.sender, {
           op: "status",
           pid: Deno.pid,
+          rss,
+          heap_used: heapUsed,
           identities: this.#core.holdings.map((h) => h.status()),
         });
         return;
+      }
     }
   }
 

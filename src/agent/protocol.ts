@@ -108,7 +108,14 @@ export type AgentReply =
   | { op: "hold"; result: "refused"; error: string; message: string }
   | { op: "release"; result: "released" | "unacknowledged" | "not_held" }
   | { op: "cancel"; result: "cancelled" | "not_waiting" }
-  | { op: "status"; pid: number; identities: HeldIdentity[] }
+  | {
+    op: "status";
+    pid: number;
+    /** Resident and V8 heap memory of the agent, in bytes. */
+    rss: number;
+    heap_used: number;
+    identities: HeldIdentity[];
+  }
   | { op: "error"; error: AgentErrorCode; message: string };
 
 const encoder = new TextEncoder();
@@ -313,6 +320,8 @@ export function decodeAgentReply(data: Uint8Array, length = data.byteLength): Ag
         return {
           op: "status",
           pid: integer(obj, "pid", 1, 2 ** 31),
+          rss: integer(obj, "rss", 0, Number.MAX_SAFE_INTEGER),
+          heap_used: integer(obj, "heap_used", 0, Number.MAX_SAFE_INTEGER),
           identities: obj.identities as HeldIdentity[],
         };
       }

@@ -103,7 +103,7 @@ Deno.test("the agent's replies go through the codec unchanged; anything else is 
     { op: "release", result: "released" },
     { op: "release", result: "not_held" },
     { op: "cancel", result: "cancelled" },
-    { op: "status", pid: 42, identities: [] },
+    { op: "status", pid: 42, rss: 50_000_000, heap_used: 9_000_000, identities: [] },
     { op: "error", error: "not_permitted", message: "only root" },
   ] satisfies AgentReply[];
   for (const reply of replies) assertEquals(decodeAgentReply(encodeAgentReply(reply)), reply);

@@ -8,15 +8,11 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { errorMessage } from "../util/errors.ts";
+import { UsageError } from "./usage.ts";
 
-/** A bad command line: the message names the offending argument. */
-export class UsageError extends Error {
-  /** Builds the error. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "UsageError";
-  }
-}
+// The error and writeAll live in usage.ts, which loads no node: module: the
+// client's hook path uses them without paying for node compatibility.
+export { UsageError, writeAll } from "./usage.ts";
 
 /**
  * `node:util` parseArgs (strict unless `config` says otherwise), whose failures (an unknown option, a
@@ -30,12 +26,4 @@ export function parseCommandLine<T extends ParseArgsConfig>(
   } catch (error) {
     throw new UsageError(errorMessage(error).replace(/^TypeError: /, ""), { cause: error });
   }
-}
-
-const encoder = new TextEncoder();
-
-/** Writes all of `text` to `file` (writeSync may write less than it was given). */
-export function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {
-  const bytes = encoder.encode(text);
-  for (let done = 0; done < bytes.byteLength;) done += file.writeSync(bytes.subarray(done));
 }

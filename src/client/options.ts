@@ -7,7 +7,8 @@
  * @module
  */
 
-import { parseCommandLine, UsageError } from "../cli/cli.ts";
+import { type FlagSpec, parseFlags } from "../cli/flags.ts";
+import { UsageError } from "../cli/usage.ts";
 import { formatIP, parseIP, parsePrefixLength } from "../net/ip.ts";
 import { AddrFamily } from "../net/family.ts";
 import { VERSION } from "../version.ts";
@@ -88,34 +89,38 @@ export type Invocation =
 
 const byteLength = (s: string) => new TextEncoder().encode(s).byteLength;
 
+/** The flags, as node's parseArgs would be given them (see `src/cli/flags.ts`). */
+const FLAGS = {
+  inet: { type: "boolean", short: "4" },
+  inet6: { type: "boolean", short: "6" },
+  address: { type: "string", short: "a" },
+  netmask: { type: "string", short: "n" },
+  ifname: { type: "string", short: "i" },
+  destination: { type: "string", short: "d" },
+  tag: { type: "string", short: "t" },
+  release: { type: "boolean", short: "r" },
+  foreground: { type: "boolean", short: "f" },
+  log_path: { type: "string", short: "l" },
+  syslog: { type: "boolean", short: "s" },
+  "server-uid": { type: "string", multiple: true },
+  agent: { type: "boolean" },
+  version: { type: "boolean" },
+} as const satisfies Record<string, FlagSpec>;
+
+/** What {@link parseFlags} gives for {@link FLAGS}. */
+type FlagsGiven = {
+  [K in keyof typeof FLAGS]?: (typeof FLAGS)[K] extends { multiple: true } ? string[]
+    : (typeof FLAGS)[K]["type"] extends "string" ? string
+    : boolean;
+};
+
 /**
  * Reads the command line. Throws a {@link UsageError} for anything the
  * client cannot run with; `-h` anywhere wins over every other argument.
  */
 export function parseClientArgs(args: readonly string[]): Invocation {
   if (args.includes("-h") || args.includes("--help")) return { kind: "help" };
-  const parsed = parseCommandLine({
-    args: [...args],
-    strict: true,
-    allowPositionals: false,
-    options: {
-      inet: { type: "boolean", short: "4" },
-      inet6: { type: "boolean", short: "6" },
-      address: { type: "string", short: "a" },
-      netmask: { type: "string", short: "n" },
-      ifname: { type: "string", short: "i" },
-      destination: { type: "string", short: "d" },
-      tag: { type: "string", short: "t" },
-      release: { type: "boolean", short: "r" },
-      foreground: { type: "boolean", short: "f" },
-      log_path: { type: "string", short: "l" },
-      syslog: { type: "boolean", short: "s" },
-      "server-uid": { type: "string", multiple: true },
-      agent: { type: "boolean" },
-      version: { type: "boolean" },
-    },
-  });
-  const v = parsed.values;
+  const v = parseFlags(args, FLAGS) as FlagsGiven;
   if (v.version) return { kind: "version" };
   if (v.log_path !== undefined && v.log_path.length === 0) {
     throw new UsageError("log path must not be empty");

@@ -1,6 +1,6 @@
 import { assertEquals, assertThrows } from "../../tests/helpers/assert.ts";
 import { identityName } from "../protocol/v1.ts";
-import { UsageError } from "../cli/cli.ts";
+import { UsageError } from "../cli/usage.ts";
 import { parseClientArgs } from "./options.ts";
 
 const BASE = ["-a", "192.0.2.10", "-i", "eth1", "-d", "tas_socket"];
