@@ -245,11 +245,17 @@ export class HoldingCore implements HoldingHost, Disposable {
         "netlink notifications were lost; checking the interfaces, addresses and rules",
         { reason: error.message },
       );
+      this.rules.forgetKernel();
       void this.#resynchronise();
       return;
     }
     let rulesGone = false;
     for (const message of messages) {
+      if (message.type === MsgType.RTM_NEWRULE) {
+        const rule = decodeRule(message);
+        if (rule) this.rules.noteAdded(rule);
+        continue;
+      }
       if (message.type === MsgType.RTM_DELRULE) {
         const rule = decodeRule(message);
         if (!rule) continue;

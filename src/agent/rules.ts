@@ -105,6 +105,12 @@ export interface RuleFailure {
 /** What the keeper needs of a netlink socket (a fake in unit tests). */
 export type RuleChannel = Pick<NetlinkSocket, "request" | "dump" | "nextSeq" | "portid" | "close">;
 
+const OUR_PRIORITIES: ReadonlySet<number> = new Set([
+  ADDRESS_RULE_PRIORITY,
+  NETWORK_RULE_PRIORITY,
+  LOOPBACK_RULE_PRIORITY,
+]);
+
 /** A rule as a map key: every field the kernel compares. */
 export function ruleKey(rule: Rule): string {
   const bytes = (a?: { address: Uint8Array; prefix: number }) =>
@@ -138,6 +144,13 @@ export class RuleKeeper implements Disposable {
   #stale = new Map<string, Stale>();
   #lock: Promise<unknown> = Promise.resolve();
   #next: Promise<RuleFailure[]> | null = null;
+  /**
+   * The kernel's rules at our three priorities, per family, as the last
+   * dump and the notifications since say; a family is absent until dumped
+   * (and after lost notifications). Spares every new lease a dump of all
+   * rules (which grows with the number of leases) to find leftovers.
+   */
+  #kernel = new Map<number, Map<string, Rule>>();
 
   /** A keeper that talks to the kernel through `netlink`, which it owns from now on. */
   constructor(netlink: RuleChannel) {
@@ -195,10 +208,22 @@ export class RuleKeeper implements Disposable {
    * Returns the rules marked.
    */
   async claimLeftovers(owner: string, family: number, address: Uint8Array): Promise<Rule[]> {
-    const leftovers = rulesOfAddress(await this.dump(family), family, address)
+    const known = this.#kernel.get(family);
+    const rules = known ? [...known.values()] : await this.dump(family);
+    const leftovers = rulesOfAddress(rules, family, address)
       .filter((r) => !this.#wanted.has(ruleKey(r)));
     for (const rule of leftovers) this.#markStale(ruleKey(rule), rule, owner);
     return leftovers;
+  }
+
+  /** A notification says `rule` was added to the kernel. */
+  noteAdded(rule: Rule): void {
+    if (OUR_PRIORITIES.has(rule.priority)) this.#kernel.get(rule.family)?.set(ruleKey(rule), rule);
+  }
+
+  /** Notifications were lost: what the kernel has is known again only after a dump. */
+  forgetKernel(): void {
+    this.#kernel.clear();
   }
 
   /**
@@ -207,6 +232,7 @@ export class RuleKeeper implements Disposable {
    * (empty when the rule is not ours, or our own deletion).
    */
   noteDeleted(rule: Rule): string[] {
+    this.#kernel.get(rule.family)?.delete(ruleKey(rule));
     const w = this.#wanted.get(ruleKey(rule));
     if (!w || !w.installed) return [];
     w.installed = false;
@@ -304,7 +330,7 @@ export class RuleKeeper implements Disposable {
     });
   }
 
-  /** The rules of one family now in the kernel. */
+  /** The rules of one family now in the kernel (also what {@link claimLeftovers} knows of them). */
   dump(family: number): Promise<Rule[]> {
     return this.#exclusive(async () => {
       const seq = this.#netlink.nextSeq();
@@ -312,7 +338,10 @@ export class RuleKeeper implements Disposable {
         "dump of the routing rules",
         encodeRuleDump(family, { seq, portid: this.#netlink.portid }),
       );
-      return messages.map(decodeRule).filter((r): r is Rule => r !== null);
+      const rules = messages.map(decodeRule).filter((r): r is Rule => r !== null);
+      const ours = rules.filter((r) => OUR_PRIORITIES.has(r.priority));
+      this.#kernel.set(family, new Map(ours.map((r) => [ruleKey(r), r])));
+      return rules;
     });
   }
 

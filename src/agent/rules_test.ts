@@ -266,3 +266,27 @@ Deno.test("RuleKeeper runs one sync at a time and serves calls made meanwhile wi
   assertEquals(kernel.rules.length, 6);
   assertEquals(kernel.log.length, 6, "no rule was added twice");
 });
+
+Deno.test("RuleKeeper.claimLeftovers() dumps once, then follows the kernel's notifications", async () => {
+  const kernel = new FakeKernel();
+  const keeper = new RuleKeeper(kernel);
+  let dumps = 0;
+  const dump = kernel.dump.bind(kernel);
+  kernel.dump = () => (dumps++, dump());
+  assertEquals(await keeper.claimLeftovers("a", 2, v4("192.0.2.10")), []);
+  // A foreground holder killed later left these; the agent heard them being added.
+  const leftover = leaseRules(2, v4("192.0.2.11"), 24, 10003);
+  kernel.rules.push(...leftover);
+  for (const rule of leftover) keeper.noteAdded(rule);
+  keeper.want("b", leaseRules(2, v4("192.0.2.11"), 24, 10004));
+  assertEquals(
+    (await keeper.claimLeftovers("b", 2, v4("192.0.2.11"))).map(describeRule),
+    leftover.map(describeRule),
+  );
+  assertEquals(dumps, 1, "no dump per new lease");
+  await keeper.sync();
+  assertEquals(kernel.rules.map((r) => r.table), [10004, 10004, 10004]);
+  keeper.forgetKernel();
+  await keeper.claimLeftovers("c", 2, v4("192.0.2.12"));
+  assertEquals(dumps, 2, "after lost notifications the kernel is asked again");
+});
