@@ -271,8 +271,11 @@ export type NoticeKind = "revoked";
  * gives the table to anyone else.
  */
 export interface Notice {
+  /** What happened to the lease. */
   notice: NoticeKind;
+  /** The table of the lease the notice is about. */
   table: number;
+  /** The lease's identity (the notice goes to its name). */
   identity: Identity;
 }
 
