@@ -10,21 +10,12 @@
 
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import { boundNames, startPeer } from "./helpers/agent.ts";
-import {
-  CLIENT_PATH,
-  clientCommand,
-  createNetns,
-  IS_ROOT,
-  type Netns,
-  NETNS_ADDRESSES as A,
-  ROOT_SKIP_REASON,
-} from "./helpers/netns.ts";
+import { CLIENT_PATH, clientCommand, type Netns, NETNS_ADDRESSES as A } from "./helpers/netns.ts";
+import { e2eTest } from "./helpers/e2e.ts";
 import { startServer } from "./helpers/server.ts";
 
-if (!IS_ROOT) console.warn(`agent_mixed_test.ts skipped: ${ROOT_SKIP_REASON}`);
-
-const e2e = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, ignore: !IS_ROOT, sanitizeResources: false, sanitizeOps: false, fn });
+/** Every test: a fresh namespace (root), and helpers that outlive a test step. */
+const NEEDS = { netns: true, sanitize: false } as const;
 
 const NAME = `${A.ifname}-${A.ipv4}-2`;
 
@@ -33,10 +24,10 @@ async function ourRules(ns: Netns): Promise<string[]> {
     .filter((l) => /^(10000|20000|91000):/.test(l));
 }
 
-e2e(
+e2eTest(
   "the agent holds a lease of a C-like server and keeps it across that server's restart",
-  async () => {
-    await using ns = await createNetns();
+  NEEDS,
+  async ({ netns: ns }) => {
     // Leases of 4 s: the agent refreshes every 2 s.
     const first = await startPeer(ns, ["c-server", "c-server", "10000", "40", "--timeout", "4"]);
     const hook = await ns.run(
@@ -59,10 +50,10 @@ e2e(
   },
 );
 
-e2e(
+e2eTest(
   "a C client works against our server next to the agent, and not on a name the agent holds",
-  async () => {
-    await using ns = await createNetns();
+  NEEDS,
+  async ({ netns: ns }) => {
     await using server = await startServer({ netns: ns.name });
     const hook = await ns.run(
       clientCommand("-4", "-a", A.ipv4, "-n", "24", "-i", A.ifname, "-d", server.socketName),
@@ -87,8 +78,7 @@ e2e(
   },
 );
 
-e2e("the original hook line works unchanged", async () => {
-  await using ns = await createNetns();
+e2eTest("the original hook line works unchanged", NEEDS, async ({ netns: ns }) => {
   await using _server = await startServer({ netns: ns.name, socketName: "tas_socket" });
   const bin = `${ns.dir}/bin`;
   await Deno.mkdir(bin);

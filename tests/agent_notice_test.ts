@@ -11,18 +11,21 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
-import { askAgent, boundNames, type Peer, startPeer, waitUnbound } from "./helpers/agent.ts";
 import {
-  clientCommand,
-  createNetns,
-  IS_ROOT,
-  type Netns,
-  NETNS_ADDRESSES as A,
-  ROOT_SKIP_REASON,
-} from "./helpers/netns.ts";
+  askAgent,
+  boundNames,
+  type Peer,
+  PEER_MODULE,
+  startPeer,
+  waitUnbound,
+} from "./helpers/agent.ts";
+import { stageAsUser } from "./helpers/as_user.ts";
+import { clientCommand, type Netns, NETNS_ADDRESSES as A } from "./helpers/netns.ts";
+import { e2eTest } from "./helpers/e2e.ts";
 import { encodeNotice, type Identity } from "../src/protocol/v1.ts";
 
-if (!IS_ROOT) console.warn(`agent_notice_test.ts skipped: ${ROOT_SKIP_REASON}`);
+/** Every test: a fresh namespace (root), and helpers that outlive a test step. */
+const NEEDS = { netns: true, sanitize: false } as const;
 
 const NAME = `${A.ifname}-${A.ipv4}-2`;
 const SERVER = "notice-server";
@@ -51,13 +54,11 @@ async function deliver(from: Peer, asker: Peer, messages: string[]): Promise<voi
   await asker.next((dg) => dg.from === `@${NAME}` && asker.received.indexOf(dg) >= before);
 }
 
-Deno.test({
-  name: "a revoked notice from the trusted server ends the lease; any other notice is ignored",
-  ignore: !IS_ROOT,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    await using ns = await createNetns();
+e2eTest(
+  "a revoked notice from the trusted server ends the lease; any other notice is ignored",
+  NEEDS,
+  async ({ netns: ns }) => {
+    await using nobody = await stageAsUser(PEER_MODULE);
     // A stand-in server (root) that grants table 10004 and acknowledges releases.
     const server = await startPeer(ns, [SERVER, "table", "10004"]);
     const hook = await ns.run(
@@ -84,7 +85,7 @@ Deno.test({
 
     // The right notice from another uid on the server's name is not believed.
     await server.stop();
-    const squatter = await startPeer(ns, [SERVER, "silent"], { nobody: true });
+    const squatter = await startPeer(ns, [SERVER, "silent"], { as: nobody });
     await deliver(squatter, asker, [notice(10004)]);
     assertEquals(await ourRules(ns), rules, "a squatter's notice moves nothing");
     assertMatch(ns.agentLog(), /its uid is not trusted .*uid=65534/);
@@ -115,4 +116,4 @@ Deno.test({
     assertMatch(end, /the server revoked the lease: removing the rules and confirming/);
     assertMatch(end, /lease released identity=veth0-192\.0\.2\.10-2 table=10004/);
   },
-});
+);

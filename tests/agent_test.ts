@@ -11,21 +11,12 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { agentPids, boundNames, startPeer, waitUnbound } from "./helpers/agent.ts";
-import {
-  clientCommand,
-  createNetns,
-  IS_ROOT,
-  type Netns,
-  NETNS_ADDRESSES as A,
-  ROOT_SKIP_REASON,
-  waitFor,
-} from "./helpers/netns.ts";
+import { clientCommand, type Netns, NETNS_ADDRESSES as A, waitFor } from "./helpers/netns.ts";
+import { e2eTest } from "./helpers/e2e.ts";
 import { type ServerHandle, startServer } from "./helpers/server.ts";
 
-if (!IS_ROOT) console.warn(`agent_test.ts skipped: ${ROOT_SKIP_REASON}`);
-
-const e2e = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, ignore: !IS_ROOT, sanitizeResources: false, sanitizeOps: false, fn });
+/** Every test: a fresh namespace (root), and helpers that outlive a test step. */
+const NEEDS = { netns: true, sanitize: false } as const;
 
 /** 16 more IPv4 addresses of veth0's network. */
 const ADDRESSES = Array.from({ length: 16 }, (_, i) => `192.0.2.${20 + i}`);
@@ -66,29 +57,32 @@ async function holdAll(ns: Netns, server: ServerHandle): Promise<Map<string, num
   return tables;
 }
 
-e2e("one agent holds 16 identities: distinct tables, 48 rules, every name bound", async () => {
-  await using ns = await createNetns();
-  await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
-  const tables = await holdAll(ns, server);
-  assertEquals(new Set(tables.values()).size, 16, "distinct tables");
-  assertEquals((await agentPids(ns)).length, 1, "one agent process");
-  assertEquals(
-    await ourRules(ns),
-    [...tables].flatMap(([address, table]) => expectedRules(address, table)).toSorted(),
-  );
-  assertEquals((await ourRules(ns)).length, 48);
-  const names = await boundNames(ns);
-  for (const address of ADDRESSES) assert(names.includes(nameOf(address)), nameOf(address));
-  assert(names.includes("table-allocator-agent"));
-  assertEquals(server.leases().length, 16);
-  // A second call for a held identity prints its table at once.
-  assertEquals(await hook(ns, server.socketName, ADDRESSES[3]), tables.get(ADDRESSES[3]));
-});
+e2eTest(
+  "one agent holds 16 identities: distinct tables, 48 rules, every name bound",
+  NEEDS,
+  async ({ netns: ns }) => {
+    await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
+    const tables = await holdAll(ns, server);
+    assertEquals(new Set(tables.values()).size, 16, "distinct tables");
+    assertEquals((await agentPids(ns)).length, 1, "one agent process");
+    assertEquals(
+      await ourRules(ns),
+      [...tables].flatMap(([address, table]) => expectedRules(address, table)).toSorted(),
+    );
+    assertEquals((await ourRules(ns)).length, 48);
+    const names = await boundNames(ns);
+    for (const address of ADDRESSES) assert(names.includes(nameOf(address)), nameOf(address));
+    assert(names.includes("table-allocator-agent"));
+    assertEquals(server.leases().length, 16);
+    // A second call for a held identity prints its table at once.
+    assertEquals(await hook(ns, server.socketName, ADDRESSES[3]), tables.get(ADDRESSES[3]));
+  },
+);
 
-e2e(
+e2eTest(
   "a rule deleted by hand is back within 5 s, and every address deleted leaves nothing",
-  async () => {
-    await using ns = await createNetns();
+  NEEDS,
+  async ({ netns: ns }) => {
     await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
     const tables = await holdAll(ns, server);
     const table = tables.get(ADDRESSES[0])!;
@@ -126,10 +120,10 @@ e2e(
   },
 );
 
-e2e(
+e2eTest(
   "two identities on one table share its rules: the first to leave keeps what the second needs",
-  async () => {
-    await using ns = await createNetns();
+  NEEDS,
+  async ({ netns: ns }) => {
     // A server that gives every identity table 10001 (as after an admin release gone wrong).
     await startPeer(ns, ["same-table", "table", "10001"]);
     await addAddresses(ns, ADDRESSES.slice(0, 2));
@@ -151,41 +145,44 @@ e2e(
   },
 );
 
-e2e("kill -9 of the agent: the next client call brings every lease back within 5 s", async () => {
-  await using ns = await createNetns();
-  await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
-  const tables = await holdAll(ns, server);
-  const rules = await ourRules(ns);
-  const [agent] = await agentPids(ns);
-  Deno.kill(agent, "SIGKILL");
-  await waitFor("the agent is gone", async () => (await agentPids(ns)).length === 0);
-  assertEquals(await ourRules(ns), rules, "a crash removes nothing");
-  const logged = server.output().split("\n").length;
+e2eTest(
+  "kill -9 of the agent: the next client call brings every lease back within 5 s",
+  NEEDS,
+  async ({ netns: ns }) => {
+    await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
+    const tables = await holdAll(ns, server);
+    const rules = await ourRules(ns);
+    const [agent] = await agentPids(ns);
+    Deno.kill(agent, "SIGKILL");
+    await waitFor("the agent is gone", async () => (await agentPids(ns)).length === 0);
+    assertEquals(await ourRules(ns), rules, "a crash removes nothing");
+    const logged = server.output().split("\n").length;
 
-  const started = performance.now();
-  // Any call does it; this one is for a held identity, which gets its own table back.
-  assertEquals(await hook(ns, server.socketName, ADDRESSES[5]), tables.get(ADDRESSES[5]));
-  await waitFor("every lease is refreshed by the new agent", () => {
-    const lines = server.output().split("\n").slice(logged - 1);
-    return ADDRESSES.every((a) =>
-      lines.some((l) => / (refreshed|granted) family=2 /.test(l) && l.includes(`address=${a} `))
+    const started = performance.now();
+    // Any call does it; this one is for a held identity, which gets its own table back.
+    assertEquals(await hook(ns, server.socketName, ADDRESSES[5]), tables.get(ADDRESSES[5]));
+    await waitFor("every lease is refreshed by the new agent", () => {
+      const lines = server.output().split("\n").slice(logged - 1);
+      return ADDRESSES.every((a) =>
+        lines.some((l) => / (refreshed|granted) family=2 /.test(l) && l.includes(`address=${a} `))
+      );
+    }, 5000);
+    const names = await boundNames(ns);
+    assert(ADDRESSES.every((a) => names.includes(nameOf(a))), "every name bound again");
+    assert(performance.now() - started < 5000, "within 5 s");
+    assertEquals(await ourRules(ns), rules);
+    assertEquals((await agentPids(ns)).length, 1);
+    assertEquals(
+      server.leases().map((l) => [l.address, l.table]).toSorted(),
+      [...tables].toSorted(),
     );
-  }, 5000);
-  const names = await boundNames(ns);
-  assert(ADDRESSES.every((a) => names.includes(nameOf(a))), "every name bound again");
-  assert(performance.now() - started < 5000, "within 5 s");
-  assertEquals(await ourRules(ns), rules);
-  assertEquals((await agentPids(ns)).length, 1);
-  assertEquals(
-    server.leases().map((l) => [l.address, l.table]).toSorted(),
-    [...tables].toSorted(),
-  );
-});
+  },
+);
 
-e2e(
+e2eTest(
   "an agent started after a crash takes back what is still there and releases the rest",
-  async () => {
-    await using ns = await createNetns();
+  NEEDS,
+  async ({ netns: ns }) => {
     await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
     const tables = await holdAll(ns, server);
     const [agent] = await agentPids(ns);
@@ -223,64 +220,70 @@ e2e(
   },
 );
 
-e2e("concurrent first calls start exactly one agent and every call gets its table", async () => {
-  await using ns = await createNetns();
-  await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
-  const addresses = ADDRESSES.slice(0, 8);
-  await addAddresses(ns, addresses);
-  const tables = await Promise.all(addresses.map((a) => hook(ns, server.socketName, a)));
-  assertEquals(new Set(tables).size, 8, `distinct tables: ${tables}`);
-  assert(tables.every((t) => t >= 10000));
-  // The losers of the race exit at once; give them a moment before counting.
-  await waitFor("one agent is left", async () => (await agentPids(ns)).length === 1);
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  assertEquals((await agentPids(ns)).length, 1);
-  assertEquals((await ourRules(ns)).length, 24);
-});
+e2eTest(
+  "concurrent first calls start exactly one agent and every call gets its table",
+  NEEDS,
+  async ({ netns: ns }) => {
+    await using server = await startServer({ netns: ns.name, config: { num_tables: 64 } });
+    const addresses = ADDRESSES.slice(0, 8);
+    await addAddresses(ns, addresses);
+    const tables = await Promise.all(addresses.map((a) => hook(ns, server.socketName, a)));
+    assertEquals(new Set(tables).size, 8, `distinct tables: ${tables}`);
+    assert(tables.every((t) => t >= 10000));
+    // The losers of the race exit at once; give them a moment before counting.
+    await waitFor("one agent is left", async () => (await agentPids(ns)).length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assertEquals((await agentPids(ns)).length, 1);
+    assertEquals((await ourRules(ns)).length, 24);
+  },
+);
 
-e2e("-f holds one identity in the foreground; -r releases from the agent and from -f", async () => {
-  await using ns = await createNetns();
-  await using server = await startServer({ netns: ns.name });
-  await addAddresses(ns, ADDRESSES.slice(0, 2));
-  const [held, foreground] = ADDRESSES;
-  const agentTable = await hook(ns, server.socketName, held);
-  const front = ns.spawn(
-    clientCommand(
-      "-4",
-      "-a",
-      foreground,
-      "-n",
-      "24",
-      "-i",
-      A.ifname,
-      "-d",
-      server.socketName,
-      "-f",
-    ),
-  );
-  const reader = front.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const frontTable = Number((await reader.read()).value);
-  assertEquals(
-    await ourRules(ns),
-    [
-      ...expectedRules(held, agentTable),
-      ...expectedRules(foreground, frontTable),
-    ].toSorted(),
-  );
-  assert((await boundNames(ns)).includes(nameOf(foreground)));
-  // A hook call for the foreground identity prints its table (the holder is root).
-  assertEquals(await hook(ns, server.socketName, foreground), frontTable);
+e2eTest(
+  "-f holds one identity in the foreground; -r releases from the agent and from -f",
+  NEEDS,
+  async ({ netns: ns }) => {
+    await using server = await startServer({ netns: ns.name });
+    await addAddresses(ns, ADDRESSES.slice(0, 2));
+    const [held, foreground] = ADDRESSES;
+    const agentTable = await hook(ns, server.socketName, held);
+    const front = ns.spawn(
+      clientCommand(
+        "-4",
+        "-a",
+        foreground,
+        "-n",
+        "24",
+        "-i",
+        A.ifname,
+        "-d",
+        server.socketName,
+        "-f",
+      ),
+    );
+    const reader = front.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const frontTable = Number((await reader.read()).value);
+    assertEquals(
+      await ourRules(ns),
+      [
+        ...expectedRules(held, agentTable),
+        ...expectedRules(foreground, frontTable),
+      ].toSorted(),
+    );
+    assert((await boundNames(ns)).includes(nameOf(foreground)));
+    // A hook call for the foreground identity prints its table (the holder is root).
+    assertEquals(await hook(ns, server.socketName, foreground), frontTable);
 
-  const release = (address: string) =>
-    ns.run(clientCommand("-4", "-a", address, "-i", A.ifname, "-d", server.socketName, "-r"));
-  const r1 = await release(held);
-  assertEquals([r1.code, r1.stdout], [0, ""], r1.stderr);
-  assertEquals(await ourRules(ns), expectedRules(foreground, frontTable).toSorted());
-  const r2 = await release(foreground);
-  assertEquals([r2.code, r2.stdout], [0, ""], r2.stderr);
-  assertEquals((await front.status).code, 0, "the foreground holder exits");
-  reader.releaseLock();
-  assertEquals(await ourRules(ns), []);
-  assertEquals(server.leases(), []);
-  assertEquals((await agentPids(ns)).length, 1, "the agent stays for the next hand-off");
-});
+    const release = (address: string) =>
+      ns.run(clientCommand("-4", "-a", address, "-i", A.ifname, "-d", server.socketName, "-r"));
+    const r1 = await release(held);
+    assertEquals([r1.code, r1.stdout], [0, ""], r1.stderr);
+    assertEquals(await ourRules(ns), expectedRules(foreground, frontTable).toSorted());
+    const r2 = await release(foreground);
+    assertEquals([r2.code, r2.stdout], [0, ""], r2.stderr);
+    assertEquals((await front.status).code, 0, "the foreground holder exits");
+    reader.releaseLock();
+    assertEquals(await ourRules(ns), []);
+    assertEquals(server.leases(), []);
+    assertEquals((await agentPids(ns)).length, 1, "the agent stays for the next hand-off");
+  },
+);

@@ -18,8 +18,9 @@ import {
 } from "../unix/abstract_socket.ts";
 import type { HoldingCore } from "./core.ts";
 import { askForeignHolder } from "./foreign.ts";
-import type { HoldOutcome } from "./holding.ts";
+import type { HoldOutcome } from "./lease.ts";
 import { identityName } from "../protocol/v1.ts";
+import { WarningLimiter } from "./warnings.ts";
 import {
   AgentProtocolError,
   type AgentReply,
@@ -29,8 +30,6 @@ import {
 } from "./protocol.ts";
 import { errorMessage } from "../util/errors.ts";
 
-/** At most one line per kind of refused message in this time. */
-const REFUSAL_LOG_MS = 10_000;
 /**
  * How long the answer to a hold is remembered for its client: a repeat
  * sent while the answer was on its way gets the same answer, not a second
@@ -44,7 +43,7 @@ export class AgentControl {
   #socket: AbstractDatagramSocket;
   #log: Logger;
   #stopping = false;
-  #refusals = new Map<string, { at: number; suppressed: number }>();
+  #refusals: WarningLimiter;
   #answered = new Map<string, { reply: AgentReply; at: number }>();
 
   /** Serves `socket` (bound to the agent's name, with SO_PASSCRED). */
@@ -52,6 +51,9 @@ export class AgentControl {
     this.#core = core;
     this.#socket = socket;
     this.#log = log;
+    this.#refusals = new WarningLimiter((level, message, fields) =>
+      log.log(level, message, fields)
+    );
   }
 
   /** From now on every request is answered `stopping`. */
@@ -198,21 +200,13 @@ export class AgentControl {
   /** Answers with an error, and logs it (one line per kind every 10 s). */
   #refuse(dg: Datagram, code: AgentProtocolError["code"], message: string): void {
     this.#reply(dg.sender, { op: "error", error: code, message });
-    const now = performance.now();
-    const last = this.#refusals.get(code);
-    if (last && now - last.at < REFUSAL_LOG_MS) {
-      last.suppressed++;
-      return;
-    }
-    this.#log.warn("refused a message on the agent's socket", {
+    this.#refusals.warn(code, "refused a message on the agent's socket", {
       error: code,
       reason: message,
       from: describeAddress(dg.sender),
       uid: dg.credentials?.uid,
       pid: dg.credentials?.pid,
-      suppressed: last?.suppressed || undefined,
     });
-    this.#refusals.set(code, { at: now, suppressed: 0 });
   }
 
   #reply(to: Uint8Array<ArrayBuffer>, reply: AgentReply): void {

@@ -23,7 +23,8 @@ import { groupMask, type Message, MsgType, RtnlGroup } from "../netlink/message.
 import { decodeLinkEvent } from "../netlink/link.ts";
 import { decodeRule } from "../netlink/rule.ts";
 import { includesAddress, listAddresses } from "./addresses.ts";
-import { Holding, type HoldingHost, isDeparture } from "./holding.ts";
+import { Holding, type HoldingHost } from "./holding.ts";
+import { isDeparture } from "./lease.ts";
 import { Poller } from "./poller.ts";
 import type { HoldSpec } from "./protocol.ts";
 import { RuleKeeper } from "./rules.ts";
@@ -108,7 +109,7 @@ export class HoldingCore implements HoldingHost, Disposable {
     const log = this.#options.sinks.open(spec);
     let holding;
     try {
-      holding = Holding.open(spec, ifindex, this, log);
+      holding = new Holding(spec, ifindex, this, log);
     } catch (error) {
       log.close();
       throw error;

@@ -13,7 +13,7 @@ import { Errno, ErrnoError } from "../../ffi/libc.ts";
 import type { Logger } from "../log/logger.ts";
 import { HoldingCore } from "./core.ts";
 import { askForeignHolder } from "./foreign.ts";
-import type { HoldOutcome } from "./holding.ts";
+import type { HoldOutcome } from "./lease.ts";
 import type { HoldSpec } from "./protocol.ts";
 import { Sinks } from "./sinks.ts";
 

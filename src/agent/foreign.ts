@@ -12,7 +12,7 @@ import { NetlinkSocket } from "../netlink/connection.ts";
 import { decodeUnixDiag, encodeUnixDiagDump, NETLINK_SOCK_DIAG } from "../netlink/unix_diag.ts";
 import { paddedAbstractAddress } from "../unix/abstract_socket.ts";
 import { ask, askingSocket } from "../client/peer.ts";
-import type { HoldOutcome } from "./holding.ts";
+import type { HoldOutcome } from "./lease.ts";
 import { Command, identityName, isLeasableTable } from "../protocol/v1.ts";
 import type { HoldSpec } from "./protocol.ts";
 import { trustedServerUids } from "./trust.ts";

@@ -16,7 +16,7 @@ import { AddrFamily } from "../net/family.ts";
 import { NetlinkSocket } from "../netlink/connection.ts";
 import { Command, identityName } from "../protocol/v1.ts";
 import { AbstractDatagramSocket, paddedAbstractAddress } from "../unix/abstract_socket.ts";
-import { MAX_TRIES, RETRANSMIT_MS } from "../agent/holding.ts";
+import { MAX_TRIES, RETRANSMIT_MS } from "../agent/lease.ts";
 import {
   agentSocketName,
   decodeAgentReply,

@@ -63,7 +63,8 @@ export type ErrorCode =
   | "not_permitted"
   | "no_pool"
   | "not_found"
-  | "conflict";
+  | "conflict"
+  | "release_unacknowledged";
 
 /** A lease identity: the key of a lease. */
 export interface Identity {

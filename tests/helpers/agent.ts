@@ -1,8 +1,9 @@
 /**
  * Helpers for the host agent's end-to-end tests: stand-in processes
  * (`peer.ts`: a C-like server, a squatter, a silent name, a client that
- * sends by hand) inside a namespace, as root or as uid 65534; the names
- * bound in a namespace; the agent's processes and status.
+ * sends by hand) inside a namespace, as root or as another user (a copy
+ * staged with `stageAsUser()`); the names bound in a namespace; the
+ * agent's processes and answers.
  *
  * Every process started here runs inside the test's namespace, so the
  * namespace's disposal kills it, also when the test fails.
@@ -10,11 +11,13 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
+import type { StagedProgram } from "./as_user.ts";
 import { type Netns, waitFor } from "./netns.ts";
+import { denoRun } from "./spawn.ts";
 
-/** The checkout's top directory. */
-const REPO = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
+/** The stand-in's module, for {@link startPeer} and for `stageAsUser()`. */
+export const PEER_MODULE = "tests/helpers/peer.ts";
+const PEER_PATH = new URL("./peer.ts", import.meta.url).pathname;
 
 /** One datagram a peer received. */
 export interface PeerDatagram {
@@ -44,8 +47,8 @@ export interface Peer {
 
 /** How a peer runs. */
 export interface PeerOptions {
-  /** Run as uid and gid 65534 (`setpriv`), from a copy that user can read. */
-  nobody?: boolean;
+  /** Run as another user: `stageAsUser(PEER_MODULE)` made a copy that user can read. */
+  as?: StagedProgram;
 }
 
 /**
@@ -57,16 +60,14 @@ export async function startPeer(
   args: string[],
   options: PeerOptions = {},
 ): Promise<Peer> {
-  const command = options.nobody
-    ? [...await nobodyPrefix(ns), "tests/helpers/peer.ts", ...args]
-    : [Deno.execPath(), "run", "--allow-all", `${REPO}/tests/helpers/peer.ts`, ...args];
+  const command = options.as ? options.as.command(...args) : denoRun(PEER_PATH, ...args);
   const child = new Deno.Command("ip", {
     args: ["netns", "exec", ns.name, ...command],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-    env: ns.env,
-    cwd: options.nobody ? nobodyDir(ns) : undefined,
+    env: { DENO_NO_UPDATE_CHECK: "1", ...ns.env, ...options.as?.runOptions.env },
+    cwd: options.as?.runOptions.cwd,
   }).spawn();
   const received: PeerDatagram[] = [];
   const confirmations: Array<{ sent?: string; sendError?: string }> = [];
@@ -144,66 +145,6 @@ export async function startPeer(
       await writer.close().catch(() => {});
     },
   };
-}
-
-/** The directory of the copy that uid 65534 runs, inside the namespace's directory. */
-function nobodyDir(ns: Netns): string {
-  return `${ns.dir}/nobody`;
-}
-
-/**
- * Makes a copy of Deno and the sources a peer needs that uid 65534 can
- * read (the checkout may sit in a directory only root can enter), once
- * per namespace; returns the command prefix that runs a script of it.
- */
-async function nobodyPrefix(ns: Netns): Promise<string[]> {
-  const dir = nobodyDir(ns);
-  const deno = `${dir}/deno`;
-  try {
-    await Deno.stat(deno);
-  } catch {
-    await Deno.mkdir(`${dir}/cache`, { recursive: true });
-    // A hard link when the checkout and /tmp share a file system, else a copy.
-    await Deno.link(Deno.execPath(), deno).catch(() => Deno.copyFile(Deno.execPath(), deno));
-    for (const sub of ["ffi", "src", "config", "tests/helpers"]) {
-      await copyTree(`${REPO}/${sub}`, `${dir}/${sub}`);
-    }
-    await Deno.chmod(ns.dir, 0o755);
-    await chmodTree(dir);
-    await Deno.chown(`${dir}/cache`, 65534, 65534);
-  }
-  return [
-    "setpriv",
-    "--reuid=65534",
-    "--regid=65534",
-    "--clear-groups",
-    "--",
-    "env",
-    `DENO_DIR=${dir}/cache`,
-    `HOME=${dir}/cache`,
-    "DENO_NO_UPDATE_CHECK=1",
-    deno,
-    "run",
-    "--allow-all",
-    "--no-config",
-  ];
-}
-
-async function copyTree(from: string, to: string): Promise<void> {
-  await Deno.mkdir(to, { recursive: true });
-  for await (const entry of Deno.readDir(from)) {
-    if (entry.isDirectory) await copyTree(`${from}/${entry.name}`, `${to}/${entry.name}`);
-    else if (entry.isFile && entry.name.endsWith(".ts")) {
-      await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
-    }
-  }
-}
-
-async function chmodTree(path: string): Promise<void> {
-  const info = await Deno.stat(path);
-  await Deno.chmod(path, info.isDirectory ? 0o755 : (info.mode! & 0o111 ? 0o755 : 0o644));
-  if (!info.isDirectory) return;
-  for await (const entry of Deno.readDir(path)) await chmodTree(`${path}/${entry.name}`);
 }
 
 /** The abstract names bound in the namespace (`/proc/net/unix`, padding removed). */

@@ -1,5 +1,5 @@
 import { assertEquals } from "../../tests/helpers/assert.ts";
-import { isDeparture, refreshDelayMs } from "./holding.ts";
+import { isDeparture, refreshDelayMs } from "./lease.ts";
 
 Deno.test("refreshDelayMs() is half the remaining lease time", () => {
   assertEquals(refreshDelayMs(1000 + 3600, 1000), 1_800_000);
