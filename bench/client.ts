@@ -21,6 +21,7 @@ import {
   NETNS_ADDRESSES as A,
 } from "../tests/helpers/netns.ts";
 import { startServer } from "../tests/helpers/server.ts";
+import { askAgent, type Peer, startPeer } from "../tests/helpers/agent.ts";
 
 /**
  * Identities handed over before the memory of 16 is read, and then up to
@@ -71,16 +72,20 @@ function hook(ns: Netns, server: string, i: number) {
   return timedRun(ns, args, /^[1-9]\d*\n$/);
 }
 
-/** The resident memory of the namespace's agents together, in KiB, once they settled. */
-async function holdersRssKiB(ns: Netns): Promise<number> {
+/**
+ * The resident memory of the namespace's agents together, and the agent's
+ * V8 heap in use (from its `status` answer), in KiB, once it settled.
+ */
+async function holdersMemory(ns: Netns, asker: Peer): Promise<{ rss: number; heap: number }> {
   await new Promise((resolve) => setTimeout(resolve, 1000));
-  let total = 0;
+  let rss = 0;
   for (const pid of await ns.pidsOf("--agent")) {
     const match = /^VmRSS:\s+(\d+) kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
     if (!match) throw new Error(`no VmRSS for pid ${pid}`);
-    total += Number(match[1]);
+    rss += Number(match[1]);
   }
-  return total;
+  const status = await askAgent(asker, { version: 1, op: "status" });
+  return { rss, heap: Number(status.heap_used) / 1024 };
 }
 
 /** Runs the client benchmarks and returns one row per figure. */
@@ -92,17 +97,18 @@ export async function benchClient(): Promise<Array<{ metric: string; value: stri
   const name = server.socketName;
 
   const first = await hook(ns, name, 0);
+  const asker = await startPeer(ns, ["-", "silent"]);
   const firstLines: number[] = [];
   const closes: number[] = [];
-  let rss16 = 0;
+  let at16 = { rss: 0, heap: 0 };
   for (let i = 1; i <= TIMED; i++) {
-    if (i === FIRST_SET) rss16 = await holdersRssKiB(ns);
+    if (i === FIRST_SET) at16 = await holdersMemory(ns, asker);
     const { firstLine, closed } = await hook(ns, name, i);
     firstLines.push(firstLine);
     closes.push(closed);
   }
   for (let i = TIMED + 1; i < ALL; i++) await hook(ns, name, i);
-  const rssAll = await holdersRssKiB(ns);
+  const atAll = await holdersMemory(ns, asker);
   const holders = (await ns.pidsOf("--agent")).length;
   if (server.leases().length !== ALL) {
     throw new Error(`expected ${ALL} leases, the server has ${server.leases().length}`);
@@ -117,7 +123,7 @@ export async function benchClient(): Promise<Array<{ metric: string; value: stri
   } finally {
     await Deno.remove(empty);
   }
-  const perIdentity = (rssAll - rss16) / (ALL - FIRST_SET);
+  const further = (kib: number) => `${Math.round(kib / (ALL - FIRST_SET))} KiB`;
   return [
     {
       metric: `exec to table on stdout, median of ${TIMED} calls with the agent running`,
@@ -130,13 +136,14 @@ export async function benchClient(): Promise<Array<{ metric: string; value: stri
     { metric: "the first call, which starts the agent: exec to table", value: ms(first.firstLine) },
     {
       metric: `RSS of every holder process (${holders} agent), ${FIRST_SET} identities`,
-      value: `${(rss16 / 1024).toFixed(1)} MiB`,
+      value: `${(at16.rss / 1024).toFixed(1)} MiB`,
     },
     {
       metric: `RSS of every holder process, ${ALL} identities`,
-      value: `${(rssAll / 1024).toFixed(1)} MiB`,
+      value: `${(atAll.rss / 1024).toFixed(1)} MiB`,
     },
-    { metric: "RSS per further identity", value: `${Math.round(perIdentity)} KiB` },
+    { metric: "RSS per further identity", value: further(atAll.rss - at16.rss) },
+    { metric: "V8 heap in use per further identity", value: further(atAll.heap - at16.heap) },
     {
       metric: `deno run of an empty script (floor), median of ${TIMED}`,
       value: ms(median(floors)),
