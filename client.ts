@@ -21,13 +21,12 @@ import {
   CLIENT_VERSION,
   type ClientOptions,
   parseClientArgs,
+  PROGRAM,
   USAGE,
 } from "./src/client/options.ts";
 import { UsageError, writeAll as write } from "./src/cli/usage.ts";
 import { errorMessage } from "./src/util/errors.ts";
 import { identityName } from "./src/protocol/v1.ts";
-
-const PROGRAM = "table_allocator_client";
 
 function usageError(message: string): number {
   write(Deno.stderr, `${PROGRAM}: ${message}\n${USAGE}`);

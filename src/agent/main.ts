@@ -23,7 +23,8 @@ import { HoldingCore } from "./core.ts";
 import { boundNameUid } from "./foreign.ts";
 import { identityName } from "../protocol/v1.ts";
 import { agentSocketName, MAX_AGENT_MESSAGE_BYTES } from "./protocol.ts";
-import { PROGRAM, Sinks } from "./sinks.ts";
+import { PROGRAM } from "../client/options.ts";
+import { Sinks } from "./sinks.ts";
 import {
   type HeldRecord,
   netnsCookie,

@@ -9,9 +9,7 @@
  */
 
 import { type Fields, type Level, Logger } from "../log/logger.ts";
-
-/** The program name in log lines and the syslog ident, as the original client's. */
-export const PROGRAM = "table_allocator_client";
+import { PROGRAM } from "../client/options.ts";
 
 /** Where one identity's lines go: `-l PATH`, `-s`, or neither. */
 export interface SinkChoice {

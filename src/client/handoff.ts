@@ -11,24 +11,16 @@
  * the agent's name whose sender the kernel says is root counts.
  *
  * This module is on the hook's path: it imports only the agent codec, the
- * abstract socket and libc, so that exec to table printed stays short.
+ * abstract socket and libc (through `agent_link.ts`), so that exec to
+ * table printed stays short.
  *
  * @module
  */
 
-import { Errno, ErrnoError } from "../../ffi/libc.ts";
-import { AbstractDatagramSocket, paddedAbstractAddress } from "../unix/abstract_socket.ts";
-import {
-  type AgentRequest,
-  agentSocketName,
-  decodeAgentReply,
-  encodeAgentRequest,
-  type HoldSpec,
-  MAX_AGENT_MESSAGE_BYTES,
-} from "../agent/protocol.ts";
+import type { AgentReply, HoldSpec } from "../agent/protocol.ts";
 import { isLeasableTable } from "../protocol/v1.ts";
+import { AgentLink } from "./agent_link.ts";
 import type { ClientOptions } from "./options.ts";
-import { sameBytes } from "../util/bytes.ts";
 
 /** How long a client waits for an agent it started to bind the agent's name. */
 export const AGENT_START_MS = 10_000;
@@ -129,17 +121,12 @@ export function startAgent(entryModule: string): void {
  * this client has gone, and the result is table 0.
  */
 export async function handOff(options: ClientOptions, entryModule: string): Promise<HandOffResult> {
-  const agent = paddedAbstractAddress(agentSocketName());
-  using socket = AbstractDatagramSocket.bind(null, {
-    passCredentials: true,
-    receiveBufferSize: MAX_AGENT_MESSAGE_BYTES,
-  });
+  using link = new AgentLink();
   const spec = holdSpec(options);
-  const hold = encodeAgentRequest({ op: "hold", spec });
   let interrupted: Deno.Signal | null = null;
   const onSignal = (signal: Deno.Signal) => () => {
     interrupted = signal;
-    socket.wake();
+    link.wake();
   };
   const handlers = (["SIGTERM", "SIGINT", "SIGHUP"] as const).map((s) => [s, onSignal(s)] as const);
   for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
@@ -147,20 +134,18 @@ export async function handOff(options: ClientOptions, entryModule: string): Prom
     let sendAt = performance.now();
     let startedAt: number | null = null;
     let deadline = Infinity;
-    let untrusted: number | undefined;
     for (;;) {
       if (interrupted) {
-        send(socket, { op: "cancel", identity: spec.identity }, agent);
+        link.send({ op: "cancel", identity: spec.identity });
         return { table: 0, status: 0 };
       }
       const now = performance.now();
       if (now >= sendAt) {
-        try {
-          // false: the agent's queue is full; it drains it soon.
-          sendAt = now + (socket.send(hold, agent) ? RESEND_MS : START_POLL_MS);
-          if (deadline === Infinity) deadline = now + ANSWER_MS;
-        } catch (error) {
-          if (!(error instanceof ErrnoError && error.errno === Errno.ECONNREFUSED)) throw error;
+        const sent = link.send({ op: "hold", spec });
+        // A full queue: the agent drains it soon.
+        sendAt = now + (sent === "sent" ? RESEND_MS : START_POLL_MS);
+        if (sent !== "no-agent" && deadline === Infinity) deadline = now + ANSWER_MS;
+        if (sent === "no-agent") {
           // Nobody on the agent's name: start one (once), then look for it.
           if (startedAt === null) {
             startAgent(entryModule);
@@ -168,24 +153,18 @@ export async function handOff(options: ClientOptions, entryModule: string): Prom
           } else if (now - startedAt > AGENT_START_MS) {
             return failure(`the host agent did not start within ${AGENT_START_MS / 1000} s`);
           }
-          sendAt = now + START_POLL_MS;
         }
       }
       if (now >= deadline) {
         return failure(
-          untrusted === undefined
+          link.untrusted === undefined
             ? `no answer from the host agent within ${ANSWER_MS / 1000} s`
-            : `only uid ${untrusted}, not root, answers on the host agent's name`,
+            : `only uid ${link.untrusted}, not root, answers on the host agent's name`,
         );
       }
-      await socket.readable(Math.min(sendAt, deadline) - now);
-      for (let dg = socket.receive(); dg !== null; dg = socket.receive()) {
-        if (!sameBytes(dg.sender, agent)) continue;
-        if (dg.credentials?.uid !== 0) {
-          untrusted = dg.credentials?.uid;
-          continue;
-        }
-        const result = resultOf(dg.data, dg.length);
+      await link.readable(Math.min(sendAt, deadline) - now);
+      for (const reply of link.replies()) {
+        const result = resultOf(reply);
         if (result) return result;
       }
     }
@@ -194,26 +173,12 @@ export async function handOff(options: ClientOptions, entryModule: string): Prom
   }
 }
 
-function send(socket: AbstractDatagramSocket, request: AgentRequest, to: Uint8Array<ArrayBuffer>) {
-  try {
-    socket.send(encodeAgentRequest(request), to);
-  } catch {
-    // The agent is gone: nothing waits for this client any more.
-  }
-}
-
 function failure(message: string): HandOffResult {
   return { table: 0, status: 1, note: { level: "error", message, fields: {} } };
 }
 
 /** The result of one answer of the agent; null for an answer that is not about the hold. */
-function resultOf(data: Uint8Array, length: number): HandOffResult | null {
-  let reply;
-  try {
-    reply = decodeAgentReply(data, length);
-  } catch {
-    return null;
-  }
+function resultOf(reply: AgentReply): HandOffResult | null {
   if (reply.op === "error") {
     return failure(`the host agent refused the request: ${reply.message} (${reply.error})`);
   }

@@ -32,8 +32,11 @@ export const MAX_DESTINATION_BYTES = 105;
 /** Identifiers of family 0 are limited like the original's (INET6_ADDRSTRLEN - 1). */
 const MAX_UNSPEC_ADDRESS_BYTES = 45;
 
+/** The client's name, as the original's: in messages, log lines and the syslog ident. */
+export const PROGRAM = "table_allocator_client";
+
 /** Usage text: on stdout for `-h`, on stderr after a bad argument. */
-export const USAGE = `Usage: table_allocator_client [options ...]
+export const USAGE = `Usage: ${PROGRAM} [options ...]
 Asks the table_allocator server for a routing table for an interface address,
 prints the table (0 when no lease was obtained) and keeps the lease and its
 routing rules in the background until the address or the link goes away.

@@ -15,19 +15,13 @@ import type { Logger } from "../log/logger.ts";
 import { AddrFamily } from "../net/family.ts";
 import { NetlinkSocket } from "../netlink/connection.ts";
 import { Command, identityName } from "../protocol/v1.ts";
-import { AbstractDatagramSocket, paddedAbstractAddress } from "../unix/abstract_socket.ts";
+import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import { MAX_TRIES, RETRANSMIT_MS } from "../agent/lease.ts";
-import {
-  agentSocketName,
-  decodeAgentReply,
-  encodeAgentRequest,
-  MAX_AGENT_MESSAGE_BYTES,
-} from "../agent/protocol.ts";
 import { describeRule, RuleKeeper, rulesOfAddress } from "../agent/rules.ts";
 import { trustedServerUids } from "../agent/trust.ts";
 import type { ClientOptions } from "./options.ts";
+import { AgentLink } from "./agent_link.ts";
 import { ask } from "./peer.ts";
-import { sameBytes } from "../util/bytes.ts";
 import { errorMessage } from "../util/errors.ts";
 
 /** How long `-r` waits for the agent or a holder to delete its rules and release. */
@@ -104,27 +98,12 @@ function idOf(options: ClientOptions) {
 /** Asks the agent to release; true when it held the identity and it is done. */
 async function askAgent(options: ClientOptions, logger: Logger): Promise<boolean> {
   const fields = { identity: identityName(options) };
-  const agent = paddedAbstractAddress(agentSocketName());
-  using socket = AbstractDatagramSocket.bind(null, {
-    passCredentials: true,
-    receiveBufferSize: MAX_AGENT_MESSAGE_BYTES,
-  });
-  try {
-    socket.send(encodeAgentRequest({ op: "release", identity: idOf(options) }), agent);
-  } catch {
-    return false; // no agent runs
-  }
+  using link = new AgentLink();
+  if (link.send({ op: "release", identity: idOf(options) }) !== "sent") return false;
   const deadline = performance.now() + HOLDER_RELEASE_MS;
   while (performance.now() < deadline) {
-    await socket.readable(deadline - performance.now());
-    for (let dg = socket.receive(); dg !== null; dg = socket.receive()) {
-      if (!sameBytes(dg.sender, agent) || dg.credentials?.uid !== 0) continue;
-      let reply;
-      try {
-        reply = decodeAgentReply(dg.data, dg.length);
-      } catch {
-        continue;
-      }
+    await link.readable(deadline - performance.now());
+    for (const reply of link.replies()) {
       if (reply.op === "release" && reply.result === "released") {
         logger.info("the host agent deleted the rules and released the lease", fields);
         return true;
