@@ -98,14 +98,22 @@ export async function benchClient(): Promise<Array<{ metric: string; value: stri
 
   const first = await hook(ns, name, 0);
   const asker = await startPeer(ns, ["-", "silent"]);
+  const empty = await Deno.makeTempFile({ prefix: "ta-bench-empty-", suffix: ".ts" });
   const firstLines: number[] = [];
   const closes: number[] = [];
+  const floors: number[] = [];
   let at16 = { rss: 0, heap: 0 };
-  for (let i = 1; i <= TIMED; i++) {
-    if (i === FIRST_SET) at16 = await holdersMemory(ns, asker);
-    const { firstLine, closed } = await hook(ns, name, i);
-    firstLines.push(firstLine);
-    closes.push(closed);
+  try {
+    for (let i = 1; i <= TIMED; i++) {
+      if (i === FIRST_SET) at16 = await holdersMemory(ns, asker);
+      const { firstLine, closed } = await hook(ns, name, i);
+      firstLines.push(firstLine);
+      closes.push(closed);
+      // The floor right after each call: the machine's load varies from second to second.
+      floors.push((await timedRun(ns, [empty], /^$/)).closed);
+    }
+  } finally {
+    await Deno.remove(empty);
   }
   for (let i = TIMED + 1; i < ALL; i++) await hook(ns, name, i);
   const atAll = await holdersMemory(ns, asker);
@@ -114,15 +122,6 @@ export async function benchClient(): Promise<Array<{ metric: string; value: stri
     throw new Error(`expected ${ALL} leases, the server has ${server.leases().length}`);
   }
 
-  const empty = await Deno.makeTempFile({ prefix: "ta-bench-empty-", suffix: ".ts" });
-  const floors: number[] = [];
-  try {
-    for (let i = 0; i < TIMED; i++) {
-      floors.push((await timedRun(ns, [empty], /^$/)).closed);
-    }
-  } finally {
-    await Deno.remove(empty);
-  }
   const further = (kib: number) => `${Math.round(kib / (ALL - FIRST_SET))} KiB`;
   return [
     {
@@ -145,7 +144,7 @@ export async function benchClient(): Promise<Array<{ metric: string; value: stri
     { metric: "RSS per further identity", value: further(atAll.rss - at16.rss) },
     { metric: "V8 heap in use per further identity", value: further(atAll.heap - at16.heap) },
     {
-      metric: `deno run of an empty script (floor), median of ${TIMED}`,
+      metric: `deno run of an empty script (floor), median of ${TIMED}, run after each call`,
       value: ms(median(floors)),
     },
   ];
