@@ -10,6 +10,7 @@
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { etcOverlay, HOOKS, hookSettings, hookTest, tableRoutes } from "./helpers/hooks.ts";
+import { heldOn } from "./helpers/agent.ts";
 import { createNetns, createPeerNetns, type Netns, waitFor } from "./helpers/netns.ts";
 import { startServer } from "./helpers/server.ts";
 
@@ -51,7 +52,7 @@ async function setUp(dir: string, client?: string) {
   await ns.ip("-4", "addr", "flush", "dev", IF);
   const server = await startServer({ netns: ns.name });
   const overlay = await etcOverlay(ns.name, {
-    "default/table-allocator": hookSettings(server.socketName, `${dir}/client.log`, client),
+    "default/table-allocator": hookSettings(server.socketName, `${dir}/client.log`, client, ns.env),
     "dhcp/dhclient.conf": { copy: "/etc/dhcp/dhclient.conf" },
     "dhcp/dhclient-enter-hooks.d/table-allocator": { link: `${HOOKS}dhclient-enter-hook` },
     "dhcp/dhclient-exit-hooks.d/rfc3442-classless-routes": { copy: RFC3442_HOOK },
@@ -138,12 +139,12 @@ hookTest(
     });
     assertEquals(renew.code, 0, renew.stderr);
     assertEquals(await routes(t.ns, "10000"), table);
-    assertEquals((await t.ns.pidsOf("client.ts")).length, 1, "the running client answered");
+    assertEquals((await heldOn(t.ns, IF)).length, 1, "the running client answered");
 
     // RELEASE: the table is emptied, the client ends, the lease is released.
     const released = await t.dhclient("-r");
     assertEquals(released.code, 0, released.stderr);
-    await waitFor("the client ends", async () => (await t.ns.pidsOf("client.ts")).length === 0);
+    await waitFor("the client ends", async () => (await heldOn(t.ns, IF)).length === 0);
     assertEquals(await routes(t.ns, "10000"), []);
     assert(!(await t.ns.ip("-4", "rule", "show")).includes("lookup 10000"));
     assertEquals(t.server.leases(), []);

@@ -11,6 +11,7 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { etcOverlay, HOOKS, hookSettings, hookTest, tableRoutes } from "./helpers/hooks.ts";
+import { heldOn } from "./helpers/agent.ts";
 import { createNetns, type Netns, NETNS_ADDRESSES as A, waitFor } from "./helpers/netns.ts";
 import { type ServerHandle, startServer } from "./helpers/server.ts";
 
@@ -19,7 +20,12 @@ async function setUp(dir: string) {
   const ns = await createNetns();
   const server = await startServer({ netns: ns.name });
   const overlay = await etcOverlay(ns.name, {
-    "default/table-allocator": hookSettings(server.socketName, `${dir}/client.log`),
+    "default/table-allocator": hookSettings(
+      server.socketName,
+      `${dir}/client.log`,
+      undefined,
+      ns.env,
+    ),
   });
   await ns.ip("-4", "route", "add", "default", "via", "192.0.2.1", "dev", A.ifname);
   await ns.ip("-4", "route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", A.ifname);
@@ -44,7 +50,7 @@ async function dispatch(ns: Netns, hook: string, env: Record<string, string>, ..
 
 /** After a release: no client, no rules, no lease, nothing left in table 10000. */
 async function assertReleased(ns: Netns, server: ServerHandle) {
-  await waitFor("the clients end", async () => (await ns.pidsOf("client.ts")).length === 0);
+  await waitFor("the clients end", async () => (await heldOn(ns, A.ifname)).length === 0);
   assertEquals(await tableRoutes(ns, "-4", 10000), []);
   assertEquals(await tableRoutes(ns, "-6", 10000), []);
   assert(!(await ns.ip("-4", "rule", "show")).includes("lookup 10000"));
@@ -95,7 +101,7 @@ hookTest(
     // A DHCP change runs the hook again: the running clients answer, nothing doubles.
     await dispatch(t.ns, "networkmanager-dispatcher", env, A.ifname, "dhcp4-change");
     assertEquals((await tableRoutes(t.ns, "-4", 10000)).length, 4);
-    assertEquals((await t.ns.pidsOf("client.ts")).length, 2);
+    assertEquals((await heldOn(t.ns, A.ifname)).length, 2);
 
     await dispatch(t.ns, "networkmanager-dispatcher", env, A.ifname, "pre-down");
     await assertReleased(t.ns, t.server);

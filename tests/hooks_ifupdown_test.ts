@@ -9,6 +9,7 @@
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { etcOverlay, HOOKS, hookSettings, hookTest, tableRoutes } from "./helpers/hooks.ts";
+import { heldOn } from "./helpers/agent.ts";
 import { createNetns, waitFor } from "./helpers/netns.ts";
 import { startServer } from "./helpers/server.ts";
 
@@ -33,7 +34,7 @@ async function setUp(dir: string, client?: string) {
   const server = await startServer({ netns: ns.name });
   await Deno.writeTextFile(`${dir}/interfaces`, INTERFACES);
   const overlay = await etcOverlay(ns.name, {
-    "default/table-allocator": hookSettings(server.socketName, `${dir}/client.log`, client),
+    "default/table-allocator": hookSettings(server.socketName, `${dir}/client.log`, client, ns.env),
     "network/if-pre-up.d/": "",
     "network/if-up.d/table-allocator": { link: `${HOOKS}ifupdown-if-up` },
     "network/if-down.d/table-allocator": { link: `${HOOKS}ifupdown-if-down` },
@@ -92,10 +93,10 @@ hookTest(
     assertMatch(await ns.ip("-4", "rule", "show"), /from 192\.0\.2\.10 lookup 10000/);
     assertMatch(await ns.ip("-6", "rule", "show"), /from 2001:db8:1:2::10 lookup 10000/);
     assertEquals(server.leases().map((l) => [l.family, l.table]), [[2, 10000], [10, 10000]]);
-    assertEquals((await ns.pidsOf("client.ts")).length, 2);
+    assertEquals((await heldOn(ns, IF)).length, 2);
 
     await t.ifupdown("ifdown");
-    await waitFor("the clients end", async () => (await ns.pidsOf("client.ts")).length === 0);
+    await waitFor("the clients end", async () => (await heldOn(ns, IF)).length === 0);
     assertEquals(await tableRoutes(ns, "-4", 10000), []);
     assertEquals(await tableRoutes(ns, "-6", 10000), []);
     assert(!(await ns.ip("rule", "show")).includes("lookup 10000"));

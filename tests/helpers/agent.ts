@@ -155,6 +155,17 @@ export async function boundNames(ns: Netns): Promise<string[]> {
     .map((path) => path.replace(/@+$/, "").slice(1));
 }
 
+/**
+ * The identities of interface `ifname` held in the namespace: their padded
+ * names `<ifname>-<address>-<family>` are bound while the agent (or a
+ * foreground client) holds them.
+ */
+export async function heldOn(ns: Netns, ifname: string): Promise<string[]> {
+  return (await boundNames(ns)).filter((name) =>
+    name.startsWith(`${ifname}-`) && /-(0|2|10)$/.test(name)
+  );
+}
+
 /** Pids of the host agents in the namespace. */
 export function agentPids(ns: Netns): Promise<number[]> {
   return ns.pidsOf("--agent");

@@ -64,9 +64,20 @@ export async function etcOverlay(
   return overlay;
 }
 
-/** The text of /etc/default/table-allocator for the hooks under test. */
-export function hookSettings(socket: string, logPath: string, client = DEV_CLIENT): string {
-  return `TA_CLIENT="${client}"\nTA_SOCKET=${socket}\nTA_LOG=${logPath}\n`;
+/**
+ * The text of /etc/default/table-allocator for the hooks under test.
+ * `env` is exported too: the namespace's agent state directory and log,
+ * which the hooks' empty environment would otherwise leave at the host's
+ * defaults.
+ */
+export function hookSettings(
+  socket: string,
+  logPath: string,
+  client = DEV_CLIENT,
+  env: Record<string, string> = {},
+): string {
+  const exports = Object.entries(env).map(([key, value]) => `export ${key}=${value}\n`).join("");
+  return `TA_CLIENT="${client}"\nTA_SOCKET=${socket}\nTA_LOG=${logPath}\n${exports}`;
 }
 
 /** Splits `ip route show` output into trimmed lines. */
@@ -118,7 +129,7 @@ export function hookTest(
   Deno.test({
     name,
     ignore: unmet !== undefined,
-    // The namespaces' processes (background clients, dhclient) outlive single steps.
+    // The namespaces' processes (the host agent, dhclient) outlive single steps.
     sanitizeResources: false,
     sanitizeOps: false,
     fn: async () => {
