@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Errno, ErrnoError, ifNameToIndex } from "../../ffi/libc.ts";
+import { ifNameToIndex } from "../../ffi/libc.ts";
 import type { Logger } from "../log/logger.ts";
 import {
   type AbstractDatagramSocket,
@@ -17,7 +17,8 @@ import {
   describeAddress,
 } from "../unix/abstract_socket.ts";
 import type { HoldingCore } from "./core.ts";
-import { askForeignHolder } from "./foreign.ts";
+import { holdOrAsk } from "./foreign.ts";
+import { Holding } from "./holding.ts";
 import type { HoldOutcome } from "./lease.ts";
 import { identityName } from "../protocol/v1.ts";
 import { WarningLimiter } from "./warnings.ts";
@@ -130,60 +131,46 @@ export class AgentControl {
       this.#answered.set(`${key} ${name}`, { reply, at: performance.now() });
       this.#reply(sender, reply);
     };
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const existing = this.#core.get(name);
-      if (existing) {
-        if (existing.answering) return answer({ kind: "lease", table: existing.table });
-        if (existing.state === "releasing") {
-          return answer({ kind: "none", reason: "the lease of this identity is being released" });
-        }
-        // Granted, rules going in: the answer follows in a moment.
-        if (existing.state === "held") return void existing.addWaiter(key, answer);
-        // Acquiring for another client: that one gets the table; this one gets 0 at once.
-        if (!existing.addWaiter(key, answer) || existing.waiters === 1) return;
-        existing.cancelWaiter(key);
-        return answer({
-          kind: "none",
-          reason: "another client is asking for this identity's lease",
-        });
+    const existing = this.#core.get(name);
+    if (existing) {
+      if (existing.answering) return answer({ kind: "lease", table: existing.table });
+      if (existing.state === "releasing") {
+        return answer({ kind: "none", reason: "the lease of this identity is being released" });
       }
-      const ifindex = ifNameToIndex(spec.identity.ifname);
-      if (ifindex === 0) {
-        return this.#reply(sender, {
-          op: "error",
-          error: "no_interface",
-          message: `interface "${spec.identity.ifname}" does not exist in the agent's namespace`,
-        });
-      }
-      let holding;
-      try {
-        holding = this.#core.add(spec, ifindex);
-      } catch (error) {
-        if (!(error instanceof ErrnoError && error.errno === Errno.EADDRINUSE)) {
-          return this.#reply(sender, {
-            op: "error",
-            error: "bad_log",
-            message: errorMessage(error),
-          });
-        }
-        const outcome = await askForeignHolder(spec, (l, m, f) => this.#log.log(l, m, f));
-        if (outcome === "unbound") continue;
-        return answer(outcome);
-      }
-      holding.addWaiter(key, (outcome) => {
-        answer(outcome);
-        if (outcome.kind === "lease") {
-          holding.log.log("info", "moved to the background", {
-            ...holding.fields,
-            agent_pid: Deno.pid,
-          });
-        }
-      });
-      holding.acquire();
-      this.#core.wake();
-      return;
+      // Granted, rules going in: the answer follows in a moment.
+      if (existing.state === "held") return void existing.addWaiter(key, answer);
+      // Acquiring for another client: that one gets the table; this one gets 0 at once.
+      if (!existing.addWaiter(key, answer) || existing.waiters === 1) return;
+      existing.cancelWaiter(key);
+      return answer({ kind: "none", reason: "another client is asking for this identity's lease" });
     }
-    answer({ kind: "none", reason: `@${name} is taken and let go again and again` });
+    const ifindex = ifNameToIndex(spec.identity.ifname);
+    if (ifindex === 0) {
+      return this.#reply(sender, {
+        op: "error",
+        error: "no_interface",
+        message: `interface "${spec.identity.ifname}" does not exist in the agent's namespace`,
+      });
+    }
+    let holding;
+    try {
+      holding = await holdOrAsk(this.#core, spec, ifindex, (l, m, f) => this.#log.log(l, m, f));
+    } catch (error) {
+      // Not EADDRINUSE: the identity's log file cannot be opened.
+      return this.#reply(sender, { op: "error", error: "bad_log", message: errorMessage(error) });
+    }
+    if (!(holding instanceof Holding)) return answer(holding);
+    holding.addWaiter(key, (outcome) => {
+      answer(outcome);
+      if (outcome.kind === "lease") {
+        holding.log.log("info", "moved to the background", {
+          ...holding.fields,
+          agent_pid: Deno.pid,
+        });
+      }
+    });
+    holding.acquire();
+    this.#core.wake();
   }
 
   #release(name: string, sender: Uint8Array<ArrayBuffer>, pid: number | undefined): void {

@@ -22,7 +22,7 @@ import { NetlinkSocket } from "../netlink/connection.ts";
 import { groupMask, type Message, MsgType, RtnlGroup } from "../netlink/message.ts";
 import { decodeLinkEvent } from "../netlink/link.ts";
 import { decodeRule } from "../netlink/rule.ts";
-import { includesAddress, listAddresses } from "./addresses.ts";
+import { includesAddress, type InterfaceAddress, listAddresses } from "./addresses.ts";
 import { Holding, type HoldingHost } from "./holding.ts";
 import { isDeparture } from "./lease.ts";
 import { Poller } from "./poller.ts";
@@ -126,11 +126,6 @@ export class HoldingCore implements HoldingHost, Disposable {
     this.wake();
   }
 
-  /** Removes a descriptor added with {@link watch}. */
-  unwatch(fd: number): void {
-    this.#watched.delete(fd);
-  }
-
   /** {@inheritDoc HoldingHost.syncRules} */
   async syncRules(): Promise<void> {
     const failures = await this.rules.sync();
@@ -154,8 +149,7 @@ export class HoldingCore implements HoldingHost, Disposable {
     if (this.#holdings.get(holding.name) !== holding) return;
     this.#holdings.delete(holding.name);
     this.#watched.delete(holding.socket.fd);
-    holding.socket.close();
-    holding.log.close();
+    holding.close();
     this.#options.onEnded?.(holding);
     this.wake();
   }
@@ -210,7 +204,7 @@ export class HoldingCore implements HoldingHost, Disposable {
    * back the missing ones (every 30 s, and after lost notifications).
    */
   async checkRules(): Promise<void> {
-    if (this.#checking) return;
+    if (this.#checking || this.rules.size === 0) return;
     this.#checking = true;
     try {
       let missing = 0;
@@ -292,7 +286,7 @@ export class HoldingCore implements HoldingHost, Disposable {
 
   /** After ENOBUFS: links, addresses and rules as the kernel has them now. */
   async #resynchronise(): Promise<void> {
-    const lists = new Map<number, Awaited<ReturnType<typeof listAddresses>>>();
+    const lists = new Map<number, InterfaceAddress[]>();
     for (const holding of this.holdings) {
       const { family, ifname, address } = holding.spec.identity;
       if (ifNameToIndex(ifname) !== holding.ifindex) {
@@ -317,10 +311,7 @@ export class HoldingCore implements HoldingHost, Disposable {
 
   /** Closes the sockets and the poller; the rules stay as they are. */
   [Symbol.dispose](): void {
-    for (const holding of this.holdings) {
-      holding.socket.close();
-      holding.log.close();
-    }
+    for (const holding of this.holdings) holding.close();
     this.#holdings.clear();
     this.#events.close();
     this.rules[Symbol.dispose]();

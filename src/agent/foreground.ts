@@ -9,10 +9,10 @@
  * @module
  */
 
-import { Errno, ErrnoError } from "../../ffi/libc.ts";
 import type { Logger } from "../log/logger.ts";
 import { HoldingCore } from "./core.ts";
-import { askForeignHolder } from "./foreign.ts";
+import { holdOrAsk } from "./foreign.ts";
+import { Holding } from "./holding.ts";
 import type { HoldOutcome } from "./lease.ts";
 import type { HoldSpec } from "./protocol.ts";
 import { Sinks } from "./sinks.ts";
@@ -32,19 +32,10 @@ export async function runForeground(
     sinks: new Sinks(logger, spec),
     onEnded: () => core.stop(),
   });
-  let holding;
-  for (;;) {
-    try {
-      holding = core.add(spec, ifindex);
-      break;
-    } catch (error) {
-      if (!(error instanceof ErrnoError && error.errno === Errno.EADDRINUSE)) throw error;
-    }
-    const outcome = await askForeignHolder(spec, (l, m, f) => logger.log(l, m, f));
-    if (outcome !== "unbound") {
-      print(outcome);
-      return 0;
-    }
+  const holding = await holdOrAsk(core, spec, ifindex, (l, m, f) => logger.log(l, m, f));
+  if (!(holding instanceof Holding)) {
+    print(holding);
+    return 0;
   }
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP"];
   const handlers = signals.map((signal) => {

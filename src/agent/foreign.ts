@@ -8,10 +8,13 @@
  * @module
  */
 
+import { Errno, ErrnoError } from "../../ffi/libc.ts";
 import { NetlinkSocket } from "../netlink/connection.ts";
 import { decodeUnixDiag, encodeUnixDiagDump, NETLINK_SOCK_DIAG } from "../netlink/unix_diag.ts";
 import { paddedAbstractAddress } from "../unix/abstract_socket.ts";
 import { ask, askingSocket } from "../client/peer.ts";
+import type { HoldingCore } from "./core.ts";
+import type { Holding } from "./holding.ts";
 import type { HoldOutcome } from "./lease.ts";
 import { Command, identityName, isLeasableTable } from "../protocol/v1.ts";
 import type { HoldSpec } from "./protocol.ts";
@@ -115,4 +118,30 @@ export async function askForeignHolder(
     return { kind: "refused", error: server.code, message: server.message };
   }
   return { kind: "none", reason: `no answer from the holder of @${name} or from @${spec.server}` };
+}
+
+/**
+ * Starts holding `spec` in `core`, or, when another process holds the
+ * identity's name, what that holder (or its server) says: the outcome to
+ * answer with. A name let go meanwhile is tried once more.
+ */
+export async function holdOrAsk(
+  core: HoldingCore,
+  spec: HoldSpec,
+  ifindex: number,
+  log: (level: Level, message: string, fields?: Fields) => void,
+): Promise<Holding | HoldOutcome> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      return core.add(spec, ifindex);
+    } catch (error) {
+      if (!(error instanceof ErrnoError && error.errno === Errno.EADDRINUSE)) throw error;
+    }
+    const outcome = await askForeignHolder(spec, log);
+    if (outcome !== "unbound") return outcome;
+  }
+  return {
+    kind: "none",
+    reason: `@${identityName(spec.identity)} is taken and let go again and again`,
+  };
 }

@@ -298,6 +298,12 @@ export class Holding {
     this.#rules.gone(rule, how);
   }
 
+  /** Closes the identity's socket (its name is free again) and gives its log sink back. */
+  close(): void {
+    this.#io[Symbol.dispose]();
+    this.log.close();
+  }
+
   /** Summary for a `status` reply. */
   status(): HeldIdentity {
     return {
