@@ -125,7 +125,6 @@ async function serve(
     },
   });
   const control = new AgentControl(core, socket, log);
-  core.watch(socket.fd, () => control.onReadable());
   let stopping: Promise<void> | null = null;
   const stop = (signal: Deno.Signal) => {
     stopping ??= (async () => {
@@ -146,6 +145,8 @@ async function serve(
     const running = core.run();
     const taken = await recover(core, statePath, cookie, log);
     core.persist();
+    // Clients are served once the state file's leases are back (their hand-offs wait in the queue).
+    core.watch(socket.fd, () => control.onReadable());
     notifySystemd(`READY=1\nSTATUS=holding ${core.holdings.length} identities`);
     log.info("agent ready", {
       socket: `@${name}`,
