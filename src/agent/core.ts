@@ -66,6 +66,8 @@ export class HoldingCore implements HoldingHost, Disposable {
   #events: NetlinkSocket;
   #poller = new Poller();
   #holdings = new Map<string, Holding>();
+  /** Interface index -> its holdings: a link or address event looks only at those. */
+  #byIfindex = new Map<number, Set<Holding>>();
   #watched = new Map<number, () => void>();
   #stopped = false;
   #ruleSyncAt = Infinity;
@@ -115,6 +117,8 @@ export class HoldingCore implements HoldingHost, Disposable {
       throw error;
     }
     this.#holdings.set(holding.name, holding);
+    const onLink = this.#byIfindex.get(ifindex) ?? new Set<Holding>();
+    this.#byIfindex.set(ifindex, onLink.add(holding));
     this.#watched.set(holding.socket.fd, () => holding.onReadable());
     this.wake();
     return holding;
@@ -148,6 +152,9 @@ export class HoldingCore implements HoldingHost, Disposable {
   ended(holding: Holding): void {
     if (this.#holdings.get(holding.name) !== holding) return;
     this.#holdings.delete(holding.name);
+    const onLink = this.#byIfindex.get(holding.ifindex);
+    onLink?.delete(holding);
+    if (onLink?.size === 0) this.#byIfindex.delete(holding.ifindex);
     this.#watched.delete(holding.socket.fd);
     holding.close();
     this.#options.onEnded?.(holding);
@@ -262,8 +269,7 @@ export class HoldingCore implements HoldingHost, Disposable {
       }
       const event = decodeLinkEvent(message);
       if (!event || event.kind === "address-added") continue;
-      for (const holding of this.holdings) {
-        if (holding.ifindex !== event.index) continue;
+      for (const holding of [...this.#byIfindex.get(event.index) ?? []]) {
         if (event.kind === "link-changed") {
           if (event.name !== undefined) holding.renamed(event.name);
           continue;
@@ -313,6 +319,7 @@ export class HoldingCore implements HoldingHost, Disposable {
   [Symbol.dispose](): void {
     for (const holding of this.holdings) holding.close();
     this.#holdings.clear();
+    this.#byIfindex.clear();
     this.#events.close();
     this.rules[Symbol.dispose]();
     this.#poller.close();
