@@ -149,10 +149,27 @@ function identity(lease: LeaseView): string {
   return `${familyName(lease.family)} ${lease.ifname} ${address}`;
 }
 
-/** What a `release` did, one line per released lease. */
+/**
+ * What a `release` did: one line per released lease, then one per table
+ * held back until its holder confirms.
+ */
 export function formatReleased(result: ControlResults["release"]): string {
   if (result.released.length === 0) return "nothing released: no bound lease matches\n";
-  return result.released.map((l) => `released table ${l.table} of ${identity(l)}\n`).join("");
+  return result.released.map((l) => `released table ${l.table} of ${identity(l)}\n`).join("") +
+    result.held.map((h) =>
+      `table ${h.table} of ${familyName(h.family)} stays held for ${
+        h.ifname ?? "*"
+      } ${h.address} ` +
+      `until it confirms, at the latest ${formatTime(h.until)}\n`
+    ).join("");
+}
+
+/** What a `reload` did. */
+export function formatReloaded(result: ControlResults["reload"]): string {
+  const n = (count: number, word: string) => `${count} ${word}${count === 1 ? "" : "s"}`;
+  return `reloaded ${result.config}: ${n(result.pools, "pool")}, ${
+    n(result.reservations, "reservation")
+  }, ${n(result.outputs, "output")}\n`;
 }
 
 /** What a `reserve` did, one line per reservation. */
@@ -196,6 +213,10 @@ export function formatResult<K extends keyof ControlResults>(
       return formatReserved(result as ControlResults["reserve"]);
     case "unreserve":
       return formatUnreserved(result as ControlResults["unreserve"]);
+    case "metrics":
+      return (result as ControlResults["metrics"]).text;
+    case "reload":
+      return formatReloaded(result as ControlResults["reload"]);
     default:
       return `${JSON.stringify(result)}\n`;
   }

@@ -187,10 +187,28 @@ Deno.test("formatList() says how to get the next page when there is one", () => 
 
 Deno.test("release, reserve and unreserve results read as sentences", () => {
   assertEquals(
-    formatReleased({ released: [lease()] }),
+    formatReleased({ released: [lease()], held: [] }),
     "released table 10000 of inet eth1 192.0.2.10\n",
   );
-  assertEquals(formatReleased({ released: [] }), "nothing released: no bound lease matches\n");
+  assertEquals(
+    formatReleased({
+      released: [lease()],
+      held: [{
+        family: 2,
+        table: 10000,
+        ifname: "eth1",
+        address: "192.0.2.10",
+        until: Date.parse("2026-11-21T20:08:46Z"),
+        reason: "admin_release",
+      }],
+    }),
+    "released table 10000 of inet eth1 192.0.2.10\n" +
+      "table 10000 of inet stays held for eth1 192.0.2.10 until it confirms, at the latest 2026-11-21T20:08:46Z\n",
+  );
+  assertEquals(
+    formatReleased({ released: [], held: [] }),
+    "nothing released: no bound lease matches\n",
+  );
   assertEquals(
     formatReserved({
       reserved: [
@@ -214,10 +232,15 @@ Deno.test("formatResult() picks the output of each operation", () => {
   assertEquals(formatResult("show", { leases: [] }, NOW), "no lease matches\n");
   assertEquals(formatResult("show", { leases: [lease()] }, NOW), formatLeases([lease()], NOW));
   assertEquals(
-    formatResult("release", { released: [] }, NOW),
+    formatResult("release", { released: [], held: [] }, NOW),
     "nothing released: no bound lease matches\n",
   );
   assertEquals(formatResult("reserve", { reserved: [] }, NOW), "nothing reserved\n");
+  assertEquals(formatResult("metrics", { text: "# HELP x y\n" }, NOW), "# HELP x y\n");
+  assertEquals(
+    formatResult("reload", { config: "/etc/s.json", pools: 1, reservations: 0, outputs: 2 }, NOW),
+    "reloaded /etc/s.json: 1 pool, 0 reservations, 2 outputs\n",
+  );
   assertEquals(
     formatResult("unreserve", { removed: [] }, NOW),
     "no reservation removed: none matches\n",

@@ -65,7 +65,9 @@ export type ControlRequest =
     /** A family, or undefined for every enabled family. */
     family: AddrFamily | undefined;
   }
-  | { op: "unreserve"; table: number; family: AddrFamily | undefined };
+  | { op: "unreserve"; table: number; family: AddrFamily | undefined }
+  | { op: "metrics" }
+  | { op: "reload" };
 
 /** The operations, for usage texts and validation. */
 export const CONTROL_OPS = [
@@ -76,6 +78,8 @@ export const CONTROL_OPS = [
   "release",
   "reserve",
   "unreserve",
+  "metrics",
+  "reload",
 ] as const;
 
 /** A lease as control replies show it (snake case, like the rest of the wire). */
@@ -140,6 +144,31 @@ export interface StatusView {
   leases: { bound: number; reserved: number; outside_pools: number };
 }
 
+/**
+ * A table held back for an identity: after an admin release until the
+ * holder confirms (or its lease's old expiry), or at start while the
+ * kernel's rules still route an address through it.
+ */
+export interface HoldView {
+  family: AddrFamily;
+  table: number;
+  /** The interface, or null when any interface with the address counts. */
+  ifname: string | null;
+  address: string;
+  /** Wall-clock end of the hold, in ms since the epoch. */
+  until: number;
+  reason: "admin_release" | "readiness";
+}
+
+/** The `reload` result: what the server runs with now. */
+export interface ReloadView {
+  /** The config file that was read. */
+  config: string;
+  pools: number;
+  reservations: number;
+  outputs: number;
+}
+
 /** Results by operation. */
 export interface ControlResults {
   /** The server's facts and its pools. */
@@ -150,12 +179,19 @@ export interface ControlResults {
   list: { leases: LeaseView[]; next: string | null };
   /** The leases the selector names. */
   show: { leases: LeaseView[] };
-  /** The leases that were released (as history rows). */
-  release: { released: LeaseView[] };
+  /**
+   * The leases that were released (as history rows), and their tables,
+   * held for their holders until they confirm.
+   */
+  release: { released: LeaseView[]; held: HoldView[] };
   /** The reservations written (one per family). */
   reserve: { reserved: LeaseView[] };
   /** The reservations removed. */
   unreserve: { removed: LeaseView[] };
+  /** The metrics as Prometheus text exposition. */
+  metrics: { text: string };
+  /** What the server runs with after a reload. */
+  reload: ReloadView;
 }
 
 const encoder = new TextEncoder();
@@ -224,6 +260,8 @@ export function decodeControlRequest(obj: Record<string, unknown>): ControlReque
   switch (op) {
     case "status":
     case "pools":
+    case "metrics":
+    case "reload":
       return { op };
     case "list": {
       const state = optionalString(obj, "state");

@@ -27,6 +27,7 @@ import {
   type LeaseSelector,
   leaseView,
   type PoolView,
+  type ReloadView,
   type StatusView,
 } from "../control/protocol.ts";
 import type { Allocation } from "../allocator/allocation.ts";
@@ -51,6 +52,10 @@ export interface ControlContext {
   /** How the store is described in `status` (path or "postgres"). */
   storeDescription: string;
   now: () => number;
+  /** The metrics as Prometheus text. */
+  metrics?: () => string;
+  /** Re-reads the config file; a refusal rejects with a {@link ProtocolError} (`bad_config`). */
+  reload?: () => Promise<ReloadView>;
 }
 
 /** A refusal of a control request, answered as an error reply. */
@@ -91,6 +96,7 @@ export class ControlHandler {
         case "release":
           return encodeControlReply("release", {
             released: (await this.#release(request.selector, uid)).map(leaseView),
+            held: [],
           });
         case "reserve":
           return encodeControlReply("reserve", {
@@ -100,7 +106,14 @@ export class ControlHandler {
           return encodeControlReply("unreserve", {
             removed: (await this.#unreserve(request, uid)).map(leaseView),
           });
+        case "metrics":
+          if (!this.#c.metrics) break;
+          return encodeControlReply("metrics", { text: this.#c.metrics() });
+        case "reload":
+          if (!this.#c.reload) break;
+          return encodeControlReply("reload", await this.#c.reload());
       }
+      return encodeError("unknown_cmd", `this server does not serve "op" ${request.op}`);
     } catch (error) {
       if (error instanceof Refusal) return encodeError(error.code, error.message);
       if (error instanceof ProtocolError) return encodeError(error.code, error.message);
