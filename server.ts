@@ -4,6 +4,7 @@
  * table_allocator_server.
  *
  *     server.ts -c /etc/table-allocator/server.json
+ *     server.ts --check -c /etc/table-allocator/server.json   # validate only
  *
  * @module
  */
@@ -25,13 +26,15 @@ import { errorMessage } from "./src/util/errors.ts";
 
 const PROGRAM = "table_allocator_server";
 
-const USAGE = `Usage: ${PROGRAM} -c CONFIG
+const USAGE = `Usage: ${PROGRAM} [-t] -c CONFIG
 
 Hands out routing table numbers as leases to (family, interface, address)
 identities over an abstract unix datagram socket.
 
 Options:
   -c, --config CONFIG  JSON config file (comments allowed), required
+  -t, --check          validate CONFIG and exit: 0 when valid, 1 (with the
+                       reason a start would give) when not
   -h, --help           print this help and exit
   -V, --version        print the version and exit
 `;
@@ -66,6 +69,7 @@ export async function main(args: string[]): Promise<number> {
       args,
       options: {
         config: { type: "string", short: "c" },
+        check: { type: "boolean", short: "t" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -97,10 +101,19 @@ export async function main(args: string[]): Promise<number> {
     console.error(`${PROGRAM}: ${error.message}`);
     return 1;
   }
+  if (values.check) {
+    console.log(`${PROGRAM}: config "${values.config}" is valid`);
+    return 0;
+  }
 
   let logger: Logger;
   try {
-    logger = new Logger({ program: PROGRAM, logPath: config.logPath, syslog: config.doSyslog });
+    logger = new Logger({
+      program: PROGRAM,
+      logPath: config.logPath,
+      syslog: config.doSyslog,
+      level: config.logLevel,
+    });
   } catch (error) {
     console.error(`${PROGRAM}: ${errorMessage(error)}`);
     return 1;
