@@ -17,8 +17,11 @@ import type { BoundLease, LeaseEvent, LeaseObserver, Output } from "./lease_even
 import { PrometheusTextfileOutput, SummaryLogOutput } from "./periodic.ts";
 import { RtTablesOutput } from "./rt_tables.ts";
 
-/** How long a stopping server lets commands deliver what is queued. */
-export const STOP_GRACE_MS = 10_000;
+/**
+ * How long a stopping server lets commands deliver what is queued: well
+ * within the unit's `TimeoutStopSec=10s`, so systemd never has to kill it.
+ */
+export const STOP_GRACE_MS = 5000;
 /** How long a command removed by a reload may go on delivering its queue. */
 export const RETIRE_GRACE_MS = 60_000;
 
