@@ -26,7 +26,8 @@ import { errorMessage } from "./src/util/errors.ts";
 
 const PROGRAM = "table_allocator_server";
 
-const USAGE = `Usage: ${PROGRAM} [-t] -c CONFIG
+const USAGE = `Usage: ${PROGRAM} -c CONFIG
+       ${PROGRAM} --check -c CONFIG
 
 Hands out routing table numbers as leases to (family, interface, address)
 identities over an abstract unix datagram socket.
