@@ -50,7 +50,7 @@ Deno.test("--check exits 0 on a valid config and 1 with the start's message on a
     for (const flag of ["--check", "-t"]) {
       const ok = await runServer([flag, "-c", good]);
       assertEquals(ok.code, 0, ok.stderr);
-      assertEquals(ok.stdout, `table-allocator-server: config "${good}" is valid\n`);
+      assertEquals(ok.stdout, `table_allocator_server: config "${good}" is valid\n`);
     }
     // Checking writes nothing: no database directory, no rt_tables file.
     assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["bad.json", "good.json"]);
@@ -61,7 +61,7 @@ Deno.test("--check exits 0 on a valid config and 1 with the start's message on a
     assertEquals(refused.stdout, "");
     assertEquals(
       refused.stderr,
-      `table-allocator-server: Cannot load config "${bad}": outputs[0].timeout must be an integer from 1 to 3600, got 0\n`,
+      `table_allocator_server: Cannot load config "${bad}": outputs[0].timeout must be an integer from 1 to 3600, got 0\n`,
     );
     assertEquals(refused.stderr, started.stderr);
     const missing = await runServer(["-t", "-c", `${dir}/none.json`]);
@@ -85,10 +85,10 @@ Deno.test("under journald (JOURNAL_STREAM names stderr) lines carry <N> and no t
   await client.release("10.0.0.9");
   assertMatch(
     await server.waitForLog(/granted/),
-    /^<6>granted family=2 ifname=eth1 address=10\.0\.0\.1 table=10000 /,
+    /^<6>granted family=inet ifname=eth1 address=10\.0\.0\.1 table=10000 /,
   );
   assertMatch(await server.waitForLog(/rejected/), /^<4>rejected error=bad_request /);
-  assertMatch(await server.waitForLog(/no lease held/), /^<7>released family=2 /);
+  assertMatch(await server.waitForLog(/no lease held/), /^<7>released family=inet /);
   for (const line of server.output().trim().split("\n")) {
     assertMatch(line, /^<[3467]>[a-z]/, "every line starts with its priority, no timestamp");
   }

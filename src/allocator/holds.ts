@@ -41,6 +41,8 @@ const addressKey = (family: AddrFamily, address: string) => `${family}/${address
 export class Holds {
   readonly #byTable = new Map<string, Hold>();
   readonly #byAddress = new Map<string, Set<Hold>>();
+  /** The earliest deadline, or null when it must be looked for again. */
+  #next: number | null = Infinity;
 
   /** How many tables are held. */
   get size(): number {
@@ -51,6 +53,7 @@ export class Holds {
   add(hold: Hold): void {
     this.remove(hold.family, hold.table);
     this.#byTable.set(tableKey(hold.family, hold.table), hold);
+    if (this.#next !== null) this.#next = Math.min(this.#next, hold.until);
     const key = addressKey(hold.family, hold.address);
     const set = this.#byAddress.get(key) ?? new Set();
     set.add(hold);
@@ -77,6 +80,7 @@ export class Holds {
     const hold = this.#byTable.get(tableKey(family, table));
     if (!hold) return undefined;
     this.#byTable.delete(tableKey(family, table));
+    if (hold.until === this.#next) this.#next = null;
     const key = addressKey(family, hold.address);
     const set = this.#byAddress.get(key)!;
     set.delete(hold);
@@ -84,8 +88,9 @@ export class Holds {
     return hold;
   }
 
-  /** Ends and returns every hold whose deadline is at or before `now`. */
+  /** Ends and returns every hold whose deadline is at or before `now` (cheap when none is). */
   due(now: number): Hold[] {
+    if (now < this.next()) return [];
     const ended = [...this.#byTable.values()].filter((h) => h.until <= now);
     for (const hold of ended) this.remove(hold.family, hold.table);
     return ended;
@@ -93,9 +98,12 @@ export class Holds {
 
   /** The earliest deadline, or Infinity. */
   next(): number {
-    let next = Infinity;
-    for (const hold of this.#byTable.values()) next = Math.min(next, hold.until);
-    return next;
+    if (this.#next === null) {
+      let next = Infinity;
+      for (const hold of this.#byTable.values()) next = Math.min(next, hold.until);
+      this.#next = next;
+    }
+    return this.#next;
   }
 
   /** Every hold, in table order. */

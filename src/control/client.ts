@@ -75,7 +75,9 @@ export interface ControlArgs {
   reserve: { table: number; ifname: string; address?: string; family?: AddrFamily };
   /** The table, in every family without `family`. */
   unreserve: { table: number; family?: AddrFamily };
+  /** Nothing. */
   metrics: Record<string, never>;
+  /** Nothing: the server re-reads its own config file. */
   reload: Record<string, never>;
 }
 
@@ -311,6 +313,9 @@ const leaseView = fields<LeaseView>({
   owner: string,
 });
 
+/** A count that an older server leaves out (0 then). */
+const count: Check<number> = (value, path) => value === undefined ? 0 : integer(value, path);
+
 const poolView = fields<PoolView>({
   name: string,
   family,
@@ -320,6 +325,7 @@ const poolView = fields<PoolView>({
   size: integer,
   bound: integer,
   reserved: integer,
+  held: count,
   free: integer,
 });
 
@@ -353,6 +359,7 @@ const RESULT_CHECKS: { [K in ControlOp]: Check<ControlResults[K]> } = {
       bound: integer,
       reserved: integer,
       outside_pools: integer,
+      held: count,
     }),
   }),
   pools: fields<ControlResults["pools"]>({ pools: array(poolView) }),

@@ -73,7 +73,7 @@ export function formatSelectors(pool: Pick<PoolView, "tags" | "ifnames">): strin
 export function formatPools(pools: readonly PoolView[]): string {
   if (pools.length === 0) return "no pools\n";
   return formatColumns([
-    ["POOL", "FAMILY", "RANGES", "SELECTORS", "SIZE", "BOUND", "RESERVED", "FREE"],
+    ["POOL", "FAMILY", "RANGES", "SELECTORS", "SIZE", "BOUND", "RESERVED", "HELD", "FREE"],
     ...pools.map((p) => [
       p.name,
       familyName(p.family),
@@ -82,6 +82,7 @@ export function formatPools(pools: readonly PoolView[]): string {
       String(p.size),
       String(p.bound),
       String(p.reserved),
+      String(p.held),
       String(p.free),
     ]),
   ]);
@@ -90,7 +91,7 @@ export function formatPools(pools: readonly PoolView[]): string {
 /** Server facts as `key  value` lines, then the pools. */
 export function formatStatus(status: StatusView): string {
   const socket = status.socket.startsWith("@") ? status.socket : `@${status.socket}`;
-  const { bound, reserved, outside_pools } = status.leases;
+  const { bound, reserved, outside_pools, held } = status.leases;
   return formatColumns([
     ["version", status.version],
     ["pid", String(status.pid)],
@@ -98,7 +99,10 @@ export function formatStatus(status: StatusView): string {
     ["socket", socket],
     ["store", status.store],
     ["families", status.families.map(familyName).join(", ") || "none"],
-    ["leases", `${bound} bound, ${reserved} reserved, ${outside_pools} outside the pools`],
+    [
+      "leases",
+      `${bound} bound, ${reserved} reserved, ${held} held, ${outside_pools} outside the pools`,
+    ],
   ]) + "\n" + formatPools(status.pools);
 }
 

@@ -41,6 +41,7 @@ const pool = (over: Partial<PoolView> = {}): PoolView => ({
   size: 40,
   bound: 3,
   reserved: 1,
+  held: 0,
   free: 36,
   ...over,
 });
@@ -100,14 +101,15 @@ Deno.test("formatPools() prints one aligned row per pool under a header", () => 
         size: 8,
         bound: 0,
         reserved: 0,
-        free: 8,
+        held: 2,
+        free: 6,
         ranges: [{ first: 200, last: 207 }],
       }),
     ]),
     [
-      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  FREE",
-      "inet  inet    10000-10039  any        40    3      1         36",
-      "wan6  inet6   200-207      tag=wan    8     0      0         8",
+      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  HELD  FREE",
+      "inet  inet    10000-10039  any        40    3      1         0     36",
+      "wan6  inet6   200-207      tag=wan    8     0      0         2     6",
       "",
     ].join("\n"),
   );
@@ -123,7 +125,7 @@ Deno.test("formatStatus() lists the server's facts, then its pools", () => {
     store: "var/leases.db",
     families: [2, 10],
     pools: [pool()],
-    leases: { bound: 3, reserved: 1, outside_pools: 0 },
+    leases: { bound: 3, reserved: 1, outside_pools: 0, held: 0 },
   };
   assertEquals(
     formatStatus(status),
@@ -134,10 +136,10 @@ Deno.test("formatStatus() lists the server's facts, then its pools", () => {
       "socket    @tas_socket",
       "store     var/leases.db",
       "families  inet, inet6",
-      "leases    3 bound, 1 reserved, 0 outside the pools",
+      "leases    3 bound, 1 reserved, 0 held, 0 outside the pools",
       "",
-      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  FREE",
-      "inet  inet    10000-10039  any        40    3      1         36",
+      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  HELD  FREE",
+      "inet  inet    10000-10039  any        40    3      1         0     36",
       "",
     ].join("\n"),
   );

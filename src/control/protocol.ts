@@ -120,7 +120,9 @@ export interface PoolView {
   bound: number;
   /** Tables held by reservations and not bound. */
   reserved: number;
-  /** Tables neither bound nor reserved. */
+  /** Tables held back for an identity (after an admin release, or at start). */
+  held: number;
+  /** Tables the next request may get. */
   free: number;
 }
 
@@ -140,8 +142,11 @@ export interface StatusView {
   families: AddrFamily[];
   /** Every pool. */
   pools: PoolView[];
-  /** Bound leases, reservations, and bound leases outside every pool (after a config change). */
-  leases: { bound: number; reserved: number; outside_pools: number };
+  /**
+   * Bound leases, reservations, bound leases outside every pool (after a
+   * config change), and tables held back for an identity.
+   */
+  leases: { bound: number; reserved: number; outside_pools: number; held: number };
 }
 
 /**
@@ -150,13 +155,17 @@ export interface StatusView {
  * kernel's rules still route an address through it.
  */
 export interface HoldView {
+  /** The family of the table. */
   family: AddrFamily;
+  /** The held table. */
   table: number;
   /** The interface, or null when any interface with the address counts. */
   ifname: string | null;
+  /** The address it is held for. */
   address: string;
   /** Wall-clock end of the hold, in ms since the epoch. */
   until: number;
+  /** After an admin release, or at start for a table the kernel's rules still use. */
   reason: "admin_release" | "readiness";
 }
 
@@ -164,8 +173,11 @@ export interface HoldView {
 export interface ReloadView {
   /** The config file that was read. */
   config: string;
+  /** Pools configured now. */
   pools: number;
+  /** Reservations in the config now. */
   reservations: number;
+  /** Outputs running now. */
   outputs: number;
 }
 

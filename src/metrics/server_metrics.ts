@@ -9,6 +9,7 @@
 
 import { LEASE_EVENT_KINDS, type LeaseEventKind } from "../../config/operations.ts";
 import { type AddrFamily, familyName } from "../net/family.ts";
+import type { ErrorReplyEvent, LeaseEvent, LeaseObserver } from "../server/events.ts";
 import { formatExposition, Histogram, type MetricFamily } from "./exposition.ts";
 
 /** Upper bounds (seconds) of the commit latency buckets: fsync on SSD to a slow shared store. */
@@ -52,8 +53,12 @@ export interface MetricsSnapshot {
   version: string;
 }
 
-/** Counters and the commit histogram of one server run. */
-export class ServerMetrics {
+/**
+ * Counters and the commit histogram of one server run. It observes the
+ * daemon's lease events and error replies; the daemon counts passes and
+ * commits itself.
+ */
+export class ServerMetrics implements LeaseObserver {
   readonly #events = new Map<LeaseEventKind, number>(LEASE_EVENT_KINDS.map((k) => [k, 0]));
   readonly #errors = new Map<string, number>();
   readonly #outputFailures = new Map<string, number>();
@@ -61,6 +66,16 @@ export class ServerMetrics {
   readonly #commits = new Histogram(COMMIT_BUCKETS);
   #passes = 0;
   #datagrams = 0;
+
+  /** Counts a lease event (a release of nothing changes no lease and is not one). */
+  onLease(event: LeaseEvent): void {
+    if (event.lease) this.leaseEvent(event.kind);
+  }
+
+  /** Counts an error reply by its code. */
+  onErrorReply(event: ErrorReplyEvent): void {
+    this.errorReply(event.code);
+  }
 
   /** A lease event happened. */
   leaseEvent(kind: LeaseEventKind): void {

@@ -13,7 +13,8 @@ import type { LeaseEventKind } from "../../config/operations.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ServerMetrics } from "../metrics/server_metrics.ts";
 import { errorMessage } from "../util/errors.ts";
-import type { BoundLease, LeaseEvent, Output } from "./lease_event.ts";
+import type { Lease } from "../store/lease_store.ts";
+import type { LeaseEvent, Output } from "./lease_event.ts";
 
 /** Options of a command output. */
 export interface CommandOptions {
@@ -45,32 +46,41 @@ const MAX_LINE = 1000;
  */
 const PRIVATE_ENV = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"];
 
+/** An event a command runs for: its kind, the lease, the table before a move. */
+interface Queued {
+  kind: LeaseEvent["kind"];
+  lease: Lease;
+  previousTable: number;
+}
+
 /** The environment of a run: the server's, minus {@link PRIVATE_ENV}, plus the event. */
 export function commandEnv(
-  event: LeaseEvent,
+  event: Queued,
   base: Record<string, string> = Deno.env.toObject(),
 ): Record<string, string> {
   const env = { ...base };
   for (const key of PRIVATE_ENV) delete env[key];
+  const { lease } = event;
   return {
     ...env,
     EVENT: event.kind,
-    TABLE: String(event.table),
+    TABLE: String(lease.table),
     PREVIOUS_TABLE: String(event.previousTable),
-    FAMILY: String(event.family),
-    IFNAME: event.ifname,
-    ADDRESS: event.address,
-    TAG: event.tag ?? "",
+    FAMILY: String(lease.family),
+    IFNAME: lease.ifname,
+    ADDRESS: lease.address,
+    TAG: lease.tag ?? "",
   };
 }
 
 /** Runs a program for each chosen lease event, in order. */
 export class CommandOutput implements Output {
   name: string;
+  readonly needsLeases = false;
   readonly #options: CommandOptions;
   readonly #log: Logger;
   readonly #metrics: ServerMetrics | undefined;
-  readonly #queue: LeaseEvent[] = [];
+  readonly #queue: Queued[] = [];
   #worker: Promise<void> | null = null;
   #running: Deno.ChildProcess | null = null;
   #stopping = false;
@@ -85,11 +95,12 @@ export class CommandOutput implements Output {
   }
 
   /** Nothing to do at start: a command hears of events, not of state. */
-  start(_bound: readonly BoundLease[]): void {}
+  start(_bound: readonly Lease[]): void {}
 
   /** Queues the event when the command wants it; returns at once. */
-  leaseEvent(event: LeaseEvent): void {
-    if (this.#stopping || !this.#options.events.includes(event.kind)) return;
+  onLease(event: LeaseEvent): void {
+    const { lease } = event;
+    if (!lease || this.#stopping || !this.#options.events.includes(event.kind)) return;
     if (this.#queue.length >= MAX_QUEUE) {
       this.#queue.shift();
       if (this.#dropped++ === 0) {
@@ -99,7 +110,7 @@ export class CommandOutput implements Output {
         });
       }
     }
-    this.#queue.push(event);
+    this.#queue.push({ kind: event.kind, lease, previousTable: event.previousTable ?? 0 });
     this.#worker ??= this.#drain().finally(() => (this.#worker = null));
   }
 
@@ -157,12 +168,12 @@ export class CommandOutput implements Output {
   }
 
   /** One run; true when the program exited 0 in time. */
-  async #run(event: LeaseEvent, attempt: number, attempts: number): Promise<boolean> {
+  async #run(event: Queued, attempt: number, attempts: number): Promise<boolean> {
     const [program, ...args] = this.#options.command;
     const fields = {
       output: this.name,
       event: event.kind,
-      table: event.table,
+      table: event.lease.table,
       attempt: attempts > 1 ? `${attempt}/${attempts}` : undefined,
     };
     let child: Deno.ChildProcess;

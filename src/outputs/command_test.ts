@@ -1,22 +1,11 @@
 import { assert, assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
 import { Logger } from "../log/logger.ts";
+import { leaseEvent } from "../../tests/helpers/events.ts";
 import { ServerMetrics } from "../metrics/server_metrics.ts";
 import { parsePrometheusText } from "../../tests/helpers/prometheus.ts";
 import { commandEnv, CommandOutput } from "./command.ts";
-import type { LeaseEvent } from "./lease_event.ts";
 
-const event = (kind: LeaseEvent["kind"], table: number, over: Partial<LeaseEvent> = {}) => ({
-  kind,
-  family: 2 as const,
-  ifname: "eth1",
-  address: "192.0.2.10",
-  tag: undefined,
-  table,
-  previousTable: 0,
-  expiresAt: 0,
-  details: {},
-  ...over,
-});
+const event = leaseEvent;
 
 /** Whether a process ends (or is a zombie) within 3 s. */
 async function gone(pid: number): Promise<boolean> {
@@ -49,7 +38,8 @@ async function withDir(fn: (dir: string, log: Logger) => Promise<void>): Promise
 }
 
 Deno.test("commandEnv() passes the event and hides the server's systemd variables", () => {
-  const env = commandEnv(event("moved", 10001, { previousTable: 10000, tag: "wan" }), {
+  const moved = event("moved", 10001, { previousTable: 10000, tag: "wan" });
+  const env = commandEnv({ kind: "moved", lease: moved.lease!, previousTable: 10000 }, {
     PATH: "/bin",
     NOTIFY_SOCKET: "/run/systemd/notify",
     WATCHDOG_USEC: "1",
@@ -66,8 +56,9 @@ Deno.test("commandEnv() passes the event and hides the server's systemd variable
     ADDRESS: "192.0.2.10",
     TAG: "wan",
   });
-  assertEquals(commandEnv(event("granted", 1), {}).TAG, "");
-  assertEquals(commandEnv(event("granted", 1), {}).PREVIOUS_TABLE, "0");
+  const granted = { kind: "granted" as const, lease: event("granted", 1).lease!, previousTable: 0 };
+  assertEquals(commandEnv(granted, {}).TAG, "");
+  assertEquals(commandEnv(granted, {}).PREVIOUS_TABLE, "0");
 });
 
 Deno.test("CommandOutput runs the chosen events one at a time, in order, and logs output", async () => {
@@ -85,10 +76,10 @@ Deno.test("CommandOutput runs the chosen events one at a time, in order, and log
       timeout: 10,
       retries: 0,
     }, log);
-    out.leaseEvent(event("granted", 10000));
-    out.leaseEvent(event("refreshed", 10000));
-    out.leaseEvent(event("granted", 10001));
-    out.leaseEvent(event("released", 10000));
+    out.onLease(event("granted", 10000));
+    out.onLease(event("refreshed", 10000));
+    out.onLease(event("granted", 10001));
+    out.onLease(event("released", 10000));
     // Queuing returns at once: nothing has run yet.
     assertEquals(existsSync(`${dir}/runs`), false);
     await out.settled();
@@ -123,7 +114,7 @@ Deno.test("CommandOutput logs a failure and a timeout, retries, and stops a hung
       log,
       metrics,
     );
-    failing.leaseEvent(event("granted", 10000));
+    failing.onLease(event("granted", 10000));
     await failing.settled();
     assertEquals((await Deno.readTextFile(`${dir}/tries`)).trim().split("\n").length, 2);
 
@@ -138,7 +129,7 @@ Deno.test("CommandOutput logs a failure and a timeout, retries, and stops a hung
       log,
       metrics,
     );
-    hung.leaseEvent(event("granted", 10001));
+    hung.onLease(event("granted", 10001));
     await hung.settled();
     const child = Number((await Deno.readTextFile(`${dir}/child`)).trim());
     assert(await gone(child), `the script's child ${child} still runs`);
@@ -154,7 +145,7 @@ Deno.test("CommandOutput logs a failure and a timeout, retries, and stops a hung
       log,
       metrics,
     );
-    missing.leaseEvent(event("granted", 10002));
+    missing.onLease(event("granted", 10002));
     await missing.settled();
 
     const logged = await Deno.readTextFile(`${dir}/log`);
@@ -181,7 +172,7 @@ Deno.test("CommandOutput.stop() delivers what is queued until the deadline, then
       timeout: 10,
       retries: 0,
     }, log);
-    for (let t = 1; t <= 20; t++) out.leaseEvent(event("granted", t));
+    for (let t = 1; t <= 20; t++) out.onLease(event("granted", t));
     await out.stop(performance.now() + 450, false);
     const runs = (await Deno.readTextFile(`${dir}/runs`)).trim().split("\n");
     assert(runs.length >= 1 && runs.length < 20, `ran ${runs.length}`);
@@ -191,7 +182,7 @@ Deno.test("CommandOutput.stop() delivers what is queued until the deadline, then
       /command output stopped with events left undelivered output=outputs\[0\] dropped=\d+/,
     );
     // Once stopped, events are ignored.
-    out.leaseEvent(event("granted", 99));
+    out.onLease(event("granted", 99));
     await out.settled();
     assert(!(await Deno.readTextFile(`${dir}/runs`)).includes("99"));
   });

@@ -1,61 +1,30 @@
 /**
- * Lease events as outputs hear of them, and the small interfaces between
- * the server and its outputs. The daemon reports each event once its
- * change is durable; outputs never delay it (they queue or coalesce).
+ * The interface between the server and its outputs. Outputs hear of lease
+ * events through the daemon's observer interface (`src/server/events.ts`)
+ * once each change is durable, and never delay it: they queue or coalesce
+ * their work.
  *
  * @module
  */
 
-import type { LeaseEventKind } from "../../config/operations.ts";
-import type { Fields } from "../log/logger.ts";
-import type { AddrFamily } from "../net/family.ts";
+import type { LeaseEvent } from "../server/events.ts";
+import type { Lease } from "../store/lease_store.ts";
 
-export type { LeaseEventKind } from "../../config/operations.ts";
-
-/** One durable change of a lease. */
-export interface LeaseEvent {
-  kind: LeaseEventKind;
-  family: AddrFamily;
-  ifname: string;
-  address: string;
-  tag: string | undefined;
-  /** The lease's table; for `released` and `expired`, the table it had. */
-  table: number;
-  /** For `moved`, the table it had before; 0 otherwise. */
-  previousTable: number;
-  /** Wall-clock expiry in ms; for `released` and `expired`, when it ended. */
-  expiresAt: number;
-  /**
-   * Further fields of the event's log line, after the table: where the
-   * table came from (`pool`, `reserved`), `expires`, and who asked
-   * (`from`, `pid`, `uid`, `gid`, or `by=control`).
-   */
-  details: Fields;
-}
-
-/** Hears of lease events; must return at once (queue, do not wait). */
-export interface LeaseObserver {
-  leaseEvent(event: LeaseEvent): void;
-}
-
-/** A bound lease as outputs see it at start and after a reload. */
-export interface BoundLease {
-  family: AddrFamily;
-  ifname: string;
-  address: string;
-  tag: string | undefined;
-  table: number;
-}
+export type { LeaseEvent, LeaseEventKind } from "../server/events.ts";
 
 /** One running output. */
-export interface Output extends LeaseObserver {
+export interface Output {
   /**
    * `outputs[N]`, its place in the config, for log lines and metrics (a
    * reload that keeps the output may move it).
    */
   name: string;
-  /** Starts with the bound leases of the store (files are rewritten from them). */
-  start(bound: readonly BoundLease[]): void;
+  /** Whether {@link start} needs the store's bound leases (they are read only then). */
+  readonly needsLeases: boolean;
+  /** Starts, with the store's bound leases when it asked for them (files are rewritten from them). */
+  start(bound: readonly Lease[]): void;
+  /** A lease changed (durably); must return at once. */
+  onLease(event: LeaseEvent): void;
   /**
    * Stops timers and waits (at most until `deadline`, a `performance.now()`
    * time) for queued work; `removed`: the output is gone from the config,

@@ -13,7 +13,9 @@ import type { MetricsSnapshot, ServerMetrics } from "../metrics/server_metrics.t
 import { errorMessage } from "../util/errors.ts";
 import { CommandOutput } from "./command.ts";
 import { EventLogOutput } from "./eventlog.ts";
-import type { BoundLease, LeaseEvent, LeaseObserver, Output } from "./lease_event.ts";
+import type { ErrorReplyEvent, LeaseObserver } from "../server/events.ts";
+import type { Lease } from "../store/lease_store.ts";
+import type { LeaseEvent, Output } from "./lease_event.ts";
 import { PrometheusTextfileOutput, SummaryLogOutput } from "./periodic.ts";
 import { RtTablesOutput } from "./rt_tables.ts";
 
@@ -77,13 +79,17 @@ export class Outputs implements LeaseObserver {
 
   /**
    * Makes `configs` the running outputs: unchanged ones keep running
-   * (renamed to their new place), new ones start from `bound` (the store's
-   * bound leases), removed ones stop in the background and remove what
-   * they maintained.
+   * (renamed to their new place), new ones start from `bound()` (the
+   * store's bound leases, read only when a new output needs them), removed
+   * ones stop in the background and remove what they maintained.
    */
-  apply(configs: readonly OutputConfig[], bound: readonly BoundLease[]): void {
+  async apply(
+    configs: readonly OutputConfig[],
+    bound: () => Promise<readonly Lease[]>,
+  ): Promise<void> {
     const old = [...this.#entries];
     const next: Entry[] = [];
+    const started: Output[] = [];
     configs.forEach((config, i) => {
       const key = JSON.stringify(config);
       const name = `outputs[${i}]`;
@@ -95,17 +101,30 @@ export class Outputs implements LeaseObserver {
         return;
       }
       const output = buildOutput(config, name, this.#context);
-      try {
-        output.start(bound);
-      } catch (error) {
-        this.#context.log.error("output cannot start", {
-          output: name,
-          error: errorMessage(error),
-        });
-      }
+      started.push(output);
       next.push({ key, path: "path" in config ? config.path : undefined, output });
     });
     this.#entries = next;
+    let leases: readonly Lease[] = [];
+    if (started.some((o) => o.needsLeases)) {
+      try {
+        leases = await bound();
+      } catch (error) {
+        this.#context.log.error("cannot read the bound leases for the outputs", {
+          error: errorMessage(error),
+        });
+      }
+    }
+    for (const output of started) {
+      try {
+        output.start(leases);
+      } catch (error) {
+        this.#context.log.error("output cannot start", {
+          output: output.name,
+          error: errorMessage(error),
+        });
+      }
+    }
     for (const { output, path } of old) {
       // A new output may have taken over its file: remove only what nobody keeps.
       const kept = path !== undefined && next.some((e) => e.path === path);
@@ -120,10 +139,10 @@ export class Outputs implements LeaseObserver {
   }
 
   /** Hands the event to every output; one that throws is logged, never the daemon's problem. */
-  leaseEvent(event: LeaseEvent): void {
+  onLease(event: LeaseEvent): void {
     for (const { output } of this.#entries) {
       try {
-        output.leaseEvent(event);
+        output.onLease(event);
       } catch (error) {
         this.#context.log.error("output failed on a lease event", {
           output: output.name,
@@ -132,6 +151,9 @@ export class Outputs implements LeaseObserver {
       }
     }
   }
+
+  /** Error replies are counted by the metrics, not by outputs. */
+  onErrorReply(_event: ErrorReplyEvent): void {}
 
   /** Stops every output, letting commands deliver their queues for up to `graceMs`. */
   async stop(graceMs = STOP_GRACE_MS): Promise<void> {

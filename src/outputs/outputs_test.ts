@@ -1,8 +1,9 @@
 import { assert, assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
+import { leaseEvent } from "../../tests/helpers/events.ts";
 import { parsePrometheusText } from "../../tests/helpers/prometheus.ts";
 import { Logger } from "../log/logger.ts";
 import { ServerMetrics } from "../metrics/server_metrics.ts";
-import type { LeaseEvent } from "./lease_event.ts";
+import { paddedAbstractAddress } from "../unix/abstract_socket.ts";
 import { Outputs } from "./outputs.ts";
 import { PrometheusTextfileOutput, SummaryLogOutput } from "./periodic.ts";
 import { RtTablesOutput } from "./rt_tables.ts";
@@ -20,25 +21,6 @@ const SNAPSHOT = {
   outside: 1,
   uptimeSeconds: 5,
   version: "1.0.0",
-};
-
-const granted: LeaseEvent = {
-  kind: "granted",
-  family: 2,
-  ifname: "eth1",
-  address: "192.0.2.10",
-  tag: "wan",
-  table: 10000,
-  previousTable: 0,
-  expiresAt: 0,
-  details: {
-    pool: "default",
-    expires: "2030-01-01T00:00:00.000Z",
-    from: "@x",
-    pid: 7,
-    uid: 0,
-    gid: 0,
-  },
 };
 
 async function withContext(
@@ -60,32 +42,30 @@ async function withContext(
 const logLines = async (dir: string) =>
   (await Deno.readTextFile(`${dir}/log`)).trim().split("\n").map((l) => l.replace(/^\S+ /, ""));
 
-Deno.test("the eventlog output writes the server's classic event line, families by name", async () => {
+const none = () => Promise.resolve([]);
+
+Deno.test("the eventlog output writes the server's event lines, families by name", async () => {
   await withContext(async (dir, context) => {
     const outputs = new Outputs(context);
-    outputs.apply([{ kind: "eventlog" }], []);
-    outputs.leaseEvent(granted);
-    outputs.leaseEvent({
-      ...granted,
-      kind: "moved",
-      table: 10002,
-      previousTable: 10000,
-      tag: undefined,
-      details: {},
-    });
-    outputs.leaseEvent({
-      ...granted,
-      kind: "expired",
-      family: 10,
-      address: "2001:db8::1",
-      tag: undefined,
-      details: { expired: "x" },
-    });
+    await outputs.apply([{ kind: "eventlog" }], none);
+    const origin = {
+      kind: "client" as const,
+      request: {
+        cmd: 0 as const,
+        identity: { family: 2 as const, ifname: "eth1", address: "192.0.2.10" },
+        tag: "wan",
+      },
+      sender: paddedAbstractAddress("x"),
+      credentials: { pid: 7, uid: 0, gid: 0 },
+    };
+    outputs.onLease({ ...leaseEvent("granted", 10000, { tag: "wan", origin }), pool: "default" });
+    outputs.onLease(leaseEvent("released", 10000, { origin: { kind: "control", uid: 0 } }));
+    outputs.onLease(leaseEvent("expired", 10000, { family: 10, address: "2001:db8::1" }));
     await outputs.stop();
     assertEquals(await logLines(dir), [
-      "INFO granted family=inet ifname=eth1 address=192.0.2.10 tag=wan table=10000 pool=default expires=2030-01-01T00:00:00.000Z from=@x pid=7 uid=0 gid=0",
-      "INFO moved family=inet ifname=eth1 address=192.0.2.10 table=10002 previous_table=10000",
-      "INFO expired family=inet6 ifname=eth1 address=2001:db8::1 table=10000 expired=x",
+      "INFO granted family=inet ifname=eth1 address=192.0.2.10 tag=wan table=10000 pool=default expires=1970-01-01T00:00:00.000Z from=@x pid=7 uid=0 gid=0",
+      "INFO released family=inet ifname=eth1 address=192.0.2.10 table=10000 by=control uid=0",
+      "INFO expired family=inet6 ifname=eth1 address=2001:db8::1 table=10000 expired=1970-01-01T00:00:00.000Z",
     ]);
   });
 });
@@ -95,13 +75,14 @@ Deno.test("Outputs.apply() keeps unchanged outputs, starts new ones, retires rem
     const outputs = new Outputs(context);
     const rt = { kind: "rt_tables" as const, path: `${dir}/a.conf`, name: "{ifname}-{family}" };
     const prom = { kind: "prometheus_textfile" as const, path: `${dir}/m.prom`, interval: 3600 };
-    outputs.apply([rt, prom], [{
-      family: 2,
-      ifname: "eth9",
-      address: "192.0.2.9",
-      tag: undefined,
-      table: 10009,
-    }]);
+    let reads = 0;
+    const bound = (...tables: number[]) => () => {
+      reads++;
+      return Promise.resolve(
+        tables.map((t) => leaseEvent("granted", t, { ifname: "eth9" }).lease!),
+      );
+    };
+    await outputs.apply([rt, prom], bound(10009));
     const [first, textfile] = outputs.outputs;
     assert(first instanceof RtTablesOutput && textfile instanceof PrometheusTextfileOutput);
     await first.settled();
@@ -110,20 +91,22 @@ Deno.test("Outputs.apply() keeps unchanged outputs, starts new ones, retires rem
     const metrics = parsePrometheusText(await Deno.readTextFile(`${dir}/m.prom`));
     assertEquals(metrics.value("table_allocator_leases", { state: "held" }), 1);
 
-    // The same rt_tables output moves to outputs[1]; the metrics file goes away with its output.
-    outputs.apply([{ kind: "eventlog" }, rt], []);
+    // The same rt_tables output moves to outputs[1]; the store is not read for it again;
+    // the metrics file goes away with its output.
+    await outputs.apply([{ kind: "eventlog" }, rt], bound(10009));
+    assertEquals(reads, 1);
     assertEquals(outputs.outputs[1], first);
     assertEquals(first.name, "outputs[1]");
-    outputs.leaseEvent(granted);
+    outputs.onLease(leaseEvent("granted", 10000));
     await first.settled();
     assertMatch(await Deno.readTextFile(`${dir}/a.conf`), /\n10000 eth1-v4\n10009 eth9-v4\n$/);
 
     // A new path: the new file is written from the bound leases, the old one removed.
-    outputs.apply([{ ...rt, path: `${dir}/b.conf` }], [{ ...granted }]);
+    await outputs.apply([{ ...rt, path: `${dir}/b.conf` }], bound(10000));
     const [second] = outputs.outputs;
     assert(second instanceof RtTablesOutput && second !== first);
     await outputs.stop();
-    assertMatch(await Deno.readTextFile(`${dir}/b.conf`), /\n10000 eth1-v4\n$/);
+    assertMatch(await Deno.readTextFile(`${dir}/b.conf`), /\n10000 eth9-v4\n$/);
     assertEquals(
       [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
       ["b.conf", "log"],

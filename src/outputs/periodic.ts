@@ -13,7 +13,8 @@ import type { MetricsSnapshot, ServerMetrics } from "../metrics/server_metrics.t
 import { familyName } from "../net/family.ts";
 import { errorMessage } from "../util/errors.ts";
 import { writeFileAtomic } from "./atomic_file.ts";
-import type { BoundLease, LeaseEvent, Output } from "./lease_event.ts";
+import type { Lease } from "../store/lease_store.ts";
+import type { LeaseEvent, Output } from "./lease_event.ts";
 
 /** Runs `tick` every `seconds`, unreferenced; returns the stop function. */
 function every(seconds: number, tick: () => void): () => void {
@@ -25,6 +26,7 @@ function every(seconds: number, tick: () => void): () => void {
 /** The `log` output. */
 export class SummaryLogOutput implements Output {
   name: string;
+  readonly needsLeases = false;
   readonly #interval: number;
   readonly #log: Logger;
   readonly #snapshot: () => MetricsSnapshot;
@@ -39,13 +41,13 @@ export class SummaryLogOutput implements Output {
   }
 
   /** Starts the timer (the first summary comes after one interval). */
-  start(_bound: readonly BoundLease[]): void {
+  start(_bound: readonly Lease[]): void {
     this.#cancel();
     this.#cancel = every(this.#interval, () => this.summary());
   }
 
   /** Events are summed up, not logged one by one. */
-  leaseEvent(_event: LeaseEvent): void {}
+  onLease(_event: LeaseEvent): void {}
 
   /** Logs the summary now: a total line, then one line per pool. */
   summary(): void {
@@ -84,6 +86,7 @@ export class SummaryLogOutput implements Output {
 /** The `prometheus_textfile` output. */
 export class PrometheusTextfileOutput implements Output {
   name: string;
+  readonly needsLeases = false;
   readonly #path: string;
   readonly #interval: number;
   readonly #log: Logger;
@@ -110,14 +113,14 @@ export class PrometheusTextfileOutput implements Output {
   }
 
   /** Writes the file now, then every interval. */
-  start(_bound: readonly BoundLease[]): void {
+  start(_bound: readonly Lease[]): void {
     this.#cancel();
     this.write();
     this.#cancel = every(this.#interval, () => this.write());
   }
 
   /** Events show in the counters at the next write. */
-  leaseEvent(_event: LeaseEvent): void {}
+  onLease(_event: LeaseEvent): void {}
 
   /** Writes the file unless a write is still running; resolves when done (for tests). */
   write(): Promise<void> {

@@ -12,7 +12,8 @@ import type { Logger } from "../log/logger.ts";
 import type { ServerMetrics } from "../metrics/server_metrics.ts";
 import { errorMessage } from "../util/errors.ts";
 import { writeFileAtomic } from "./atomic_file.ts";
-import type { BoundLease, LeaseEvent, Output } from "./lease_event.ts";
+import type { Lease } from "../store/lease_store.ts";
+import type { LeaseEvent, Output } from "./lease_event.ts";
 import { renderRtTables, TableNames } from "./table_names.ts";
 
 /** The file and name template. */
@@ -24,6 +25,7 @@ export interface RtTablesOptions {
 /** Keeps the table-names file of the bound leases. */
 export class RtTablesOutput implements Output {
   name: string;
+  readonly needsLeases = true;
   readonly #options: RtTablesOptions;
   readonly #log: Logger;
   readonly #metrics: ServerMetrics | undefined;
@@ -32,6 +34,12 @@ export class RtTablesOutput implements Output {
   #writing: Promise<void> | null = null;
   #dirty = false;
   #failing = false;
+  /**
+   * Events that came before {@link start} (while the store was read): they
+   * are replayed over what the store gave, which is correct whichever of
+   * them it already showed.
+   */
+  #early: LeaseEvent[] | null = [];
 
   /** An output named `name` (its place in the config). */
   constructor(name: string, options: RtTablesOptions, log: Logger, metrics?: ServerMetrics) {
@@ -43,26 +51,26 @@ export class RtTablesOutput implements Output {
   }
 
   /** Names every bound lease, in table order, and writes the file. */
-  start(bound: readonly BoundLease[]): void {
+  start(bound: readonly Lease[]): void {
     this.#names = new TableNames(this.#options.name);
     for (const lease of [...bound].sort((a, b) => a.table - b.table || a.family - b.family)) {
       this.#names.assign(lease);
     }
+    for (const event of this.#early ?? []) this.#apply(event);
+    this.#early = null;
     this.#schedule();
   }
 
   /** Updates the names of the event's lease and schedules a write when they changed. */
-  leaseEvent(event: LeaseEvent): void {
-    const before = this.#names.entries();
-    if (event.kind === "released" || event.kind === "expired") this.#names.remove(event);
-    else this.#names.assign(event);
-    const after = this.#names.entries();
-    if (
-      before.length !== after.length ||
-      before.some(([t, n], i) => t !== after[i][0] || n !== after[i][1])
-    ) {
-      this.#schedule();
+  onLease(event: LeaseEvent): void {
+    if (this.#early) {
+      this.#early.push(event);
+      return;
     }
+    const before = this.#names.version;
+    this.#apply(event);
+    // A refresh changes no name: no write.
+    if (this.#names.version !== before) this.#schedule();
   }
 
   /** Waits for the last write; a removed output deletes its file. */
@@ -84,6 +92,13 @@ export class RtTablesOutput implements Output {
         });
       }
     }
+  }
+
+  #apply(event: LeaseEvent): void {
+    const { lease } = event;
+    if (!lease) return;
+    if (event.kind === "released" || event.kind === "expired") this.#names.remove(lease);
+    else this.#names.assign(lease);
   }
 
   /** Resolves once the file holds every change made so far (for tests). */

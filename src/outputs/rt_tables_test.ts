@@ -1,20 +1,9 @@
 import { assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
 import { Logger } from "../log/logger.ts";
-import type { LeaseEvent } from "./lease_event.ts";
+import { leaseEvent } from "../../tests/helpers/events.ts";
 import { RtTablesOutput } from "./rt_tables.ts";
 
-const event = (kind: LeaseEvent["kind"], table: number, over: Partial<LeaseEvent> = {}) => ({
-  kind,
-  family: 2 as const,
-  ifname: "eth1",
-  address: "192.0.2.10",
-  tag: undefined,
-  table,
-  previousTable: 0,
-  expiresAt: 0,
-  details: {},
-  ...over,
-});
+const event = leaseEvent;
 
 const lines = async (path: string) =>
   (await Deno.readTextFile(path)).split("\n").filter((l) => l && !l.startsWith("#"));
@@ -25,15 +14,19 @@ Deno.test("RtTablesOutput writes the bound leases at start and follows every cha
   try {
     const path = `${dir}/ta.conf`;
     const out = new RtTablesOutput("outputs[0]", { path, name: "{ifname}-{family}" }, log);
+    // An event before start (while the server reads the store) is replayed over the store's leases.
+    out.onLease(event("granted", 10004, { ifname: "eth4", address: "192.0.2.44" }));
+    out.onLease(event("released", 10004, { ifname: "eth4", address: "192.0.2.44" }));
     out.start([
-      { family: 10, ifname: "eth1", address: "2001:db8::1", tag: undefined, table: 10000 },
-      { family: 2, ifname: "eth2", address: "198.51.100.7", tag: undefined, table: 10001 },
+      event("granted", 10000, { family: 10, address: "2001:db8::1" }).lease!,
+      event("granted", 10001, { ifname: "eth2", address: "198.51.100.7" }).lease!,
+      event("granted", 10004, { ifname: "eth4", address: "192.0.2.44" }).lease!,
     ]);
     await out.settled();
     assertMatch(await Deno.readTextFile(path), /^# Written by table-allocator-server/);
     assertEquals(await lines(path), ["10000 eth1-v6", "10001 eth2-v4"]);
-    out.leaseEvent(event("granted", 10002));
-    out.leaseEvent(event("granted", 10003, { ifname: "eth2", address: "198.51.100.8" }));
+    out.onLease(event("granted", 10002));
+    out.onLease(event("granted", 10003, { ifname: "eth2", address: "198.51.100.8" }));
     await out.settled();
     assertEquals(await lines(path), [
       "10000 eth1-v6",
@@ -41,9 +34,9 @@ Deno.test("RtTablesOutput writes the bound leases at start and follows every cha
       "10002 eth1-v4",
       "10003 eth2-v4-10003",
     ]);
-    out.leaseEvent(event("moved", 10005, { previousTable: 10002 }));
-    out.leaseEvent(event("released", 10001, { ifname: "eth2", address: "198.51.100.7" }));
-    out.leaseEvent(event("expired", 10000, { family: 10, address: "2001:db8::1" }));
+    out.onLease(event("moved", 10005, { previousTable: 10002 }));
+    out.onLease(event("released", 10001, { ifname: "eth2", address: "198.51.100.7" }));
+    out.onLease(event("expired", 10000, { family: 10, address: "2001:db8::1" }));
     await out.settled();
     assertEquals(await lines(path), ["10003 eth2-v4-10003", "10005 eth1-v4"]);
     await out.stop(0, false);
@@ -63,12 +56,12 @@ Deno.test("RtTablesOutput logs a failing write once and recovers", async () => {
     const path = `${dir}/sub/ta.conf`;
     const out = new RtTablesOutput("outputs[3]", { path, name: "{ifname}" }, log);
     out.start([]);
-    out.leaseEvent(event("granted", 10000));
+    out.onLease(event("granted", 10000));
     await out.settled();
-    out.leaseEvent(event("granted", 10001, { address: "192.0.2.11" }));
+    out.onLease(event("granted", 10001, { address: "192.0.2.11" }));
     await out.settled();
     await Deno.mkdir(`${dir}/sub`);
-    out.leaseEvent(event("released", 10001, { address: "192.0.2.11" }));
+    out.onLease(event("released", 10001, { address: "192.0.2.11" }));
     await out.settled();
     assertEquals(await lines(path), ["10000 eth1"]);
     const logged = (await Deno.readTextFile(`${dir}/log`)).trim().split("\n");

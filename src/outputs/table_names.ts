@@ -7,7 +7,10 @@
  */
 
 import type { AddrFamily } from "../net/family.ts";
-import type { BoundLease } from "./lease_event.ts";
+import type { Lease } from "../store/lease_store.ts";
+
+/** What a name is made of. */
+export type NamedLease = Pick<Lease, "family" | "ifname" | "address" | "tag" | "table">;
 
 /** `{family}` in a template: short, as people write them. */
 const FAMILY_WORD: Record<AddrFamily, string> = { 2: "v4", 10: "v6", 0: "unspec" };
@@ -21,7 +24,7 @@ const MAX_BASE = 52;
  * `A-Z a-z 0-9 _ . -` (anything else becomes `_`). A name iproute2 would
  * read as a number gets a `t` in front; an empty one becomes `table-N`.
  */
-export function renderName(template: string, lease: BoundLease): string {
+export function renderName(template: string, lease: NamedLease): string {
   const values: Record<string, string> = {
     ifname: lease.ifname,
     family: FAMILY_WORD[lease.family],
@@ -47,6 +50,8 @@ export class TableNames {
   /** Identity key to [table, name]. */
   readonly #names = new Map<string, { table: number; family: AddrFamily; name: string }>();
   readonly #taken = new Set<string>();
+  /** Counts changes, so a caller can tell whether a call changed anything. */
+  version = 0;
 
   /** Names with `template` (see {@link renderName}). */
   constructor(template: string) {
@@ -58,7 +63,7 @@ export class TableNames {
    * the same and its table did not change. A name already in use gets
    * `-TABLE`, then `-TABLE-2`, ... appended. Returns the name.
    */
-  assign(lease: BoundLease): string {
+  assign(lease: NamedLease): string {
     const key = identityKey(lease);
     const base = renderName(this.#template, lease);
     const current = this.#names.get(key);
@@ -66,6 +71,7 @@ export class TableNames {
       return current.name;
     }
     if (current) this.#taken.delete(current.name);
+    this.version++;
     let name = base;
     if (this.#taken.has(name) || BUILTIN_NAMES.has(name)) name = `${base}-${lease.table}`;
     for (let n = 2; this.#taken.has(name); n++) name = `${base}-${lease.table}-${n}`;
@@ -75,12 +81,13 @@ export class TableNames {
   }
 
   /** Forgets a lease's name (it was released or expired). */
-  remove(lease: Pick<BoundLease, "family" | "ifname" | "address">): void {
+  remove(lease: Pick<NamedLease, "family" | "ifname" | "address">): void {
     const key = identityKey(lease);
     const current = this.#names.get(key);
     if (!current) return;
     this.#taken.delete(current.name);
     this.#names.delete(key);
+    this.version++;
   }
 
   /** `TABLE NAME` pairs in table order (then family), as the file lists them. */
@@ -91,7 +98,7 @@ export class TableNames {
   }
 }
 
-function identityKey(lease: Pick<BoundLease, "family" | "ifname" | "address">): string {
+function identityKey(lease: Pick<NamedLease, "family" | "ifname" | "address">): string {
   return `${lease.family}/${lease.ifname}/${lease.address}`;
 }
 

@@ -26,6 +26,12 @@ export const Command = {
   REPLY: 2,
   /** Our addition: the server's answer when it cannot serve a request. */
   ERROR: 3,
+  /**
+   * Our addition: a notice from the server to a holder, sent to the
+   * identity's name (an admin released its lease). C clients read any
+   * `cmd` other than 2 as "retry later", so they ignore it.
+   */
+  NOTICE: 4,
 } as const;
 
 /**
@@ -56,7 +62,8 @@ export type ErrorCode =
   | "not_permitted"
   | "no_pool"
   | "not_found"
-  | "conflict";
+  | "conflict"
+  | "bad_config";
 
 /** A lease identity: the key of a lease. */
 export interface Identity {
@@ -243,6 +250,41 @@ export function encodeError(code: ErrorCode, message: string): Uint8Array<ArrayB
     if (bytes.byteLength <= MAX_REPLY_BYTES) return bytes;
     text = `${text.slice(0, text.length - Math.max(4, bytes.byteLength - MAX_REPLY_BYTES) - 3)}...`;
   }
+}
+
+/** Kinds of notice a server sends; only `revoked` exists in v1. */
+export type NoticeKind = "revoked";
+
+/**
+ * A notice from the server about one lease: `revoked` says that an admin
+ * released it, so the holder must remove the rules of `table` and confirm
+ * with a normal release (`cmd` 1), which the server waits for before it
+ * gives the table to anyone else.
+ */
+export interface Notice {
+  /** What happened to the lease. */
+  notice: NoticeKind;
+  /** The table of the lease the notice is about. */
+  table: number;
+  /** The lease's identity (the notice goes to its name). */
+  identity: Identity;
+}
+
+/**
+ * Encodes a notice:
+ * `{"version":1,"cmd":4,"notice":"revoked","table":T,"addr_family":F,"ifname":"...","address":"..."}`.
+ */
+export function encodeNotice(notice: Notice): Uint8Array<ArrayBuffer> {
+  const { identity } = notice;
+  return encoder.encode(JSON.stringify({
+    version: PROTOCOL_VERSION,
+    cmd: Command.NOTICE,
+    notice: notice.notice,
+    table: notice.table,
+    addr_family: identity.family,
+    ifname: identity.ifname,
+    address: identity.address,
+  }));
 }
 
 /** A decoded server reply, as a client sees it. */

@@ -173,7 +173,7 @@ Deno.test("Daemon grants, refreshes and releases over its socket, telling observ
   assertMatch(
     h.log.matching(/ granted /)[0],
     new RegExp(
-      `^INFO granted family=2 ifname=eth1 address=10\\.0\\.0\\.1 table=10000 pool=default expires=\\S+ from=@t-\\S+ pid=${Deno.pid} uid=${Deno.uid()} gid=`,
+      `^INFO granted family=inet ifname=eth1 address=10\\.0\\.0\\.1 table=10000 pool=default expires=\\S+ from=@t-\\S+ pid=${Deno.pid} uid=${Deno.uid()} gid=`,
     ),
   );
   assertEquals(h.daemon.stats.errors, 0);
@@ -289,7 +289,7 @@ Deno.test("Daemon refuses a disabled family and answers control requests only to
   ]);
   assertMatch(
     h.log.matching(/rejected/)[0],
-    /^WARN rejected error=family_disabled reason="address family 10 \(inet6\) is not enabled on this server" family=10 ifname=eth1 address=2001:db8::1 from=@t-/,
+    /^WARN rejected error=family_disabled reason="address family 10 \(inet6\) is not enabled on this server" family=inet6 ifname=eth1 address=2001:db8::1 from=@t-/,
   );
   const status = await client.call(encodeControlRequest("status", {}));
   if (Deno.uid() === 0) assertEquals([status.cmd, status.op], [17, "status"]);

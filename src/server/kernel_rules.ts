@@ -16,7 +16,7 @@
 import { AddrFamily } from "../net/family.ts";
 import { formatIP } from "../net/ip.ts";
 import { NetlinkSocket } from "../netlink/connection.ts";
-import { decodeRule, encodeRuleDump, type Rule } from "../netlink/message.ts";
+import { decodeRule, encodeRuleDump, type Rule } from "../netlink/rule.ts";
 
 /** The priority of the clients' `from ADDRESS lookup TABLE` rule. */
 export const CLIENT_ADDRESS_RULE_PRIORITY = 10000;

@@ -50,7 +50,6 @@ export class SystemdNotifier implements Disposable {
   #lastPing = -Infinity;
   #lastStatus = "";
   #statusAt = -Infinity;
-  #pendingStatus: string | null = null;
 
   /** Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` (or the values given). */
   constructor(env: { socket?: string; watchdogUsec?: string; watchdogPid?: string } = {
@@ -68,17 +67,26 @@ export class SystemdNotifier implements Disposable {
     return this.#target !== null;
   }
 
-  /** Sends one message now; errors (systemd gone) are the caller's to log. */
-  send(state: string): void {
-    if (this.#socket && this.#target) this.#socket.send(this.#encoder.encode(state), this.#target);
+  /**
+   * Sends one message now; false when it could not be sent (systemd gone,
+   * its queue full): a notification is never worth stopping the server for.
+   */
+  send(state: string): boolean {
+    if (!this.#socket || !this.#target) return false;
+    try {
+      return this.#socket.send(this.#encoder.encode(state), this.#target);
+    } catch {
+      return false;
+    }
   }
 
-  /** `READY=1`, then the status line. */
-  ready(status: string, now = performance.now()): void {
-    this.send("READY=1");
+  /** `READY=1`, then the status line; false when systemd could not be told. */
+  ready(status: string, now = performance.now()): boolean {
+    const sent = this.send("READY=1");
     this.send(`STATUS=${status}`);
     this.#lastStatus = status;
     this.#statusAt = now;
+    return sent;
   }
 
   /** `RELOADING=1` with the time, as systemd 253 and later want it. */
@@ -89,31 +97,29 @@ export class SystemdNotifier implements Disposable {
 
   /**
    * Pings the watchdog when half its interval has passed since the last
-   * ping, and sends a changed status line at most once per
-   * {@link STATUS_INTERVAL_MS}. Called from the server's loop, so a loop
-   * that hangs stops the pings. Returns ms until it wants to run again
-   * (Infinity when it never does).
+   * ping, and sends the status line when it changed, at most once per
+   * {@link STATUS_INTERVAL_MS} (`status` is only called then). Called from
+   * the server's loop, so a loop that hangs stops the pings. Returns the
+   * ms until it wants to run again (Infinity without systemd).
    */
-  tick(status: string, now = performance.now()): number {
+  tick(status: () => string, now = performance.now()): number {
     if (!this.#target) return Infinity;
     const lines: string[] = [];
     if (this.watchdogMs !== null && now - this.#lastPing >= this.watchdogMs) {
       lines.push("WATCHDOG=1");
       this.#lastPing = now;
     }
-    if (status !== this.#lastStatus) this.#pendingStatus = status;
-    if (this.#pendingStatus !== null && now - this.#statusAt >= STATUS_INTERVAL_MS) {
-      lines.push(`STATUS=${this.#pendingStatus}`);
-      this.#lastStatus = this.#pendingStatus;
-      this.#pendingStatus = null;
+    if (now - this.#statusAt >= STATUS_INTERVAL_MS) {
+      const text = status();
       this.#statusAt = now;
+      if (text !== this.#lastStatus) {
+        lines.push(`STATUS=${text}`);
+        this.#lastStatus = text;
+      }
     }
     if (lines.length > 0) this.send(lines.join("\n"));
     const ping = this.watchdogMs === null ? Infinity : this.#lastPing + this.watchdogMs - now;
-    const statusDue = this.#pendingStatus === null
-      ? Infinity
-      : this.#statusAt + STATUS_INTERVAL_MS - now;
-    return Math.max(0, Math.min(ping, statusDue));
+    return Math.max(0, Math.min(ping, this.#statusAt + STATUS_INTERVAL_MS - now));
   }
 
   /** Closes the socket. */

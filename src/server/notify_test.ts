@@ -24,15 +24,19 @@ Deno.test("SystemdNotifier pings the watchdog and sends changed status lines, ra
     return out;
   };
   assertEquals(notifier.watchdogMs, 1000);
-  notifier.ready("0 bound, 40 free", 9_999);
+  notifier.ready("0 bound, 40 free", 9_000);
   assertEquals(received(), ["READY=1", "STATUS=0 bound, 40 free"]);
-  assertEquals(notifier.tick("0 bound, 40 free", 10_000), 1000);
+  let asked = 0;
+  const status = (text: string) => () => (asked++, text);
+  // An unchanged status is not sent again; the watchdog is pinged.
+  assertEquals(notifier.tick(status("0 bound, 40 free"), 10_000), 1000);
   assertEquals(received(), ["WATCHDOG=1"]);
-  // A change within the rate limit waits; the wait is reported.
-  const wait = notifier.tick("1 bound, 39 free", 10_000 + 10);
+  // Within the rate limit the status is not even computed; the wait is reported.
+  const wait = notifier.tick(status("1 bound, 39 free"), 10_000 + 10);
   assertEquals(received(), []);
+  assertEquals(asked, 1);
   assertEquals(wait <= STATUS_INTERVAL_MS, true);
-  notifier.tick("2 bound, 38 free", 10_000 + STATUS_INTERVAL_MS + 5);
+  notifier.tick(status("2 bound, 38 free"), 10_000 + STATUS_INTERVAL_MS + 5);
   assertEquals(received(), ["WATCHDOG=1\nSTATUS=2 bound, 38 free"]);
 });
 
@@ -40,6 +44,6 @@ Deno.test("SystemdNotifier does nothing without NOTIFY_SOCKET", () => {
   using notifier = new SystemdNotifier({});
   assertEquals(notifier.enabled, false);
   assertEquals(notifier.watchdogMs, null);
-  assertEquals(notifier.tick("x"), Infinity);
+  assertEquals(notifier.tick(() => "x"), Infinity);
   notifier.ready("x");
 });
