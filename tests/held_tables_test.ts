@@ -12,21 +12,15 @@
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { ctl } from "./helpers/ctl.ts";
-import {
-  clientCommand,
-  createNetns,
-  IS_ROOT,
-  NETNS_ADDRESSES as A,
-  ROOT_SKIP_REASON,
-  waitFor,
-} from "./helpers/netns.ts";
+import { e2eTest } from "./helpers/e2e.ts";
+import { clientCommand, NETNS_ADDRESSES as A, waitFor } from "./helpers/netns.ts";
 import { parsePrometheusText } from "./helpers/prometheus.ts";
 import { readLeases, startServer } from "./helpers/server.ts";
 import { WireClient } from "./helpers/wire.ts";
 
-if (!IS_ROOT) console.warn(`one test of held_tables_test.ts skipped: ${ROOT_SKIP_REASON}`);
-
-Deno.test("ctl release of a live lease notifies the holder and holds the table until it confirms", async () => {
+e2eTest("ctl release of a live lease notifies the holder and holds the table until it confirms", {
+  root: true, // ctl
+}, async () => {
   await using server = await startServer({
     config: { num_tables: 2, addr_families: { inet: true } },
   });
@@ -67,7 +61,9 @@ Deno.test("ctl release of a live lease notifies the holder and holds the table u
   assertEquals((await other.request("10.0.0.3")).table, 10000);
 });
 
-Deno.test("a held table comes back to a holder that asks again, or is free at the old expiry", async () => {
+e2eTest("a held table comes back to a holder that asks again, or is free at the old expiry", {
+  root: true,
+}, async () => {
   await using server = await startServer({
     config: { num_tables: 1, table_timeout: 3, addr_families: { inet: true } },
   });
@@ -96,14 +92,10 @@ Deno.test("a held table comes back to a holder that asks again, or is free at th
   await server.waitForLog(/no holder listens on @eth1-10\.0\.0\.2-2/);
 });
 
-Deno.test({
-  name:
-    "after the database is lost, a table the kernel's rules still use goes back to its holder only",
-  ignore: !IS_ROOT,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await using ns = await createNetns();
+e2eTest(
+  "after the database is lost, a table the kernel's rules still use goes back to its holder only",
+  { netns: true, sanitize: false },
+  async ({ netns: ns }) => {
     const config = { table_timeout: 8, addr_families: { inet: true, inet6: true } };
     const first = await startServer({ netns: ns.name, config });
     const { dir, socketName } = first;
@@ -143,4 +135,4 @@ Deno.test({
     );
     assert((await ns.ip("-4", "rule", "show")).includes(`from ${A.ipv4} lookup 10000`));
   },
-});
+);

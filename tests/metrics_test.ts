@@ -8,12 +8,15 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { ctl } from "./helpers/ctl.ts";
+import { e2eTest } from "./helpers/e2e.ts";
 import { waitFor } from "./helpers/netns.ts";
 import { parsePrometheusText } from "./helpers/prometheus.ts";
 import { startServer } from "./helpers/server.ts";
 import { WireClient } from "./helpers/wire.ts";
 
-Deno.test("ctl metrics counts leases, events, errors and commits in valid exposition text", async () => {
+e2eTest("ctl metrics counts leases, events, errors and commits in valid exposition text", {
+  root: true, // control requests are answered to root only
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-metrics-" });
   try {
     const path = `${dir}/table-allocator.prom`;

@@ -11,7 +11,9 @@
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { ctl } from "./helpers/ctl.ts";
-import { createNetns, IS_ROOT, ROOT_SKIP_REASON, waitFor } from "./helpers/netns.ts";
+import { e2eTest } from "./helpers/e2e.ts";
+import { waitFor } from "./helpers/netns.ts";
+import { run } from "./helpers/spawn.ts";
 import { startServer } from "./helpers/server.ts";
 import { WireClient } from "./helpers/wire.ts";
 
@@ -22,7 +24,9 @@ async function names(path: string): Promise<string[]> {
   return text.split("\n").filter((l) => l !== "" && !l.startsWith("#"));
 }
 
-Deno.test("rt_tables names every bound lease through grants, moves, releases and a restart", async () => {
+e2eTest("rt_tables names every bound lease through grants, moves, releases and a restart", {
+  root: true, // ctl reserve
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-rt-" });
   const path = `${dir}/table-allocator.conf`;
   const config = {
@@ -98,11 +102,10 @@ Deno.test("rt_tables names every bound lease through grants, moves, releases and
   }
 });
 
-Deno.test({
-  name: "iproute2 resolves the names of the rt_tables file to the leased tables",
-  ignore: !IS_ROOT,
-  async fn() {
-    await using netns = await createNetns();
+e2eTest(
+  "iproute2 resolves the names of the rt_tables file to the leased tables",
+  { netns: true },
+  async ({ netns }) => {
     const dir = await Deno.makeTempDir({ prefix: "ta-rtd-" });
     try {
       const path = `${dir}/table-allocator.conf`;
@@ -123,27 +126,22 @@ Deno.test({
         async () => (await Deno.readTextFile(path)).includes("10000 veth0-v4"),
       );
       // A private mount namespace shows our directory as rt_tables.d to ip(8) alone.
-      const ip = await new Deno.Command("unshare", {
-        args: [
-          "-m",
-          "sh",
-          "-ec",
-          `mount --bind ${dir} /etc/iproute2/rt_tables.d
-           ip -n ${netns.name} route add 198.51.100.0/24 dev veth0 table veth0-v4
-           ip -n ${netns.name} route show table 10000`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const decoder = new TextDecoder();
-      assertEquals(ip.code, 0, decoder.decode(ip.stderr));
-      assertMatch(decoder.decode(ip.stdout), /^198\.51\.100\.0\/24 dev veth0/);
+      const ip = await run([
+        "unshare",
+        "-m",
+        "sh",
+        "-ec",
+        `mount --bind ${dir} /etc/iproute2/rt_tables.d
+         ip -n ${netns.name} route add 198.51.100.0/24 dev veth0 table veth0-v4
+         ip -n ${netns.name} route show table 10000`,
+      ]);
+      assertEquals(ip.code, 0, ip.stderr);
+      assertMatch(ip.stdout, /^198\.51\.100\.0\/24 dev veth0/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
   },
-});
-if (!IS_ROOT) console.warn(`one test of outputs_test.ts skipped: ${ROOT_SKIP_REASON}`);
+);
 
 /** A hook that records each run's start, environment and end. */
 async function recorder(dir: string, name: string, body = ""): Promise<string> {

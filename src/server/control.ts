@@ -205,10 +205,8 @@ export class ControlHandler {
           until: l.expiresAt,
           reason: "admin_release",
         };
-        if (l.expiresAt > endedAt && this.#c.allocation().endedHeld(l, hold)) {
-          held.push(hold);
-          this.#c.revoke?.(l);
-        } else this.#c.allocation().ended(l);
+        const holding = l.expiresAt > endedAt && this.#c.allocation().endedHeld(l, hold);
+        if (!holding) this.#c.allocation().ended(l);
         const history = releasedAt(l, endedAt);
         this.#c.observer.onLease({
           kind: "released",
@@ -216,6 +214,10 @@ export class ControlHandler {
           origin: { kind: "control", uid },
         });
         released.push(history);
+        if (holding) {
+          held.push(hold);
+          this.#c.revoke?.(l);
+        }
       }
     }
     return { released, held };

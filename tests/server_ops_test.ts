@@ -1,27 +1,25 @@
 /**
- * End-to-end: `--check` of configs, and the server's log lines for
- * journald (`JOURNAL_STREAM`) and at each `log_level`.
+ * End-to-end: `--check` of configs; the server's log lines for journald
+ * (`JOURNAL_STREAM`) and at each `log_level`; what systemd hears
+ * (READY=1, STATUS=, WATCHDOG=1 with WATCHDOG_USEC, RELOADING=1 at a
+ * reload).
  */
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { SERVER_PATH, startServer } from "./helpers/server.ts";
 import { WireClient } from "./helpers/wire.ts";
 import { waitFor } from "./helpers/netns.ts";
+import { denoRun, run, type RunResult } from "./helpers/spawn.ts";
+import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 
 /** Whether a padded abstract name is bound in this network namespace. */
 async function socketBound(name: string): Promise<boolean> {
   return (await Deno.readTextFile("/proc/net/unix")).includes(` @${name}@`);
 }
 
-async function runServer(
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", SERVER_PATH, ...args],
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+/** Runs the server with `args` to completion. */
+function runServer(args: string[]): Promise<RunResult> {
+  return run(denoRun(SERVER_PATH, ...args));
 }
 
 Deno.test("--check exits 0 on a valid config and 1 with the start's message on a bad one", async () => {
@@ -107,4 +105,43 @@ Deno.test("a JOURNAL_STREAM that names another file keeps timestamps; log_level 
   const line = await server.waitForLog(/rejected/);
   assertMatch(line, /^\d{4}-\d\d-\d\dT\S+Z WARN rejected error=bad_request /);
   assert(!/ INFO /.test(server.output()), `no info lines at log_level warn:\n${server.output()}`);
+});
+
+Deno.test("systemd hears READY=1, STATUS= with the counts, WATCHDOG=1 from the loop, RELOADING=1", async () => {
+  // systemd's abstract notify addresses are not padded: an autobound name is one.
+  using notify = AbstractDatagramSocket.bind(null);
+  const name = new TextDecoder().decode(notify.address.subarray(3));
+  await using server = await startServer({
+    config: { addr_families: { inet: true }, num_tables: 10 },
+    env: { NOTIFY_SOCKET: `@${name}`, WATCHDOG_USEC: "400000" },
+  });
+  const heard: string[] = [];
+  const listen = async (until: (lines: string[]) => boolean, what: string) => {
+    const deadline = Date.now() + 5000;
+    while (!until(heard)) {
+      if (Date.now() > deadline) {
+        throw new Error(`systemd did not hear ${what}: ${JSON.stringify(heard)}`);
+      }
+      if (await notify.readable(100)) {
+        for (let d = notify.receive(); d; d = notify.receive()) {
+          heard.push(...new TextDecoder().decode(d.data).split("\n"));
+        }
+      }
+    }
+  };
+  await listen((l) => l.includes("STATUS=0 bound, 10 free, 0 held of 10 tables"), "the status");
+  assertEquals(heard[0], "READY=1");
+  using client = new WireClient(server.socketName);
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+  await listen((l) => l.includes("STATUS=1 bound, 9 free, 0 held of 10 tables"), "the new status");
+  // Every 200 ms (half of WATCHDOG_USEC) while the loop runs, also when idle.
+  const pings = heard.filter((l) => l === "WATCHDOG=1").length;
+  await listen((l) => l.filter((x) => x === "WATCHDOG=1").length >= pings + 3, "pings");
+  server.process.kill("SIGHUP");
+  await listen((l) => l.some((x) => x === "RELOADING=1"), "RELOADING=1");
+  assertMatch(heard.find((l) => l.startsWith("MONOTONIC_USEC="))!, /^MONOTONIC_USEC=\d+$/);
+  await listen(
+    (l) => l.lastIndexOf("READY=1") > l.indexOf("RELOADING=1"),
+    "READY=1 after the reload",
+  );
 });
