@@ -129,8 +129,7 @@ e2eTest(
       () => readLeases(second.dbPath).find((l) => l.address === A.ipv4)?.table === 10000,
       10_000,
     );
-    assertMatch(
-      second.output(),
+    await second.waitForLog(
       / granted family=inet ifname=veth0 address=192\.0\.2\.10 table=10000 .*held=yes/,
     );
     assert((await ns.ip("-4", "rule", "show")).includes(`from ${A.ipv4} lookup 10000`));

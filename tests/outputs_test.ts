@@ -235,8 +235,7 @@ Deno.test("command outputs get every event in order with its environment; timeou
         "start expired 10005 0 2 eth1 10.0.0.6 tag=",
       ],
     );
-    assertMatch(
-      server.output(),
+    await server.waitForLog(
       /INFO command output output=outputs\[1\] event=granted table=10000 stream=stdout line="stdout of granted 10000"/,
     );
     // The slow one: stopped after 1 s, each time; its events still come in order.
