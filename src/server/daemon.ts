@@ -42,15 +42,13 @@ import {
   storeFailure,
 } from "./decide.ts";
 import { type ClientOrigin, fanOut, type LeaseObserver, LogObserver } from "./events.ts";
-import type { RoutedTable } from "./kernel_rules.ts";
 import { sendRevokeNotice } from "./notice.ts";
-import type { SystemdNotifier } from "./notify.ts";
 import { holdAtStart } from "./readiness.ts";
 import { runReload } from "./reload.ts";
 import { logHoldEnded, Upkeep } from "./upkeep.ts";
 import { rebuildAllocation } from "./rebuild.ts";
 import { metricsSnapshot } from "./views.ts";
-import type { MetricsSnapshot, ServerMetrics } from "../metrics/server_metrics.ts";
+import type { MetricsSnapshot } from "../metrics/server_metrics.ts";
 import type { ReloadView } from "../control/protocol.ts";
 import {
   type AbstractDatagramSocket,
@@ -60,47 +58,9 @@ import {
 import { clientIdOf, type Lease, type LeaseStore, type LeaseToken } from "../store/lease_store.ts";
 import { errorMessage } from "../util/errors.ts";
 import { BatchReceiver, type Carried } from "./receiver.ts";
+import { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
 
-/** With a store shared with other servers, rebuild the allocation this often. */
-export const RESYNC_INTERVAL_MS = 5000;
-
-/** What the daemon needs; the caller owns (and closes) each part. */
-export interface DaemonOptions {
-  config: ServerConfig;
-  store: LeaseStore;
-  socket: AbstractDatagramSocket;
-  logger: Logger;
-  /** Outputs that follow the leases, told after the log (which is always first). */
-  observers?: LeaseObserver[];
-  /** Wall clock in ms. */
-  now?: () => number;
-  /** Seconds on the clock the C client reads (CLOCK_MONOTONIC_RAW). */
-  monotonicSeconds?: () => number;
-  /**
-   * Other servers write to the same store (PostgreSQL): the allocation is
-   * only a hint, rebuilt every {@link RESYNC_INTERVAL_MS} and when a pool
-   * looks full; the store's unique indexes have the last word.
-   */
-  sharedStore?: boolean;
-  /** How `status` describes the store. */
-  storeDescription?: string;
-  /** The log writes lease events (the default); false when the `eventlog` output does. */
-  logLeaseEvents?: boolean;
-  /** The counters of `ctl metrics`: passes and commits (events and errors come as an observer). */
-  metrics?: ServerMetrics;
-  /** systemd's notifications: the loop pings the watchdog and keeps the status line. */
-  notifier?: SystemdNotifier;
-  /** Reads the config file again, for a reload; without it a reload is refused. */
-  readConfig?: () => Promise<ServerConfig>;
-  /** The config file, as `reload` results name it. */
-  configPath?: string;
-  /** Switches the log to a config's settings (a reload); throws when they cannot be opened. */
-  reconfigureLog?: (config: ServerConfig) => void;
-  /** Hears of the config in effect: once the daemon is built, and after each reload. */
-  onConfig?: (config: ServerConfig) => Promise<void> | void;
-  /** The tables the kernel's rules route through at start (default: a netlink dump). */
-  routedTables?: () => Promise<RoutedTable[]>;
-}
+export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
 
 /** A lease request or release of this pass. */
 interface Job extends Carried {
@@ -117,16 +77,6 @@ interface Write {
 
 /** A reply to send at the end of the pass. */
 type Outgoing = [Uint8Array<ArrayBuffer>, Datagram];
-
-/** Counters for the status line and for tests. */
-export interface DaemonStats {
-  /** Passes (transactions) run. */
-  batches: number;
-  /** Datagrams received. */
-  requests: number;
-  /** Error replies sent. */
-  errors: number;
-}
 
 /** The allocation daemon. */
 export class Daemon {
