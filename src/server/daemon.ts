@@ -44,6 +44,7 @@ import {
 import { type ClientOrigin, fanOut, type LeaseObserver, LogObserver } from "./events.ts";
 import { sendRevokeNotice } from "./notice.ts";
 import { holdAtStart } from "./readiness.ts";
+import { dumpRoutedTables } from "./kernel_rules.ts";
 import { runReload } from "./reload.ts";
 import { logHoldEnded, Upkeep } from "./upkeep.ts";
 import { rebuildAllocation } from "./rebuild.ts";
@@ -159,16 +160,21 @@ export class Daemon {
   static async create(options: DaemonOptions): Promise<Daemon> {
     const daemon = new Daemon(options);
     daemon.#unsubscribe = options.store.onExpire((lease) => daemon.#expired(lease));
+    // The kernel's rules are read while the store loads.
+    const routed = options.config.readinessDelay > 0
+      ? (options.routedTables ?? dumpRoutedTables)()
+      : undefined;
+    routed?.catch(() => {/* reported by holdAtStart */});
     await syncConfigReservations(options.config, options.store, options.logger);
     await daemon.#load(true);
-    if (options.config.readinessDelay > 0) {
+    if (routed) {
       await holdAtStart({
         allocation: daemon.#allocation,
         store: options.store,
         now: daemon.#now(),
         delayMs: options.config.readinessDelay * 1000,
         log: options.logger,
-      }, options.routedTables);
+      }, routed);
     }
     await options.onConfig?.(options.config);
     return daemon;

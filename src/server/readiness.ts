@@ -85,23 +85,24 @@ export async function holdRoutedTables(input: ReadinessInput): Promise<Hold[]> {
 }
 
 /**
- * The readiness delay at start: reads the kernel's rules (`routedTables`,
- * a netlink dump by default) and holds what {@link holdRoutedTables}
- * finds. A dump that fails (no netlink in a sandbox) is logged and holds
- * nothing: the server starts anyway.
+ * The readiness delay at start: holds what {@link holdRoutedTables} finds
+ * in the kernel's rules. `routed` is the dump, started early so that it
+ * runs while the store loads (`dumpRoutedTables()` by default). A dump
+ * that fails (no netlink in a sandbox) is logged and holds nothing: the
+ * server starts anyway.
  */
 export async function holdAtStart(
   input: Omit<ReadinessInput, "routed">,
-  routedTables: () => Promise<RoutedTable[]> = dumpRoutedTables,
+  routed: Promise<RoutedTable[]> = dumpRoutedTables(),
 ): Promise<Hold[]> {
-  let routed: RoutedTable[];
+  let tables: RoutedTable[];
   try {
-    routed = await routedTables();
+    tables = await routed;
   } catch (error) {
     input.log.warn("cannot read the kernel's policy rules: no table is held back at start", {
       error: errorMessage(error),
     });
     return [];
   }
-  return await holdRoutedTables({ ...input, routed });
+  return await holdRoutedTables({ ...input, routed: tables });
 }
