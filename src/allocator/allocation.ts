@@ -229,16 +229,13 @@ export class Allocation implements AllocationView {
 
   /**
    * A bound lease ended by an administrator: its table, instead of going
-   * back, is held for its identity ({@link Hold}). False (and the table
-   * handled as {@link ended}) for a table no pool or reservation holds:
-   * nobody could get that one anyway.
+   * back, is held for its identity ({@link Hold}). False, and nothing
+   * changed, for a table no pool or reservation holds (nobody could get
+   * that one anyway): the caller ends it with {@link ended}.
    */
   endedHeld(lease: Lease, hold: Hold): boolean {
     const k = key(lease.family, lease.table);
-    if (!this.#reserved.has(k) && !this.pools.poolOf(lease.family, lease.table)) {
-      this.ended(lease);
-      return false;
-    }
+    if (!this.#reserved.has(k) && !this.pools.poolOf(lease.family, lease.table)) return false;
     this.#boundReserved.delete(k);
     // Taken already by the lease (a shared store's other server may have freed it here: take it).
     if (!this.#reserved.has(k)) this.pools.take(lease.family, lease.table);

@@ -174,8 +174,10 @@ Deno.test("endedHeld() holds an ended lease's table for its identity; endHold() 
   assert(a.endedHeld(lease(202), hold(202, "10.0.0.1")));
   assertEquals(a.isReservedBound(2, 202), false);
   assertEquals((a.propose(eth("eth0", "10.0.0.7"), undefined) as Choice).kind, "pool");
-  // Outside every pool: nothing to hold.
+  // Outside every pool: nothing to hold, nothing changed; the caller ends the lease.
   assertEquals(a.endedHeld(lease(900), hold(900, "10.0.0.1")), false);
+  assertEquals(a.outside, 1);
+  assertEquals(a.ended(lease(900)), false);
   assertEquals(a.outside, 0);
   assertEquals(a.endHold(2, 100)?.table, 100);
   assertEquals(a.pools.pools[0].used, 0);

@@ -128,7 +128,7 @@ function senderFields(sender: Uint8Array, credentials: Credentials | undefined):
 export class LogObserver implements LeaseObserver {
   #log: Logger;
   /** Whether lease events are logged (the `eventlog` output); error replies always are. */
-  leases: boolean;
+  readonly leases: boolean;
 
   /** An observer writing to `log`; `leases: false` logs error replies only. */
   constructor(log: Logger, options: { leases?: boolean } = {}) {
