@@ -49,9 +49,25 @@ Deno.test("--check exits 0 on a valid config and 1 with the start's message on a
       const ok = await runServer([flag, "-c", good]);
       assertEquals(ok.code, 0, ok.stderr);
       assertEquals(ok.stdout, `table_allocator_server: config "${good}" is valid\n`);
+      assertEquals(ok.stderr, "");
     }
+    // A key the original would ignore is valid, and the check says it is ignored.
+    const typo = `${dir}/typo.json`;
+    await Deno.writeTextFile(
+      typo,
+      (await Deno.readTextFile(good)).replace('"log_level"', '"tabel_timeout": 5, "log_level"'),
+    );
+    const warned = await runServer(["--check", "-c", typo]);
+    assertEquals(warned.code, 0, warned.stderr);
+    assertMatch(
+      warned.stderr,
+      /^table_allocator_server: warning: "tabel_timeout" is not a known key \(ignored\); did you mean "table_timeout"\?\n$/,
+    );
     // Checking writes nothing: no database directory, no rt_tables file.
-    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["bad.json", "good.json"]);
+    assertEquals(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["bad.json", "good.json", "typo.json"],
+    );
     const refused = await runServer(["--check", "-c", bad]);
     const started = await runServer(["-c", bad]);
     assertEquals(refused.code, 1);
