@@ -91,9 +91,6 @@ export interface OperationsConfig {
   readinessDelay: number;
 }
 
-/** The top-level keys this module reads. */
-export const OPERATIONS_KEYS = ["outputs", "log_level", "readiness_delay"] as const;
-
 /** Longest `timeout` of a command: one hour. */
 const MAX_COMMAND_TIMEOUT = 3600;
 /** Most `retries` of a command. */
@@ -134,7 +131,7 @@ function path(value: unknown, where: string, suffix: string, why: string): strin
 }
 
 /** Checks a name template: only known `{placeholders}`, and something to name. */
-export function checkNameTemplate(template: unknown, where: string): string {
+function checkNameTemplate(template: unknown, where: string): string {
   if (typeof template !== "string" || template.length === 0 || template.length > 128) {
     throw new ConfigError(
       `${where} must be a string of 1 to 128 characters, got ${show(template)}`,

@@ -44,7 +44,7 @@ interface Entry {
 }
 
 /** Builds one output. */
-export function buildOutput(config: OutputConfig, name: string, context: OutputsContext): Output {
+function buildOutput(config: OutputConfig, name: string, context: OutputsContext): Output {
   const { log, metrics, snapshot } = context;
   switch (config.kind) {
     case "eventlog":

@@ -17,7 +17,7 @@ import { errorMessage } from "../util/errors.ts";
 import { leaseFields } from "./events.ts";
 
 /** The abstract name a lease's holder binds: `eth1-192.0.2.10-2`. */
-export function holderName(lease: Pick<Lease, "family" | "ifname" | "address">): string {
+function holderName(lease: Pick<Lease, "family" | "ifname" | "address">): string {
   return `${lease.ifname}-${lease.address}-${lease.family}`;
 }
 
