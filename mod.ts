@@ -81,6 +81,13 @@ export {
   type TableRange,
   validateConfig,
 } from "./config/config.ts";
+export type {
+  LeaseEventKind,
+  LogLevel,
+  OperationsConfig,
+  OutputConfig,
+  OutputKind,
+} from "./config/operations.ts";
 export {
   BadReplyError,
   type ControlArgs,
@@ -102,9 +109,11 @@ export {
   decodeControlRequest,
   encodeControlReply,
   encodeControlRequest,
+  type HoldView,
   type LeaseSelector,
   type LeaseView,
   type PoolView,
+  type ReloadView,
   type StatusView,
 } from "./src/control/protocol.ts";
 export { VERSION } from "./src/version.ts";

@@ -4,6 +4,7 @@
  * table_allocator_server.
  *
  *     server.ts -c /etc/table-allocator/server.json
+ *     server.ts --check -c /etc/table-allocator/server.json   # validate only
  *
  * @module
  */
@@ -15,8 +16,14 @@ import { Logger } from "./src/log/logger.ts";
 import { MAX_REQUEST_BYTES } from "./src/protocol/v1.ts";
 import { Daemon } from "./src/server/daemon.ts";
 import { SERVER_OWNER } from "./src/server/decide.ts";
-import { notifySystemd } from "./src/server/notify.ts";
+import { SystemdNotifier } from "./src/server/notify.ts";
 import type { ImportReport } from "./src/store/c_database_import.ts";
+import { poolViews, statusLine } from "./src/server/views.ts";
+import { familyName } from "./src/net/family.ts";
+import { ServerMetrics } from "./src/metrics/server_metrics.ts";
+import { Outputs } from "./src/outputs/outputs.ts";
+import type { ServerConfig } from "./config/config.ts";
+import { listAll } from "./src/store/lease_store.ts";
 import type { LeaseStore } from "./src/store/lease_store.ts";
 import { openStore } from "./src/store/open_store.ts";
 import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
@@ -26,12 +33,15 @@ import { errorMessage } from "./src/util/errors.ts";
 const PROGRAM = "table_allocator_server";
 
 const USAGE = `Usage: ${PROGRAM} -c CONFIG
+       ${PROGRAM} --check -c CONFIG
 
 Hands out routing table numbers as leases to (family, interface, address)
 identities over an abstract unix datagram socket.
 
 Options:
   -c, --config CONFIG  JSON config file (comments allowed), required
+  -t, --check          validate CONFIG and exit: 0 when valid, 1 (with the
+                       reason a start would give) when not
   -h, --help           print this help and exit
   -V, --version        print the version and exit
 `;
@@ -66,6 +76,7 @@ export async function main(args: string[]): Promise<number> {
       args,
       options: {
         config: { type: "string", short: "c" },
+        check: { type: "boolean", short: "t" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -97,10 +108,22 @@ export async function main(args: string[]): Promise<number> {
     console.error(`${PROGRAM}: ${error.message}`);
     return 1;
   }
+  if (values.check) {
+    // Ignored keys are not errors (the original ignored them), but a check shows them.
+    for (const warning of config.warnings) console.error(`${PROGRAM}: warning: ${warning}`);
+    console.log(`${PROGRAM}: config "${values.config}" is valid`);
+    return 0;
+  }
 
+  const logOptions = (c: ServerConfig) => ({
+    program: PROGRAM,
+    logPath: c.logPath,
+    syslog: c.doSyslog,
+    level: c.logLevel,
+  });
   let logger: Logger;
   try {
-    logger = new Logger({ program: PROGRAM, logPath: config.logPath, syslog: config.doSyslog });
+    logger = new Logger(logOptions(config));
   } catch (error) {
     console.error(`${PROGRAM}: ${errorMessage(error)}`);
     return 1;
@@ -143,7 +166,12 @@ export async function main(args: string[]): Promise<number> {
   const storeDescription = config.store.kind === "sqlite"
     ? `sqlite:${config.store.path}`
     : "postgres";
-  let daemon: Daemon;
+  const configPath = values.config;
+  const metrics = new ServerMetrics();
+  const notifier = new SystemdNotifier();
+  // The outputs read the daemon's state through `daemon`, set once it is built.
+  let daemon: Daemon | undefined;
+  const outputs = new Outputs({ log: logger, metrics, snapshot: () => daemon!.snapshot() });
   try {
     daemon = await Daemon.create({
       config,
@@ -152,45 +180,72 @@ export async function main(args: string[]): Promise<number> {
       logger,
       sharedStore: config.store.kind === "postgres",
       storeDescription,
+      // The `eventlog` output writes the event lines, when the config lists it.
+      logLeaseEvents: false,
+      observers: [metrics, outputs],
+      metrics,
+      notifier,
+      configPath,
+      readConfig: () => loadConfig(configPath),
+      reconfigureLog: (c) => logger.reconfigure(logOptions(c)),
+      onConfig: (c) =>
+        outputs.apply(c.outputs, async () => {
+          const bound = [];
+          for await (const lease of listAll(store, { state: "bound" })) bound.push(lease);
+          return bound;
+        }),
     });
   } catch (error) {
     logger.error(`Cannot load the leases from the store: ${errorMessage(error)}`);
+    await outputs.stop(0);
     socket.close();
     await store.close().catch(() => {});
+    notifier[Symbol.dispose]();
     logger.close();
     return 1;
   }
-  const stop = () => daemon.stop();
+  const running = daemon;
+  const stop = () => running.stop();
+  const reload = () => running.requestReload();
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
-  const pools = daemon.allocation.pools.pools.map((p) => `${p.name}/${p.family}:${p.describe()}`);
+  // SIGHUP re-reads the config (it used to end the server).
+  Deno.addSignalListener("SIGHUP", reload);
+  const { allocation } = running;
+  const pools = allocation.pools.pools.map((p) =>
+    `${p.name}/${familyName(p.family)}:${p.describe()}`
+  );
   logger.info("ready", {
     version: VERSION,
     socket: `@${config.socketPath}`,
     store: storeDescription,
     pools: pools.join(","),
-    leased: daemon.allocation.pools.pools.reduce((n, p) => n + p.used, 0) +
-      daemon.allocation.outside,
-    reservations: daemon.allocation.reservations.length,
+    leased: poolViews(allocation).reduce((n, p) => n + p.bound, 0) + allocation.outside,
+    reservations: allocation.reservations.length,
+    held: allocation.holds.length || undefined,
   });
-  try {
-    notifySystemd("READY=1");
-  } catch (error) {
-    logger.warn("cannot notify systemd", { error: errorMessage(error) });
+  if (notifier.enabled && !notifier.ready(statusLine(allocation))) {
+    logger.warn("cannot notify systemd: NOTIFY_SOCKET does not take the message", {
+      socket: Deno.env.get("NOTIFY_SOCKET"),
+    });
   }
 
   try {
-    await daemon.run();
+    await running.run();
   } finally {
     Deno.removeSignalListener("SIGTERM", stop);
     Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGHUP", reload);
+    notifier.send("STOPPING=1");
+    await outputs.stop();
     socket.close();
+    notifier[Symbol.dispose]();
     try {
       await store.close();
     } catch (error) {
       logger.error("cannot commit the last changes", { error: errorMessage(error) });
     }
-    logger.info("stopped", daemon.stats as unknown as Record<string, number>);
+    logger.info("stopped", running.stats as unknown as Record<string, number>);
     logger.close();
   }
   return 0;

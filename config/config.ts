@@ -26,6 +26,7 @@ import {
 } from "./pools.ts";
 import { type AddrFamily, FAMILY_BY_NAME } from "../src/net/family.ts";
 import { parsePostgresUrl } from "../src/store/postgres_url.ts";
+import { type OperationsConfig, parseOperations } from "./operations.ts";
 
 export { ConfigError } from "./config_error.ts";
 export { type PoolConfig, type ReservationConfig, type TableRange } from "./pools.ts";
@@ -65,8 +66,8 @@ export type StoreConfig =
     poolSize: number;
   };
 
-/** A validated server configuration. */
-export interface ServerConfig {
+/** A validated server configuration (with the operations keys of `operations.ts`). */
+export interface ServerConfig extends OperationsConfig {
   /** Abstract socket name, without the leading NUL. */
   socketPath: string;
   /**
@@ -108,6 +109,9 @@ const KEYS = [
   "store",
   "pools",
   "reservations",
+  "outputs",
+  "log_level",
+  "readiness_delay",
 ] as const;
 const FAMILY_KEYS = ["inet", "inet6", "unspec"] as const;
 
@@ -309,6 +313,7 @@ export function validateConfig(raw: unknown): ServerConfig {
     doSyslog,
     logPath,
     warnings,
+    ...parseOperations(obj, tableTimeout),
   };
 }
 

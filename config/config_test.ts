@@ -35,6 +35,9 @@ Deno.test("validateConfig() accepts the original's example and fills defaults", 
     doSyslog: false,
     logPath: undefined,
     warnings: [],
+    outputs: [{ kind: "eventlog" }],
+    logLevel: "info",
+    readinessDelay: 3600,
   });
 });
 

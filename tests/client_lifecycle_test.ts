@@ -127,7 +127,7 @@ Deno.test({
       socketName,
       config: { table_timeout: 6 },
     });
-    await second.waitForLog(new RegExp(`(refreshed|granted) family=2 .*table=${table}`), 5000);
+    await second.waitForLog(new RegExp(`(refreshed|granted) family=inet .*table=${table}`), 5000);
     assertEquals(await rulesOf(ns), rules);
     assertEquals(second.leases().map((l) => [l.address, l.table]), [[A.ipv4, table]]);
     Deno.kill((await ns.pidsOf("client.ts"))[0], "SIGTERM");
@@ -144,7 +144,7 @@ Deno.test({
     await using ns = await createNetns();
     await using server = await startServer({ netns: ns.name, config: { table_timeout: 4 } });
     const table = await startHolder(ns, server.socketName);
-    const granted = Date.parse((await server.waitForLog(/ granted family=2 /)).split(" ")[0]);
+    const granted = Date.parse((await server.waitForLog(/ granted family=inet /)).split(" ")[0]);
     const until = Date.now() + 7000;
     while (Date.now() < until) {
       const leases = server.leases();
@@ -153,7 +153,7 @@ Deno.test({
       assertEquals(leases[0].table, table);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    const refreshes = server.output().split("\n").filter((l) => / refreshed family=2 /.test(l))
+    const refreshes = server.output().split("\n").filter((l) => / refreshed family=inet /.test(l))
       .map((l) => Date.parse(l.split(" ")[0]));
     assert(refreshes.length >= 3, `at least 3 refreshes in 7 s, got ${refreshes.length}`);
     const first = refreshes[0] - granted;

@@ -36,6 +36,7 @@ const FAMILIES = [
   {
     family: 4 as const,
     number: 2,
+    name: "inet",
     flag: "-4",
     address: A.ipv4,
     // A dotted netmask: the client must turn it into /24 and mask the address.
@@ -51,6 +52,7 @@ const FAMILIES = [
   {
     family: 6 as const,
     number: 10,
+    name: "inet6",
     flag: "-6",
     address: A.ipv6,
     netmask: String(A.ipv6Prefix),
@@ -144,7 +146,7 @@ for (const f of FAMILIES) {
         // Rules do not depend on the link, so they must be deleted in every case.
         assertEquals(await ourRules(ns, f.family), []);
         assertEquals(server.leases(), [], "the server shows the lease released");
-        await server.waitForLog(new RegExp(`released family=${f.number} .*table=${table}`), 1000);
+        await server.waitForLog(new RegExp(`released family=${f.name} .*table=${table}`), 1000);
       },
     });
   }

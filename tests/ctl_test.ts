@@ -70,22 +70,22 @@ e2eTest("ctl status reports version, pid, socket, store, families, lease counts 
     `socket @${server.socketName}`,
     `store sqlite:${server.dbPath}`,
     "families inet, inet6, unspec",
-    "leases 3 bound, 0 reserved, 0 outside the pools",
+    "leases 3 bound, 0 reserved, 0 held, 0 outside the pools",
   ]);
   assertMatch(lines[2], /^uptime +\d+s$/);
   assertEquals(lines[7], "");
-  assertMatch(lines[8], /^POOL +FAMILY +RANGES +SELECTORS +SIZE +BOUND +RESERVED +FREE$/);
+  assertMatch(lines[8], /^POOL +FAMILY +RANGES +SELECTORS +SIZE +BOUND +RESERVED +HELD +FREE$/);
   assertEquals(lines.slice(9, 12).map((l) => l.split(/ +/)), [
-    ["default", "inet", "10000-10039", "any", "40", "2", "0", "38"],
-    ["default", "inet6", "10000-10039", "any", "40", "1", "0", "39"],
-    ["default", "unspec", "10000-10039", "any", "40", "0", "0", "40"],
+    ["default", "inet", "10000-10039", "any", "40", "2", "0", "0", "38"],
+    ["default", "inet6", "10000-10039", "any", "40", "1", "0", "0", "39"],
+    ["default", "unspec", "10000-10039", "any", "40", "0", "0", "0", "40"],
   ]);
 
   const status = await json(server, "status");
   assertEquals(status.pid, server.process.pid);
   assertEquals(status.version, VERSION);
   assertEquals([...(status.families as number[])].sort((a, b) => a - b), [0, 2, 10]);
-  assertEquals(status.leases, { bound: 3, reserved: 0, outside_pools: 0 });
+  assertEquals(status.leases, { bound: 3, reserved: 0, outside_pools: 0, held: 0 });
 });
 
 e2eTest(
@@ -101,8 +101,8 @@ e2eTest(
     assertEquals(
       (await ok(server, "pools")).split("\n").map((l) => l.split(/ +/)),
       [
-        ["POOL", "FAMILY", "RANGES", "SELECTORS", "SIZE", "BOUND", "RESERVED", "FREE"],
-        ["default", "inet", "10000-10039", "any", "40", "1", "1", "38"],
+        ["POOL", "FAMILY", "RANGES", "SELECTORS", "SIZE", "BOUND", "RESERVED", "HELD", "FREE"],
+        ["default", "inet", "10000-10039", "any", "40", "1", "1", "0", "38"],
         [""],
       ],
     );
@@ -116,6 +116,7 @@ e2eTest(
         size: 40,
         bound: 1,
         reserved: 1,
+        held: 0,
         free: 38,
       }],
     });
@@ -240,21 +241,24 @@ e2eTest("ctl release ends a bound lease: it shows as released and a wire request
   assertEquals((await client.request("192.0.2.1")).table, 10000);
   assertEquals((await client.request("192.0.2.2")).table, 10001);
 
-  assertEquals(
+  assertMatch(
     await ok(server, "release", "--family", "inet", "10000"),
-    "released table 10000 of inet eth1 192.0.2.1\n",
+    /^released table 10000 of inet eth1 192\.0\.2\.1\ntable 10000 of inet stays held for eth1 192\.0\.2\.1 until it confirms, at the latest \S+Z\n$/,
   );
   const shown = rows(
     await ok(server, "show", "--family", "inet", "--ifname", "eth1", "--address", "192.0.2.1"),
   );
   assertEquals(shown.map((r) => [r[3], r[4]]), [["10000", "released"]]);
   assertEquals(server.leases().map((l) => l.address), ["192.0.2.2"]);
-  assertEquals((await client.request("192.0.2.3")).table, 10000, "the table is free again");
+  // The holder's rules may still use 10000: nobody else gets it until the holder confirms.
+  assertEquals((await client.request("192.0.2.3")).table, 10002, "the table is held");
+  assertEquals((await client.release("192.0.2.1")).table, 0);
+  assertEquals((await client.request("192.0.2.4")).table, 10000, "confirmed: free again");
 
   // By identity; a second release is refused with the server's reason.
-  assertEquals(
+  assertMatch(
     await ok(server, "release", "--family", "inet", "--ifname", "eth1", "--address", "192.0.2.2"),
-    "released table 10001 of inet eth1 192.0.2.2\n",
+    /^released table 10001 of inet eth1 192\.0\.2\.2\n/,
   );
   const again = await ctlOn(server, "release", "--family", "inet", "10001");
   assertEquals(again.code, 1);

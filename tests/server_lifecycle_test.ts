@@ -31,7 +31,7 @@ Deno.test("an expired lease's table comes back exactly when the lease expires", 
   await new Promise((r) => setTimeout(r, expiresAt - Date.now() + 100));
   assertEquals((await waiter.request("10.0.0.2")).table, 10000);
   const expired = await server.waitForLog(/ INFO expired /);
-  assertMatch(expired, /family=2 ifname=eth1 address=10\.0\.0\.1 table=10000/);
+  assertMatch(expired, /family=inet ifname=eth1 address=10\.0\.0\.1 table=10000/);
   const loggedAt = Date.parse(expired.split(" ")[0]);
   assert(loggedAt - expiresAt < 250, `reclaimed ${loggedAt - expiresAt} ms after expiry`);
   assertEquals(server.leases().map((l) => l.address), ["10.0.0.2"]);
@@ -110,7 +110,7 @@ Deno.test("a lease outside the pools after a config change is kept, logged, and 
     using client = new WireClient(first.socketName);
     assertEquals((await client.request("10.0.0.6")).table, 10005, "its holder keeps it on refresh");
     assertEquals((await client.release("10.0.0.6")).table, 0);
-    await second.waitForLog(/lease outside the configured pools ended family=2 table=10005/);
+    await second.waitForLog(/lease outside the configured pools ended family=inet table=10005/);
     assertEquals((await client.request("10.0.0.7")).error, "pool_exhausted");
     assertEquals(second.leases().length, 5);
   } finally {
@@ -304,8 +304,8 @@ Deno.test({
         /^<30>.*table_allocator_server\[\d+\]: ready version=/,
       );
       assertMatch(
-        await waitForLine(/: granted family=2 ifname=eth1 address=10\.0\.0\.1 /),
-        /^<30>.*: granted family=2 ifname=eth1 address=10\.0\.0\.1 table=10000 /,
+        await waitForLine(/: granted family=inet ifname=eth1 address=10\.0\.0\.1 /),
+        /^<30>.*: granted family=inet ifname=eth1 address=10\.0\.0\.1 table=10000 /,
       );
       assertEquals(server.output(), "", "nothing went to stderr");
     } finally {

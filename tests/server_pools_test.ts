@@ -186,7 +186,7 @@ Deno.test("control: status, pools, list, show and release report the server's st
 
   const status = (await control(client, "status")).result as Record<string, unknown>;
   assertEquals(status.families, [2, 10]);
-  assertEquals(status.leases, { bound: 2, reserved: 2, outside_pools: 0 });
+  assertEquals(status.leases, { bound: 2, reserved: 2, outside_pools: 0, held: 0 });
   assertEquals(status.socket, `@${server.socketName}`);
   assert(typeof status.uptime_s === "number" && typeof status.pid === "number");
 
@@ -231,14 +231,25 @@ Deno.test("control: status, pools, list, show and release report the server's st
 
   const done = (await control(client, "release", { family: 2, table: 20000 })).result as {
     released: Array<Record<string, unknown>>;
+    held: Array<Record<string, unknown>>;
   };
   assertEquals(done.released.map((l) => [l.address, l.state]), [["10.0.0.1", "released"]]);
+  assertEquals(done.held.map((h) => [h.table, h.ifname, h.address, h.reason]), [
+    [20000, "eth1", "10.0.0.1", "admin_release"],
+  ]);
+  // The holder's rules may still route through 20000: held for it until it confirms.
   assertEquals(
     (await client.request("10.0.0.4", { tag: "wan" })).table,
-    20000,
-    "the released table is free",
+    20001,
+    "the released table is held for its holder",
   );
-  const gone = await control(client, "release", { family: 2, table: 20001 });
+  assertEquals((await client.release("10.0.0.1")).table, 0, "the holder confirms");
+  assertEquals(
+    (await client.request("10.0.0.5", { tag: "wan" })).table,
+    20000,
+    "the confirmed table is free",
+  );
+  const gone = await control(client, "release", { family: 2, table: 10005 });
   assertEquals([gone.cmd, gone.error], [3, "not_found"]);
   assertMatch(await server.waitForLog(/ released .*by=control uid=0/), /table=20000/);
 });

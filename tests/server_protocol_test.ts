@@ -73,7 +73,7 @@ Deno.test("server grants the lowest free table, refreshes it, and releases it id
   // The freed table is the lowest again.
   assertEquals((await client.request("192.168.5.115")).table, 10000);
   await server.waitForLog(
-    / INFO released family=2 ifname=eth1 address=192\.168\.5\.113 table=10000 /,
+    / INFO released family=inet ifname=eth1 address=192\.168\.5\.113 table=10000 /,
   );
 });
 
@@ -82,7 +82,7 @@ Deno.test("server logs every lease event with the sender's kernel-verified crede
   using client = new WireClient(server.socketName, "eth9-10.1.2.3-2");
   await client.request("10.1.2.3", { ifname: "eth9" });
   const line = await server.waitForLog(/ INFO granted /);
-  assertMatch(line, /family=2 ifname=eth9 address=10\.1\.2\.3 table=10000 /);
+  assertMatch(line, /family=inet ifname=eth9 address=10\.1\.2\.3 table=10000 /);
   assertMatch(
     line,
     new RegExp(`from=@eth9-10\\.1\\.2\\.3-2 pid=${Deno.pid} uid=${Deno.uid()} gid=${Deno.gid()}`),

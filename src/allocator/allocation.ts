@@ -8,9 +8,12 @@
  *
  * The daemon's decisions read it through {@link AllocationView} and never
  * change it: a decision names a {@link Choice}, the daemon applies it when
- * it issues the write and undoes it when the write fails. A new way to hold
- * a table (a table held for an identity until some time, after an admin
- * release) is a new kind of {@link Choice} with its own entries here.
+ * it issues the write and undoes it when the write fails.
+ *
+ * A table may also be held for one identity until a deadline ({@link Hold}:
+ * after an admin release, or at start while the kernel's rules still route
+ * an address through it): it is taken, nobody else gets it, and that
+ * identity's next request does (a `held` choice).
  *
  * @module
  */
@@ -20,11 +23,16 @@ import { type Pool, PoolSet } from "./pool_set.ts";
 import { type AddrFamily, familyName } from "../net/family.ts";
 import type { Identity } from "../protocol/v1.ts";
 import type { Lease } from "../store/lease_store.ts";
+import { type Hold, Holds } from "./holds.ts";
+
+export type { Hold, HoldReason } from "./holds.ts";
 
 /** Where a new lease's table comes from: what to take, and to give back if the write fails. */
 export type Choice =
   | { kind: "reservation"; table: number; reservation: Lease }
-  | { kind: "pool"; table: number; pool: Pool };
+  | { kind: "pool"; table: number; pool: Pool }
+  /** The table held for this identity. */
+  | { kind: "held"; table: number; hold: Hold };
 
 /** Why no table could be chosen. */
 export interface NoTable {
@@ -38,10 +46,13 @@ export interface AllocationView {
   reservationFor(identity: Identity): Lease | undefined;
   /** Whether a reserved table is bound to an identity now. */
   isReservedBound(family: AddrFamily, table: number): boolean;
+  /** The table held for this identity, if any. */
+  heldFor(identity: Identity): Hold | undefined;
   /**
    * The table a new lease of this identity would get, without taking it:
-   * its reservation's when not bound, else the lowest free table of the
-   * first pool that serves the request.
+   * the one held for it, else its reservation's when not bound (nor held
+   * for another), else the lowest free table of the first pool that
+   * serves the request.
    */
   propose(identity: Identity, tag: string | undefined): Choice | NoTable;
 }
@@ -57,6 +68,8 @@ export class Allocation implements AllocationView {
   #boundReserved = new Set<string>();
   /** Bound leases whose table is in no pool and not reserved (after a config change). */
   outside = 0;
+  /** Tables held for one identity until a deadline. */
+  readonly #holds = new Holds();
 
   private constructor(pools: readonly PoolConfig[]) {
     this.pools = new PoolSet(pools);
@@ -123,8 +136,13 @@ export class Allocation implements AllocationView {
    * pool that serves the request. {@link apply} takes it.
    */
   propose(identity: Identity, tag: string | undefined): Choice | NoTable {
+    const hold = this.#holds.forIdentity(identity);
+    if (hold) return { kind: "held", table: hold.table, hold };
     const reservation = this.reservationFor(identity);
-    if (reservation && !this.isReservedBound(reservation.family, reservation.table)) {
+    if (
+      reservation && !this.isReservedBound(reservation.family, reservation.table) &&
+      !this.#holds.of(reservation.family, reservation.table)
+    ) {
       return { kind: "reservation", table: reservation.table, reservation };
     }
     const pool = this.pools.select(identity.family, identity.ifname, tag);
@@ -152,14 +170,95 @@ export class Allocation implements AllocationView {
   apply(choice: Choice): void {
     if (choice.kind === "reservation") {
       this.#boundReserved.add(key(choice.reservation.family, choice.table));
-    } else choice.pool.take(choice.table);
+    } else if (choice.kind === "pool") choice.pool.take(choice.table);
+    else {
+      // The held table stays taken: from now on by the lease.
+      this.#holds.remove(choice.hold.family, choice.table);
+      if (this.#reserved.has(key(choice.hold.family, choice.table))) {
+        this.#boundReserved.add(key(choice.hold.family, choice.table));
+      }
+    }
   }
 
   /** Gives back a table chosen for a lease that was not written. */
   undo(choice: Choice): void {
     if (choice.kind === "reservation") {
       this.#boundReserved.delete(key(choice.reservation.family, choice.table));
-    } else choice.pool.release(choice.table);
+    } else if (choice.kind === "pool") choice.pool.release(choice.table);
+    else {
+      this.#boundReserved.delete(key(choice.hold.family, choice.table));
+      this.#holds.add(choice.hold);
+    }
+  }
+
+  /** The table held for this identity, if any. */
+  heldFor(identity: Identity): Hold | undefined {
+    return this.#holds.forIdentity(identity);
+  }
+
+  /** Every held table, in table order. */
+  get holds(): Hold[] {
+    return this.#holds.list();
+  }
+
+  /** The earliest end of a hold (ms), or Infinity. */
+  nextHoldEnd(): number {
+    return this.#holds.next();
+  }
+
+  /** How many of a pool's tables are held. */
+  heldIn(pool: Pool): number {
+    return this.#holds.list().filter((h) => h.family === pool.family && pool.contains(h.table))
+      .length;
+  }
+
+  /**
+   * Holds a free table for an identity (at start, for a table the kernel's
+   * rules still use). False, and nothing held, when the table is taken,
+   * bound, or in no pool and not reserved.
+   */
+  holdFree(hold: Hold): boolean {
+    const k = key(hold.family, hold.table);
+    if (this.#holds.of(hold.family, hold.table)) return false;
+    if (this.#reserved.has(k)) {
+      if (this.#boundReserved.has(k)) return false;
+    } else if (!this.pools.take(hold.family, hold.table)) return false;
+    this.#holds.add(hold);
+    return true;
+  }
+
+  /**
+   * A bound lease ended by an administrator: its table, instead of going
+   * back, is held for its identity ({@link Hold}). False, and nothing
+   * changed, for a table no pool or reservation holds (nobody could get
+   * that one anyway): the caller ends it with {@link ended}.
+   */
+  endedHeld(lease: Lease, hold: Hold): boolean {
+    const k = key(lease.family, lease.table);
+    if (!this.#reserved.has(k) && !this.pools.poolOf(lease.family, lease.table)) return false;
+    this.#boundReserved.delete(k);
+    // Taken already by the lease (a shared store's other server may have freed it here: take it).
+    if (!this.#reserved.has(k)) this.pools.take(lease.family, lease.table);
+    this.#holds.add(hold);
+    return true;
+  }
+
+  /** Ends the hold of a table: it goes back to its pool (or reservation). Returns the hold. */
+  endHold(family: AddrFamily, table: number): Hold | undefined {
+    const hold = this.#holds.remove(family, table);
+    if (hold && !this.#reserved.has(key(family, table))) this.pools.release(family, table);
+    return hold;
+  }
+
+  /** Ends and returns the holds whose deadline is at or before `now`. */
+  endDueHolds(now: number): Hold[] {
+    const due = this.#holds.due(now);
+    for (const hold of due) {
+      if (!this.#reserved.has(key(hold.family, hold.table))) {
+        this.pools.release(hold.family, hold.table);
+      }
+    }
+    return due;
   }
 
   /**

@@ -115,3 +115,71 @@ Deno.test("Allocation.markTaken(), reserved() and unreserved() follow what other
   a.unreserved(reservation(202, "eth6"));
   assertEquals(a.pools.pools[1].isFree(202), true, "an unbound reserved table goes back");
 });
+
+const hold = (table: number, address: string, over: Record<string, unknown> = {}) => ({
+  family: 2 as const,
+  table,
+  address,
+  ifname: "eth0" as string | undefined,
+  until: 5000,
+  reason: "admin_release" as const,
+  ...over,
+});
+
+Deno.test("a held table goes to its identity only, and back to its pool when the hold ends", () => {
+  const a = Allocation.build(POOLS, [], [[2, 200]]);
+  assert(a.holdFree(hold(201, "10.0.0.1")));
+  assert(!a.holdFree(hold(200, "10.0.0.2")), "a bound table cannot be held");
+  assert(!a.holdFree(hold(999, "10.0.0.2")), "nor one in no pool");
+  assertEquals(a.heldIn(a.pools.pools[1]), 1);
+  // Another identity gets the next free table; the holder gets its own.
+  assertEquals((a.propose(eth("eth0", "10.0.0.9"), undefined) as Choice).table, 202);
+  const mine = a.propose(eth("eth0", "10.0.0.1"), undefined);
+  assertEquals(mine, { kind: "held", table: 201, hold: hold(201, "10.0.0.1") });
+  // A write that fails puts the hold back; one that succeeds ends it, the table stays taken.
+  a.apply(mine as Choice);
+  assertEquals(a.holds.length, 0);
+  a.undo(mine as Choice);
+  assertEquals(a.holds.map((h) => h.table), [201]);
+  a.apply(mine as Choice);
+  assertEquals(a.pools.pools[1].used, 2);
+  // A hold for any interface (a kernel rule names none); due holds end and free their table.
+  assert(a.holdFree(hold(202, "10.0.0.3", { ifname: undefined, until: 100 })));
+  assertEquals(a.heldFor(eth("eth7", "10.0.0.3"))?.table, 202);
+  assertEquals(a.nextHoldEnd(), 100);
+  assertEquals(a.endDueHolds(99), []);
+  assertEquals(a.endDueHolds(100).map((h) => h.table), [202]);
+  assertEquals(a.pools.pools[1].free, 1);
+});
+
+Deno.test("endedHeld() holds an ended lease's table for its identity; endHold() frees it", () => {
+  const lease = (table: number): Lease => ({
+    family: 2,
+    ifname: "eth0",
+    address: "10.0.0.1",
+    table,
+    expiresAt: 5000,
+    tag: undefined,
+    owner: "t",
+    state: "bound",
+  });
+  const a = Allocation.build(POOLS, [reservation(202, "eth0")], [[2, 100], [2, 202], [2, 202], [
+    2,
+    900,
+  ]]);
+  assert(a.endedHeld(lease(100), hold(100, "10.0.0.1")));
+  assertEquals(a.pools.pools[0].used, 1, "still taken");
+  assertEquals((a.propose(eth("eth1", "10.0.0.2"), "wan") as Choice).table, 101);
+  // A reserved table: held, so another address of the reserved interface does not get it.
+  assert(a.endedHeld(lease(202), hold(202, "10.0.0.1")));
+  assertEquals(a.isReservedBound(2, 202), false);
+  assertEquals((a.propose(eth("eth0", "10.0.0.7"), undefined) as Choice).kind, "pool");
+  // Outside every pool: nothing to hold, nothing changed; the caller ends the lease.
+  assertEquals(a.endedHeld(lease(900), hold(900, "10.0.0.1")), false);
+  assertEquals(a.outside, 1);
+  assertEquals(a.ended(lease(900)), false);
+  assertEquals(a.outside, 0);
+  assertEquals(a.endHold(2, 100)?.table, 100);
+  assertEquals(a.pools.pools[0].used, 0);
+  assertEquals(a.endHold(2, 100), undefined);
+});

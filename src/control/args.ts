@@ -52,6 +52,9 @@ Commands:
                            it); without --family in every enabled family
   unreserve TABLE [--family F]
                            removes the reservations of TABLE
+  metrics                  the server's metrics, Prometheus text format
+  reload                   re-reads the config file (as SIGHUP does); a bad
+                           file is refused and the running config kept
 
 Options:
   -d, --socket SOCKET      abstract socket name of the server (default ${DEFAULT_SOCKET})
@@ -76,6 +79,8 @@ export const COMMANDS = [
   "release",
   "reserve",
   "unreserve",
+  "metrics",
+  "reload",
 ] as const;
 /** One of {@link COMMANDS}. */
 export type CommandName = typeof COMMANDS[number];
@@ -88,7 +93,9 @@ export type CtlCommand =
   | { name: "show"; op: "show"; args: ControlArgs["show"] }
   | { name: "release"; op: "release"; args: ControlArgs["release"] }
   | { name: "reserve"; op: "reserve"; args: ControlArgs["reserve"] }
-  | { name: "unreserve"; op: "unreserve"; args: ControlArgs["unreserve"] };
+  | { name: "unreserve"; op: "unreserve"; args: ControlArgs["unreserve"] }
+  | { name: "metrics"; op: "metrics"; args: ControlArgs["metrics"] }
+  | { name: "reload"; op: "reload"; args: ControlArgs["reload"] };
 
 /** Options that apply to every command. */
 export interface CtlOptions {
@@ -178,6 +185,8 @@ const COMMAND_OPTIONS: Record<CommandName, readonly string[]> = {
   release: ["family", "ifname", "address"],
   reserve: ["ifname", "address", "family"],
   unreserve: ["family"],
+  metrics: [],
+  reload: [],
 };
 
 const PARSE_OPTIONS = {
@@ -292,6 +301,12 @@ function parseCommand(command: CommandName, operands: string[], v: Values): CtlC
       noOperands(command, operands);
       return { name: command, op: command, args: {} };
     case "pools":
+      noOperands(command, operands);
+      return { name: command, op: command, args: {} };
+    case "metrics":
+      noOperands(command, operands);
+      return { name: command, op: command, args: {} };
+    case "reload":
       noOperands(command, operands);
       return { name: command, op: command, args: {} };
     case "leases": {

@@ -21,6 +21,13 @@ Deno.test("parseCtlArgs() defaults to socket tas_socket, human output and a 2000
   });
 });
 
+Deno.test("parseCtlArgs() reads metrics and reload, which take nothing", () => {
+  assertEquals(run("metrics").command, { name: "metrics", op: "metrics", args: {} });
+  assertEquals(run("--json", "reload").command, { name: "reload", op: "reload", args: {} });
+  refuse(["metrics", "now"], /metrics takes no operand, got "now"/);
+  refuse(["reload", "--family", "inet"], /reload does not take --family/);
+});
+
 Deno.test("parseCtlArgs() takes the global options before or after the command", () => {
   const expected = { socket: "other", json: true, timeoutMs: 150 };
   assertEquals(run("-d", "other", "--json", "--timeout", "150", "pools").options, expected);
@@ -143,7 +150,7 @@ const BAD: Array<[string, string[], RegExp]> = [
   [
     "no command",
     [],
-    /missing COMMAND \(one of status, pools, leases, show, release, reserve, unreserve\)/,
+    /missing COMMAND \(one of status, pools, leases, show, release, reserve, unreserve, metrics, reload\)/,
   ],
   ["an unknown command", ["frobnicate"], /unknown command "frobnicate"/],
   ["an unknown option", ["status", "--bogus"], /Unknown option '--bogus'/],

@@ -26,6 +26,7 @@ import {
   type ControlResults,
   decodeControlReply,
   encodeControlRequest,
+  type HoldView,
   type LeaseView,
   type PoolView,
   type StatusView,
@@ -74,6 +75,10 @@ export interface ControlArgs {
   reserve: { table: number; ifname: string; address?: string; family?: AddrFamily };
   /** The table, in every family without `family`. */
   unreserve: { table: number; family?: AddrFamily };
+  /** Nothing. */
+  metrics: Record<string, never>;
+  /** Nothing: the server re-reads its own config file. */
+  reload: Record<string, never>;
 }
 
 /** The server refused the operation: its error reply's code and message. */
@@ -308,6 +313,9 @@ const leaseView = fields<LeaseView>({
   owner: string,
 });
 
+/** A count that an older server leaves out (0 then). */
+const count: Check<number> = (value, path) => value === undefined ? 0 : integer(value, path);
+
 const poolView = fields<PoolView>({
   name: string,
   family,
@@ -317,8 +325,26 @@ const poolView = fields<PoolView>({
   size: integer,
   bound: integer,
   reserved: integer,
+  held: count,
   free: integer,
 });
+
+const holdView = fields<HoldView>({
+  family,
+  table: integer,
+  ifname: nullable(string),
+  address: string,
+  until: number,
+  reason: (value, path) => {
+    expect(value === "admin_release" || value === "readiness", path, "a hold reason", value);
+    return value as HoldView["reason"];
+  },
+});
+
+/** An array that an older server may leave out. */
+function optionalArray<T>(check: Check<T>): Check<T[]> {
+  return (value, path) => value === undefined ? [] : array(check)(value, path);
+}
 
 const RESULT_CHECKS: { [K in ControlOp]: Check<ControlResults[K]> } = {
   status: fields<StatusView>({
@@ -333,14 +359,25 @@ const RESULT_CHECKS: { [K in ControlOp]: Check<ControlResults[K]> } = {
       bound: integer,
       reserved: integer,
       outside_pools: integer,
+      held: count,
     }),
   }),
   pools: fields<ControlResults["pools"]>({ pools: array(poolView) }),
   list: fields<ControlResults["list"]>({ leases: array(leaseView), next: nullable(string) }),
   show: fields<ControlResults["show"]>({ leases: array(leaseView) }),
-  release: fields<ControlResults["release"]>({ released: array(leaseView) }),
+  release: fields<ControlResults["release"]>({
+    released: array(leaseView),
+    held: optionalArray(holdView),
+  }),
   reserve: fields<ControlResults["reserve"]>({ reserved: array(leaseView) }),
   unreserve: fields<ControlResults["unreserve"]>({ removed: array(leaseView) }),
+  metrics: fields<ControlResults["metrics"]>({ text: string }),
+  reload: fields<ControlResults["reload"]>({
+    config: string,
+    pools: integer,
+    reservations: integer,
+    outputs: integer,
+  }),
 };
 
 /**

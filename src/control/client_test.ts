@@ -202,6 +202,33 @@ Deno.test("validateResult() names the first key at fault and keeps unknown keys"
     validateResult("list", { leases: [], next: null }),
     { leases: [], next: null },
   );
+  // An older server sends no held tables with a release.
+  assertEquals(validateResult("release", { released: [] }), { released: [], held: [] });
+  const hold = {
+    family: 2,
+    table: 10000,
+    ifname: null,
+    address: "192.0.2.10",
+    until: 5,
+    reason: "readiness",
+  };
+  assertEquals(validateResult("release", { released: [], held: [hold] }).held, [hold]);
+  assertMatch(
+    assertThrowsType(
+      () => validateResult("release", { released: [], held: [{ ...hold, reason: "x" }] }),
+      BadReplyError,
+    ).message,
+    /"result\.held\[0\]\.reason" must be a hold reason, got "x"/,
+  );
+  assertEquals(validateResult("metrics", { text: "x 1\n" }), { text: "x 1\n" });
+  assertMatch(
+    assertThrowsType(() => validateResult("metrics", { text: 1 }), BadReplyError).message,
+    /"result\.text" must be a string/,
+  );
+  assertEquals(
+    validateResult("reload", { config: "c", pools: 1, reservations: 0, outputs: 1 }).pools,
+    1,
+  );
 });
 
 Deno.test("ControlClient refuses a socket name that cannot be addressed and a timeout <= 0", () => {

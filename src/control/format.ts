@@ -73,7 +73,7 @@ export function formatSelectors(pool: Pick<PoolView, "tags" | "ifnames">): strin
 export function formatPools(pools: readonly PoolView[]): string {
   if (pools.length === 0) return "no pools\n";
   return formatColumns([
-    ["POOL", "FAMILY", "RANGES", "SELECTORS", "SIZE", "BOUND", "RESERVED", "FREE"],
+    ["POOL", "FAMILY", "RANGES", "SELECTORS", "SIZE", "BOUND", "RESERVED", "HELD", "FREE"],
     ...pools.map((p) => [
       p.name,
       familyName(p.family),
@@ -82,6 +82,7 @@ export function formatPools(pools: readonly PoolView[]): string {
       String(p.size),
       String(p.bound),
       String(p.reserved),
+      String(p.held),
       String(p.free),
     ]),
   ]);
@@ -90,7 +91,7 @@ export function formatPools(pools: readonly PoolView[]): string {
 /** Server facts as `key  value` lines, then the pools. */
 export function formatStatus(status: StatusView): string {
   const socket = status.socket.startsWith("@") ? status.socket : `@${status.socket}`;
-  const { bound, reserved, outside_pools } = status.leases;
+  const { bound, reserved, outside_pools, held } = status.leases;
   return formatColumns([
     ["version", status.version],
     ["pid", String(status.pid)],
@@ -98,7 +99,10 @@ export function formatStatus(status: StatusView): string {
     ["socket", socket],
     ["store", status.store],
     ["families", status.families.map(familyName).join(", ") || "none"],
-    ["leases", `${bound} bound, ${reserved} reserved, ${outside_pools} outside the pools`],
+    [
+      "leases",
+      `${bound} bound, ${reserved} reserved, ${held} held, ${outside_pools} outside the pools`,
+    ],
   ]) + "\n" + formatPools(status.pools);
 }
 
@@ -149,10 +153,27 @@ function identity(lease: LeaseView): string {
   return `${familyName(lease.family)} ${lease.ifname} ${address}`;
 }
 
-/** What a `release` did, one line per released lease. */
+/**
+ * What a `release` did: one line per released lease, then one per table
+ * held back until its holder confirms.
+ */
 export function formatReleased(result: ControlResults["release"]): string {
   if (result.released.length === 0) return "nothing released: no bound lease matches\n";
-  return result.released.map((l) => `released table ${l.table} of ${identity(l)}\n`).join("");
+  return result.released.map((l) => `released table ${l.table} of ${identity(l)}\n`).join("") +
+    result.held.map((h) =>
+      `table ${h.table} of ${familyName(h.family)} stays held for ${
+        h.ifname ?? "*"
+      } ${h.address} ` +
+      `until it confirms, at the latest ${formatTime(h.until)}\n`
+    ).join("");
+}
+
+/** What a `reload` did. */
+export function formatReloaded(result: ControlResults["reload"]): string {
+  const n = (count: number, word: string) => `${count} ${word}${count === 1 ? "" : "s"}`;
+  return `reloaded ${result.config}: ${n(result.pools, "pool")}, ${
+    n(result.reservations, "reservation")
+  }, ${n(result.outputs, "output")}\n`;
 }
 
 /** What a `reserve` did, one line per reservation. */
@@ -196,6 +217,10 @@ export function formatResult<K extends keyof ControlResults>(
       return formatReserved(result as ControlResults["reserve"]);
     case "unreserve":
       return formatUnreserved(result as ControlResults["unreserve"]);
+    case "metrics":
+      return (result as ControlResults["metrics"]).text;
+    case "reload":
+      return formatReloaded(result as ControlResults["reload"]);
     default:
       return `${JSON.stringify(result)}\n`;
   }

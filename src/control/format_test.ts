@@ -41,6 +41,7 @@ const pool = (over: Partial<PoolView> = {}): PoolView => ({
   size: 40,
   bound: 3,
   reserved: 1,
+  held: 0,
   free: 36,
   ...over,
 });
@@ -100,14 +101,15 @@ Deno.test("formatPools() prints one aligned row per pool under a header", () => 
         size: 8,
         bound: 0,
         reserved: 0,
-        free: 8,
+        held: 2,
+        free: 6,
         ranges: [{ first: 200, last: 207 }],
       }),
     ]),
     [
-      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  FREE",
-      "inet  inet    10000-10039  any        40    3      1         36",
-      "wan6  inet6   200-207      tag=wan    8     0      0         8",
+      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  HELD  FREE",
+      "inet  inet    10000-10039  any        40    3      1         0     36",
+      "wan6  inet6   200-207      tag=wan    8     0      0         2     6",
       "",
     ].join("\n"),
   );
@@ -123,7 +125,7 @@ Deno.test("formatStatus() lists the server's facts, then its pools", () => {
     store: "var/leases.db",
     families: [2, 10],
     pools: [pool()],
-    leases: { bound: 3, reserved: 1, outside_pools: 0 },
+    leases: { bound: 3, reserved: 1, outside_pools: 0, held: 0 },
   };
   assertEquals(
     formatStatus(status),
@@ -134,10 +136,10 @@ Deno.test("formatStatus() lists the server's facts, then its pools", () => {
       "socket    @tas_socket",
       "store     var/leases.db",
       "families  inet, inet6",
-      "leases    3 bound, 1 reserved, 0 outside the pools",
+      "leases    3 bound, 1 reserved, 0 held, 0 outside the pools",
       "",
-      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  FREE",
-      "inet  inet    10000-10039  any        40    3      1         36",
+      "POOL  FAMILY  RANGES       SELECTORS  SIZE  BOUND  RESERVED  HELD  FREE",
+      "inet  inet    10000-10039  any        40    3      1         0     36",
       "",
     ].join("\n"),
   );
@@ -187,10 +189,28 @@ Deno.test("formatList() says how to get the next page when there is one", () => 
 
 Deno.test("release, reserve and unreserve results read as sentences", () => {
   assertEquals(
-    formatReleased({ released: [lease()] }),
+    formatReleased({ released: [lease()], held: [] }),
     "released table 10000 of inet eth1 192.0.2.10\n",
   );
-  assertEquals(formatReleased({ released: [] }), "nothing released: no bound lease matches\n");
+  assertEquals(
+    formatReleased({
+      released: [lease()],
+      held: [{
+        family: 2,
+        table: 10000,
+        ifname: "eth1",
+        address: "192.0.2.10",
+        until: Date.parse("2026-11-21T20:08:46Z"),
+        reason: "admin_release",
+      }],
+    }),
+    "released table 10000 of inet eth1 192.0.2.10\n" +
+      "table 10000 of inet stays held for eth1 192.0.2.10 until it confirms, at the latest 2026-11-21T20:08:46Z\n",
+  );
+  assertEquals(
+    formatReleased({ released: [], held: [] }),
+    "nothing released: no bound lease matches\n",
+  );
   assertEquals(
     formatReserved({
       reserved: [
@@ -214,10 +234,15 @@ Deno.test("formatResult() picks the output of each operation", () => {
   assertEquals(formatResult("show", { leases: [] }, NOW), "no lease matches\n");
   assertEquals(formatResult("show", { leases: [lease()] }, NOW), formatLeases([lease()], NOW));
   assertEquals(
-    formatResult("release", { released: [] }, NOW),
+    formatResult("release", { released: [], held: [] }, NOW),
     "nothing released: no bound lease matches\n",
   );
   assertEquals(formatResult("reserve", { reserved: [] }, NOW), "nothing reserved\n");
+  assertEquals(formatResult("metrics", { text: "# HELP x y\n" }, NOW), "# HELP x y\n");
+  assertEquals(
+    formatResult("reload", { config: "/etc/s.json", pools: 1, reservations: 0, outputs: 2 }, NOW),
+    "reloaded /etc/s.json: 1 pool, 0 reservations, 2 outputs\n",
+  );
   assertEquals(
     formatResult("unreserve", { removed: [] }, NOW),
     "no reservation removed: none matches\n",

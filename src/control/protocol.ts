@@ -65,7 +65,9 @@ export type ControlRequest =
     /** A family, or undefined for every enabled family. */
     family: AddrFamily | undefined;
   }
-  | { op: "unreserve"; table: number; family: AddrFamily | undefined };
+  | { op: "unreserve"; table: number; family: AddrFamily | undefined }
+  | { op: "metrics" }
+  | { op: "reload" };
 
 /** The operations, for usage texts and validation. */
 export const CONTROL_OPS = [
@@ -76,6 +78,8 @@ export const CONTROL_OPS = [
   "release",
   "reserve",
   "unreserve",
+  "metrics",
+  "reload",
 ] as const;
 
 /** A lease as control replies show it (snake case, like the rest of the wire). */
@@ -116,7 +120,9 @@ export interface PoolView {
   bound: number;
   /** Tables held by reservations and not bound. */
   reserved: number;
-  /** Tables neither bound nor reserved. */
+  /** Tables held back for an identity (after an admin release, or at start). */
+  held: number;
+  /** Tables the next request may get. */
   free: number;
 }
 
@@ -136,8 +142,43 @@ export interface StatusView {
   families: AddrFamily[];
   /** Every pool. */
   pools: PoolView[];
-  /** Bound leases, reservations, and bound leases outside every pool (after a config change). */
-  leases: { bound: number; reserved: number; outside_pools: number };
+  /**
+   * Bound leases, reservations, bound leases outside every pool (after a
+   * config change), and tables held back for an identity.
+   */
+  leases: { bound: number; reserved: number; outside_pools: number; held: number };
+}
+
+/**
+ * A table held back for an identity: after an admin release until the
+ * holder confirms (or its lease's old expiry), or at start while the
+ * kernel's rules still route an address through it.
+ */
+export interface HoldView {
+  /** The family of the table. */
+  family: AddrFamily;
+  /** The held table. */
+  table: number;
+  /** The interface, or null when any interface with the address counts. */
+  ifname: string | null;
+  /** The address it is held for. */
+  address: string;
+  /** Wall-clock end of the hold, in ms since the epoch. */
+  until: number;
+  /** After an admin release, or at start for a table the kernel's rules still use. */
+  reason: "admin_release" | "readiness";
+}
+
+/** The `reload` result: what the server runs with now. */
+export interface ReloadView {
+  /** The config file that was read. */
+  config: string;
+  /** Pools configured now. */
+  pools: number;
+  /** Reservations in the config now. */
+  reservations: number;
+  /** Outputs running now. */
+  outputs: number;
 }
 
 /** Results by operation. */
@@ -150,12 +191,19 @@ export interface ControlResults {
   list: { leases: LeaseView[]; next: string | null };
   /** The leases the selector names. */
   show: { leases: LeaseView[] };
-  /** The leases that were released (as history rows). */
-  release: { released: LeaseView[] };
+  /**
+   * The leases that were released (as history rows), and their tables,
+   * held for their holders until they confirm.
+   */
+  release: { released: LeaseView[]; held: HoldView[] };
   /** The reservations written (one per family). */
   reserve: { reserved: LeaseView[] };
   /** The reservations removed. */
   unreserve: { removed: LeaseView[] };
+  /** The metrics as Prometheus text exposition. */
+  metrics: { text: string };
+  /** What the server runs with after a reload. */
+  reload: ReloadView;
 }
 
 const encoder = new TextEncoder();
@@ -224,6 +272,8 @@ export function decodeControlRequest(obj: Record<string, unknown>): ControlReque
   switch (op) {
     case "status":
     case "pools":
+    case "metrics":
+    case "reload":
       return { op };
     case "list": {
       const state = optionalString(obj, "state");

@@ -16,6 +16,8 @@ const decode = (text: string) => {
 Deno.test("decodeControlRequest() reads every operation", () => {
   assertEquals(decode('{"op":"status"}'), { op: "status" });
   assertEquals(decode('{"op":"pools"}'), { op: "pools" });
+  assertEquals(decode('{"op":"metrics"}'), { op: "metrics" });
+  assertEquals(decode('{"op":"reload"}'), { op: "reload" });
   assertEquals(decode('{"op":"list"}'), {
     op: "list",
     after: undefined,
@@ -76,7 +78,7 @@ Deno.test("decodeControlRequest() names what is wrong", () => {
   fail(
     '{"op":"explode"}',
     "unknown_cmd",
-    /"op" must be one of status, pools, list, show, release, reserve, unreserve, got "explode"/,
+    /"op" must be one of status, pools, list, show, release, reserve, unreserve, metrics, reload, got "explode"/,
   );
   fail(
     '{"op":"list","limit":1000}',

@@ -3,6 +3,10 @@
  * when a path is given, or syslog(3) with facility daemon. One event per
  * line: a message followed by `key=value` fields, so lines grep well.
  *
+ * On stderr under journald (`JOURNAL_STREAM` names our stderr), a line
+ * starts with its `<N>` syslog priority instead of a timestamp and a level
+ * word: journald stamps and ranks each line itself (sd-daemon(3)).
+ *
  * (LogTape would work from npm, but the three sinks we need are a few lines
  * each and keep the compiled binaries free of dependencies.)
  *
@@ -36,6 +40,30 @@ export interface LoggerOptions {
   syslog?: boolean | undefined;
   /** Lines below this level are dropped (default `info`). */
   level?: Level | undefined;
+  /**
+   * stderr is a journald stream: prefix lines with `<N>`, no timestamp
+   * (default: {@link journalStreamIsStderr}).
+   */
+  journal?: boolean | undefined;
+}
+
+/**
+ * Whether `JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd for a service
+ * whose stderr goes to the journal) names this process's stderr. A child
+ * that inherited the variable but has its stderr elsewhere gets false.
+ */
+export function journalStreamIsStderr(
+  stream = Deno.env.get("JOURNAL_STREAM"),
+  stderrPath = "/proc/self/fd/2",
+): boolean {
+  const match = stream?.match(/^(\d+):(\d+)$/);
+  if (!match) return false;
+  try {
+    const { dev, ino } = Deno.statSync(stderrPath);
+    return String(dev) === match[1] && String(ino) === match[2];
+  } catch {
+    return false;
+  }
 }
 
 /** Formats fields as ` key=value`, quoting values with spaces or quotes. */
@@ -54,25 +82,43 @@ const encoder = new TextEncoder();
 
 /** A logger writing to one sink. */
 export class Logger {
-  #level: number;
+  #level = LEVELS.info;
   #file: Deno.FsFile | undefined;
-  #syslog: boolean;
+  #syslog = false;
+  #journal = false;
 
   /** Opens the sink; throws when the log file cannot be opened for appending. */
   constructor(options: LoggerOptions) {
-    this.#level = LEVELS[options.level ?? "info"];
-    this.#syslog = options.syslog === true;
-    if (this.#syslog) {
-      openlog(options.program);
-    } else if (options.logPath) {
+    this.reconfigure(options);
+  }
+
+  /**
+   * Switches to another sink and level (a reload). The new sink is opened
+   * first: when it cannot be, this throws and the old one stays in use.
+   */
+  reconfigure(options: LoggerOptions): void {
+    let file: Deno.FsFile | undefined;
+    const syslog = options.syslog === true;
+    if (!syslog && options.logPath) {
       try {
-        this.#file = Deno.openSync(options.logPath, { append: true, create: true });
+        file = Deno.openSync(options.logPath, { append: true, create: true });
       } catch (error) {
         throw new Error(`Cannot open log file "${options.logPath}": ${errorMessage(error)}`, {
           cause: error,
         });
       }
     }
+    this.close();
+    if (syslog) openlog(options.program);
+    this.#syslog = syslog;
+    this.#file = file;
+    this.#journal = !syslog && !file && (options.journal ?? journalStreamIsStderr());
+    this.#level = LEVELS[options.level ?? "info"];
+  }
+
+  /** Whether lines at `level` are written (to skip building costly fields). */
+  enabled(level: Level): boolean {
+    return LEVELS[level] <= this.#level;
   }
 
   /** Logs at level error. */
@@ -100,7 +146,11 @@ export class Logger {
       syslog(SYSLOG_SEVERITY[level], body);
       return;
     }
-    const line = encoder.encode(`${new Date().toISOString()} ${level.toUpperCase()} ${body}\n`);
+    const line = encoder.encode(
+      this.#journal
+        ? `<${SYSLOG_SEVERITY[level]}>${body}\n`
+        : `${new Date().toISOString()} ${level.toUpperCase()} ${body}\n`,
+    );
     try {
       if (this.#file) this.#file.writeSync(line);
       else Deno.stderr.writeSync(line);

@@ -64,7 +64,8 @@ export type ErrorCode =
   | "no_pool"
   | "not_found"
   | "conflict"
-  | "release_unacknowledged";
+  | "release_unacknowledged"
+  | "bad_config";
 
 /** A lease identity: the key of a lease. */
 export interface Identity {

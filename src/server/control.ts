@@ -24,15 +24,18 @@ import {
 import {
   type ControlRequest,
   encodeControlReply,
+  type HoldView,
   type LeaseSelector,
   leaseView,
   type PoolView,
+  type ReloadView,
   type StatusView,
 } from "../control/protocol.ts";
-import type { Allocation } from "../allocator/allocation.ts";
-import type { LeaseObserver } from "./events.ts";
-import { familiesOf, heldByOwner, leaseFields } from "./reservations.ts";
+import type { Allocation, Hold } from "../allocator/allocation.ts";
+import { leaseFields, type LeaseObserver } from "./events.ts";
+import { familiesOf, heldByOwner } from "./reservations.ts";
 import { VERSION } from "../version.ts";
+import { poolViews } from "./views.ts";
 import { errorMessage } from "../util/errors.ts";
 
 /** The owner written on reservations made with control commands. */
@@ -51,6 +54,12 @@ export interface ControlContext {
   /** How the store is described in `status` (path or "postgres"). */
   storeDescription: string;
   now: () => number;
+  /** The metrics as Prometheus text. */
+  metrics?: () => string;
+  /** Re-reads the config file; a refusal rejects with a {@link ProtocolError} (`bad_config`). */
+  reload?: () => Promise<ReloadView>;
+  /** Tells the holder of a lease an administrator ended (the revoke notice). */
+  revoke?: (lease: Lease) => void;
 }
 
 /** A refusal of a control request, answered as an error reply. */
@@ -88,10 +97,13 @@ export class ControlHandler {
           return encodeControlReply("show", {
             leases: (await this.#find(request.selector, false)).map(leaseView),
           });
-        case "release":
+        case "release": {
+          const { released, held } = await this.#release(request.selector, uid);
           return encodeControlReply("release", {
-            released: (await this.#release(request.selector, uid)).map(leaseView),
+            released: released.map(leaseView),
+            held: held.map(holdView),
           });
+        }
         case "reserve":
           return encodeControlReply("reserve", {
             reserved: (await this.#reserve(request, uid)).map(leaseView),
@@ -100,7 +112,14 @@ export class ControlHandler {
           return encodeControlReply("unreserve", {
             removed: (await this.#unreserve(request, uid)).map(leaseView),
           });
+        case "metrics":
+          if (!this.#c.metrics) break;
+          return encodeControlReply("metrics", { text: this.#c.metrics() });
+        case "reload":
+          if (!this.#c.reload) break;
+          return encodeControlReply("reload", await this.#c.reload());
       }
+      return encodeError("unknown_cmd", `this server does not serve "op" ${request.op}`);
     } catch (error) {
       if (error instanceof Refusal) return encodeError(error.code, error.message);
       if (error instanceof ProtocolError) return encodeError(error.code, error.message);
@@ -113,24 +132,7 @@ export class ControlHandler {
   }
 
   #pools(): PoolView[] {
-    const allocation = this.#c.allocation();
-    return allocation.pools.pools.map((pool) => {
-      const reservedFree = allocation.reservations.filter((r) =>
-        r.family === pool.family && pool.contains(r.table) &&
-        !allocation.isReservedBound(r.family, r.table)
-      ).length;
-      return {
-        name: pool.name,
-        family: pool.family,
-        ranges: pool.ranges.map((r) => ({ first: r.first, last: r.first + r.size - 1 })),
-        tags: [...pool.tags],
-        ifnames: [...pool.ifnames],
-        size: pool.size,
-        bound: pool.used - reservedFree,
-        reserved: reservedFree,
-        free: pool.free,
-      };
-    });
+    return poolViews(this.#c.allocation());
   }
 
   #status(): StatusView {
@@ -154,6 +156,7 @@ export class ControlHandler {
         bound: pools.reduce((n, p) => n + p.bound, 0) + boundReservedOutside + allocation.outside,
         reserved: reservations.length,
         outside_pools: allocation.outside,
+        held: allocation.holds.length,
       },
     };
   }
@@ -172,10 +175,20 @@ export class ControlHandler {
     return boundOnly ? leases.filter((l) => l.state === "bound") : leases;
   }
 
-  async #release(selector: LeaseSelector, uid: number): Promise<Lease[]> {
+  /**
+   * Ends bound leases now. Each table stays held for its identity until the
+   * holder confirms with its own release or the lease's old expiry passes,
+   * and the holder is told (a revoke notice): its rules may still route
+   * through the table, so nobody else may get it meanwhile.
+   */
+  async #release(
+    selector: LeaseSelector,
+    uid: number,
+  ): Promise<{ released: Lease[]; held: Hold[] }> {
     const found = await this.#find(selector, true);
     if (found.length === 0) throw new Refusal("not_found", `no bound lease ${describe(selector)}`);
     const released: Lease[] = [];
+    const held: Hold[] = [];
     for (const lease of found) {
       const endedAt = this.#c.now();
       const before = await commitChange(
@@ -184,7 +197,16 @@ export class ControlHandler {
         (leases) => leases.map((l) => l.state === "bound" ? releasedAt(l, endedAt) : l),
       );
       for (const l of before.filter((b) => b.state === "bound")) {
-        this.#c.allocation().ended(l);
+        const hold: Hold = {
+          family: l.family,
+          table: l.table,
+          address: l.address,
+          ifname: l.ifname,
+          until: l.expiresAt,
+          reason: "admin_release",
+        };
+        const holding = l.expiresAt > endedAt && this.#c.allocation().endedHeld(l, hold);
+        if (!holding) this.#c.allocation().ended(l);
         const history = releasedAt(l, endedAt);
         this.#c.observer.onLease({
           kind: "released",
@@ -192,9 +214,13 @@ export class ControlHandler {
           origin: { kind: "control", uid },
         });
         released.push(history);
+        if (holding) {
+          held.push(hold);
+          this.#c.revoke?.(l);
+        }
       }
     }
-    return released;
+    return { released, held };
   }
 
   async #reserve(
@@ -299,4 +325,16 @@ function describe(selector: LeaseSelector): string {
   return "table" in selector
     ? `on table ${selector.table} of family ${familyName(selector.family)}`
     : `for ${selector.ifname} ${selector.address} of family ${familyName(selector.family)}`;
+}
+
+/** A hold as control replies show it. */
+export function holdView(hold: Hold): HoldView {
+  return {
+    family: hold.family,
+    table: hold.table,
+    ifname: hold.ifname ?? null,
+    address: hold.address,
+    until: hold.until,
+    reason: hold.reason,
+  };
 }

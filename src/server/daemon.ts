@@ -7,14 +7,19 @@
  * commit) and sending are separate steps; what happened is told to the
  * observers (`events.ts`), the log among them.
  *
+ * Between passes the loop keeps time: held tables whose deadline passed
+ * go back to their pools, a reload asked for by SIGHUP runs, and systemd
+ * hears the watchdog ping and the status line.
+ *
  * @module
  */
 
 import { clockSeconds } from "../../ffi/libc.ts";
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import type { AddrFamily } from "../net/family.ts";
+import { familyName } from "../net/family.ts";
 import {
+  Command,
   decodeRequestObject,
   encodeError,
   encodeReply,
@@ -24,8 +29,8 @@ import {
   type Request,
 } from "../protocol/v1.ts";
 import { ControlCommand, decodeControlRequest } from "../control/protocol.ts";
-import { Allocation } from "../allocator/allocation.ts";
-import { ControlHandler } from "./control.ts";
+import type { Allocation, Hold } from "../allocator/allocation.ts";
+import { type ControlContext, ControlHandler } from "./control.ts";
 import { syncConfigReservations } from "./reservations.ts";
 import {
   admit,
@@ -37,45 +42,26 @@ import {
   storeFailure,
 } from "./decide.ts";
 import { type ClientOrigin, fanOut, type LeaseObserver, LogObserver } from "./events.ts";
+import { sendRevokeNotice } from "./notice.ts";
+import { holdAtStart } from "./readiness.ts";
+import { dumpRoutedTables } from "./kernel_rules.ts";
+import { runReload } from "./reload.ts";
+import { logHoldEnded, Upkeep } from "./upkeep.ts";
+import { rebuildAllocation } from "./rebuild.ts";
+import { metricsSnapshot } from "./views.ts";
+import type { MetricsSnapshot } from "../metrics/server_metrics.ts";
+import type { ReloadView } from "../control/protocol.ts";
 import {
   type AbstractDatagramSocket,
   type Datagram,
   describeAddress,
 } from "../unix/abstract_socket.ts";
-import {
-  clientIdOf,
-  type Lease,
-  type LeaseStore,
-  type LeaseToken,
-  listAll,
-} from "../store/lease_store.ts";
+import { clientIdOf, type Lease, type LeaseStore, type LeaseToken } from "../store/lease_store.ts";
 import { errorMessage } from "../util/errors.ts";
 import { BatchReceiver, type Carried } from "./receiver.ts";
+import { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
 
-/** With a store shared with other servers, rebuild the allocation this often. */
-export const RESYNC_INTERVAL_MS = 5000;
-
-/** What the daemon needs; the caller owns (and closes) each part. */
-export interface DaemonOptions {
-  config: ServerConfig;
-  store: LeaseStore;
-  socket: AbstractDatagramSocket;
-  logger: Logger;
-  /** Outputs that follow the leases, told after the log (which is always first). */
-  observers?: LeaseObserver[];
-  /** Wall clock in ms. */
-  now?: () => number;
-  /** Seconds on the clock the C client reads (CLOCK_MONOTONIC_RAW). */
-  monotonicSeconds?: () => number;
-  /**
-   * Other servers write to the same store (PostgreSQL): the allocation is
-   * only a hint, rebuilt every {@link RESYNC_INTERVAL_MS} and when a pool
-   * looks full; the store's unique indexes have the last word.
-   */
-  sharedStore?: boolean;
-  /** How `status` describes the store. */
-  storeDescription?: string;
-}
+export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
 
 /** A lease request or release of this pass. */
 interface Job extends Carried {
@@ -93,31 +79,6 @@ interface Write {
 /** A reply to send at the end of the pass. */
 type Outgoing = [Uint8Array<ArrayBuffer>, Datagram];
 
-/** Counters for the status line and for tests. */
-export interface DaemonStats {
-  /** Passes (transactions) run. */
-  batches: number;
-  /** Datagrams received. */
-  requests: number;
-  /** Error replies sent. */
-  errors: number;
-}
-
-/**
- * Builds the allocation from the store: every reservation and every stored
- * lease marks its table taken; `onOutside` hears of bound leases no pool
- * or reservation holds.
- */
-async function loadAllocation(
-  config: ServerConfig,
-  store: LeaseStore,
-  onOutside?: (family: AddrFamily, table: number) => void,
-): Promise<Allocation> {
-  const reservations: Lease[] = [];
-  for await (const r of listAll(store, { state: "reserved" })) reservations.push(r);
-  return Allocation.build(config.pools, reservations, await store.usedTables(), onOutside);
-}
-
 /** The allocation daemon. */
 export class Daemon {
   #config: ServerConfig;
@@ -132,35 +93,62 @@ export class Daemon {
   #resyncAt = Infinity;
   #resyncDue = false;
   #control: ControlHandler;
+  #controlContext: ControlContext;
   #receiver: BatchReceiver;
   #stopping = false;
   #unsubscribe: () => void = () => {};
   #counts = { batches: 0, errors: 0 };
+  #options: DaemonOptions;
+  #startedAt: number;
+  /** A reload asked for by a signal, run by the loop. */
+  #reloadDue = false;
+  /** The reload running (or done), so that reloads run one after the other. */
+  #reloading: Promise<unknown> = Promise.resolve();
+  #upkeep: Upkeep;
 
   private constructor(options: DaemonOptions) {
+    this.#options = options;
     this.#config = options.config;
     this.#store = options.store;
     this.#socket = options.socket;
     this.#log = options.logger;
     this.#receiver = new BatchReceiver(options.socket, options.logger);
-    this.#observer = fanOut([new LogObserver(options.logger), ...(options.observers ?? [])]);
+    this.#observer = fanOut([
+      new LogObserver(options.logger, { leases: options.logLeaseEvents ?? true }),
+      ...(options.observers ?? []),
+    ]);
     this.#now = options.now ?? Date.now;
+    this.#startedAt = this.#now();
     this.#monotonic = options.monotonicSeconds ?? (() => clockSeconds());
-    this.#policy = {
-      leaseMs: options.config.tableTimeout * 1000,
-      families: enabledFamilies(options.config.addrFamilies),
-      sharedStore: options.sharedStore ?? false,
-    };
-    this.#control = new ControlHandler({
+    this.#policy = this.#policyOf(options.config);
+    this.#controlContext = {
       config: options.config,
       store: options.store,
       allocation: () => this.#allocation,
       log: options.logger,
       observer: this.#observer,
-      startedAt: this.#now(),
+      startedAt: this.#startedAt,
       storeDescription: options.storeDescription ?? "sqlite",
       now: this.#now,
+      metrics: options.metrics && (() => options.metrics!.render(this.snapshot())),
+      reload: () => this.reload(),
+      revoke: (lease) => sendRevokeNotice(this.#socket, lease, this.#log),
+    };
+    this.#control = new ControlHandler(this.#controlContext);
+    this.#upkeep = new Upkeep({
+      allocation: () => this.#allocation,
+      now: this.#now,
+      log: this.#log,
+      notifier: options.notifier,
     });
+  }
+
+  #policyOf(config: ServerConfig): DecisionPolicy {
+    return {
+      leaseMs: config.tableTimeout * 1000,
+      families: enabledFamilies(config.addrFamilies),
+      sharedStore: this.#options.sharedStore ?? false,
+    };
   }
 
   /**
@@ -172,31 +160,39 @@ export class Daemon {
   static async create(options: DaemonOptions): Promise<Daemon> {
     const daemon = new Daemon(options);
     daemon.#unsubscribe = options.store.onExpire((lease) => daemon.#expired(lease));
+    // The kernel's rules are read while the store loads.
+    const routed = options.config.readinessDelay > 0
+      ? (options.routedTables ?? dumpRoutedTables)()
+      : undefined;
+    routed?.catch(() => {/* reported by holdAtStart */});
     await syncConfigReservations(options.config, options.store, options.logger);
     await daemon.#load(true);
+    if (routed) {
+      await holdAtStart({
+        allocation: daemon.#allocation,
+        store: options.store,
+        now: daemon.#now(),
+        delayMs: options.config.readinessDelay * 1000,
+        log: options.logger,
+      }, routed);
+    }
+    await options.onConfig?.(options.config);
     return daemon;
   }
 
-  /** Rebuilds the allocation from the store; `report` logs leases outside the pools. */
-  async #load(report: boolean): Promise<void> {
-    let outside = 0;
-    this.#allocation = await loadAllocation(this.#config, this.#store, (family, table) => {
-      if (report && outside++ < 10) {
-        this.#log.warn(
-          "stored lease outside the configured pools is kept until it expires or is released",
-          {
-            family,
-            table,
-            reason: this.#policy.families.includes(family) ? "table in no pool" : "family disabled",
-          },
-        );
-      }
+  /**
+   * Rebuilds the allocation from the store; `report` logs leases outside
+   * the pools. Held tables stay held, unless the store has leased them
+   * meanwhile (another server of a shared store).
+   */
+  async #load(report: boolean, config = this.#config): Promise<void> {
+    this.#allocation = await rebuildAllocation({
+      config,
+      store: this.#store,
+      log: this.#log,
+      report,
+      holds: this.#allocation?.holds ?? [],
     });
-    if (report && outside > 10) {
-      this.#log.warn("more stored leases outside the configured pools are kept", {
-        count: outside - 10,
-      });
-    }
     if (this.#policy.sharedStore) this.#resyncAt = this.#now() + RESYNC_INTERVAL_MS;
     this.#resyncDue = false;
   }
@@ -215,7 +211,12 @@ export class Daemon {
   /** Serves until {@link stop} is called; in-flight work is committed before it returns. */
   async run(): Promise<void> {
     while (!this.#stopping) {
-      const batch = await this.#receiver.next();
+      const batch = await this.#receiver.next(this.#upkeep.idleTimeout());
+      this.#upkeep.tick();
+      if (this.#reloadDue) {
+        this.#reloadDue = false;
+        await this.reload().catch(() => {/* refused: logged */});
+      }
       if (batch.length === 0) continue;
       if (this.#resyncDue || this.#now() >= this.#resyncAt) {
         await this.#load(false).catch((error) =>
@@ -236,9 +237,51 @@ export class Daemon {
     this.#socket.wake();
   }
 
+  /** Asks the loop to reload the config (SIGHUP) between two passes. */
+  requestReload(): void {
+    this.#reloadDue = true;
+    this.#socket.wake();
+  }
+
+  /** The pools and counts the metrics read. */
+  snapshot(): MetricsSnapshot {
+    return metricsSnapshot(this.#allocation, Math.floor((this.#now() - this.#startedAt) / 1000));
+  }
+
+  /**
+   * Reads the config file again and applies it: pools, reservations,
+   * families, lease time, outputs, log settings. Live leases never move. A
+   * file that cannot be applied is refused (a ProtocolError `bad_config`
+   * with the reason) and the running config kept. Reloads run one at a time.
+   */
+  reload(): Promise<ReloadView> {
+    const { readConfig } = this.#options;
+    const run = this.#reloading.then(() =>
+      runReload({
+        current: this.#config,
+        read: readConfig ??
+          (() => Promise.reject(new Error("this server was started without a config file"))),
+        reconfigureLog: this.#options.reconfigureLog,
+        rebuild: async (c) => {
+          await syncConfigReservations(c, this.#store, this.#log);
+          await this.#load(true, c);
+        },
+        adopt: async (c) => {
+          this.#config = c;
+          this.#policy = this.#policyOf(c);
+          this.#controlContext.config = c;
+          await this.#options.onConfig?.(c);
+        },
+      }, { ...this.#options, log: this.#log })
+    );
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
   /** One pass: sort the batch, look up, decide, commit, send. */
   async #pass(batch: Carried[]): Promise<void> {
     this.#counts.batches++;
+    this.#options.metrics?.pass(batch.length);
     const out: Outgoing[] = [];
     const { jobs, controls } = this.#sort(batch, out);
     const lookups = await Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId)));
@@ -329,6 +372,7 @@ export class Daemon {
         return undefined;
       }
       for (const event of decision.events) this.#observer.onLease(event);
+      this.#endHolds(decision.endHolds, job);
       out.push([this.#answer(decision.answer, job), job.datagram]);
       return undefined;
     }
@@ -342,13 +386,16 @@ export class Daemon {
    * failed one gives its table back and is retried or answered.
    */
   async #commit(writes: Write[], out: Outgoing[]): Promise<void> {
+    const started = performance.now();
     await this.#store.flush().catch(() => {/* each write's promise carries the failure */});
     const results = await Promise.allSettled(writes.map((w) => w.done));
+    this.#options.metrics?.commitSeconds((performance.now() - started) / 1000);
     results.forEach((result, i) => {
       const { job, decision } = writes[i];
       if (result.status === "fulfilled") {
         for (const lease of decision.ended) this.#free(lease);
         for (const event of decision.events) this.#observer.onLease(event);
+        this.#endHolds(decision.endHolds, job);
         out.push([this.#answer(decision.answer, job), job.datagram]);
         return;
       }
@@ -387,6 +434,19 @@ export class Daemon {
     }
   }
 
+  /** Ends the holds a decision names: a release confirms; a request needs them no more. */
+  #endHolds(holds: Hold[] | undefined, job: Job): void {
+    for (const hold of holds ?? []) {
+      if (this.#allocation.endHold(hold.family, hold.table)) {
+        logHoldEnded(
+          this.#log,
+          hold,
+          job.origin.request.cmd === Command.RELEASE ? "confirmed" : "superseded",
+        );
+      }
+    }
+  }
+
   #expired(lease: Lease): void {
     this.#free(lease);
     this.#observer.onLease({ kind: "expired", lease, origin: { kind: "expiry" } });
@@ -396,7 +456,7 @@ export class Daemon {
   #free(lease: Lease): void {
     if (!this.#allocation.ended(lease)) {
       this.#log.info("lease outside the configured pools ended", {
-        family: lease.family,
+        family: familyName(lease.family),
         table: lease.table,
       });
     }

@@ -19,7 +19,7 @@ import {
 } from "../store/lease_store.ts";
 import { SqliteLeaseStore } from "../store/sqlite_store.ts";
 import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
-import { Daemon } from "./daemon.ts";
+import { Daemon, type DaemonOptions } from "./daemon.ts";
 import { MAX_ATTEMPTS, SERVER_OWNER } from "./decide.ts";
 import type { LeaseEvent } from "./events.ts";
 
@@ -67,6 +67,8 @@ interface HarnessOptions {
   before?: (store: SqliteLeaseStore) => Promise<void>;
   /** Start serving at once (default true). */
   start?: boolean;
+  /** More daemon options (default: no kernel rules route anything at start). */
+  daemon?: Partial<DaemonOptions>;
 }
 
 async function startDaemon(options: HarnessOptions = {}): Promise<Harness> {
@@ -95,6 +97,9 @@ async function startDaemon(options: HarnessOptions = {}): Promise<Harness> {
     logger: log,
     sharedStore: options.sharedStore,
     observers: [{ onLease: (e) => events.push(e), onErrorReply: () => {} }],
+    // The test's own namespace may have rules of its own: the start sees none unless a test says so.
+    routedTables: () => Promise.resolve([]),
+    ...options.daemon,
   });
   let running: Promise<void> | undefined;
   const clients: WireClient[] = [];
@@ -173,7 +178,7 @@ Deno.test("Daemon grants, refreshes and releases over its socket, telling observ
   assertMatch(
     h.log.matching(/ granted /)[0],
     new RegExp(
-      `^INFO granted family=2 ifname=eth1 address=10\\.0\\.0\\.1 table=10000 pool=default expires=\\S+ from=@t-\\S+ pid=${Deno.pid} uid=${Deno.uid()} gid=`,
+      `^INFO granted family=inet ifname=eth1 address=10\\.0\\.0\\.1 table=10000 pool=default expires=\\S+ from=@t-\\S+ pid=${Deno.pid} uid=${Deno.uid()} gid=`,
     ),
   );
   assertEquals(h.daemon.stats.errors, 0);
@@ -289,7 +294,7 @@ Deno.test("Daemon refuses a disabled family and answers control requests only to
   ]);
   assertMatch(
     h.log.matching(/rejected/)[0],
-    /^WARN rejected error=family_disabled reason="address family 10 \(inet6\) is not enabled on this server" family=10 ifname=eth1 address=2001:db8::1 from=@t-/,
+    /^WARN rejected error=family_disabled reason="address family 10 \(inet6\) is not enabled on this server" family=inet6 ifname=eth1 address=2001:db8::1 from=@t-/,
   );
   const status = await client.call(encodeControlRequest("status", {}));
   if (Deno.uid() === 0) assertEquals([status.cmd, status.op], [17, "status"]);
@@ -311,4 +316,94 @@ Deno.test("Daemon frees an expired lease's table and tells the observers", async
   assertEquals(kinds(h.events), ["granted 10000", "expired 10000"]);
   assertEquals(h.events[1].origin, { kind: "expiry" });
   assertEquals((await client.request("10.0.0.2")).table, 10000);
+});
+
+Deno.test("Daemon holds, at start, a free table the kernel's rules route; the address gets it back", async () => {
+  await using h = await startDaemon({
+    config: { num_tables: 3, readiness_delay: 60 },
+    daemon: {
+      routedTables: () => Promise.resolve([{ family: 2, address: "10.0.0.1", table: 10000 }]),
+    },
+  });
+  const client = h.client();
+  assertEquals((await client.request("10.0.0.9")).table, 10001, "a newcomer skips the held table");
+  // The rule names no interface: the address on any interface is its holder.
+  assertEquals((await client.request("10.0.0.1", { ifname: "eth7" })).table, 10000);
+  assertEquals(h.events.map((e) => [e.kind, e.lease?.table, e.held ?? false]), [
+    ["granted", 10001, false],
+    ["granted", 10000, true],
+  ]);
+  assertMatch(h.log.matching(/held for the address/)[0], /address=10\.0\.0\.1 table=10000 until=/);
+  assertEquals(h.daemon.allocation.holds.length, 0);
+});
+
+Deno.test("Daemon ends a hold at its deadline while no datagram comes", async () => {
+  // Held before the loop starts, as the start's holds are (a pass computes the next wait itself).
+  await using h = await startDaemon({ config: { num_tables: 1 }, start: false });
+  assert(h.daemon.allocation.holdFree({
+    family: 2,
+    table: 10000,
+    address: "10.0.0.1",
+    ifname: "eth1",
+    until: Date.now() + 300,
+    reason: "admin_release",
+  }));
+  h.run();
+  // The loop sleeps in poll(2) with nothing to read; the hold's deadline wakes it.
+  const deadline = Date.now() + 5000;
+  while (h.log.matching(/hold ended/).length === 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assertMatch(
+    h.log.matching(/hold ended/)[0],
+    /^INFO hold ended family=inet ifname=eth1 address=10\.0\.0\.1 table=10000 reason=expired held_for=admin_release$/,
+  );
+  assertEquals((await h.client().request("10.0.0.2")).table, 10000);
+});
+
+Deno.test("Daemon.reload() applies new pools and keeps live leases; a bad config changes nothing", async () => {
+  const configs: Array<Record<string, unknown> | Error> = [];
+  const base = {
+    socket_path: "set below",
+    table_timeout: 3600,
+    db_path: ":memory:",
+    addr_families: { inet: true },
+  };
+  let socketName = "";
+  await using h = await startDaemon({
+    config: { num_tables: 2 },
+    daemon: {
+      configPath: "/etc/x.json",
+      readConfig: () => {
+        const next = configs.shift()!;
+        if (next instanceof Error) return Promise.reject(next);
+        return Promise.resolve(validateConfig({ ...base, socket_path: socketName, ...next }));
+      },
+    },
+  });
+  socketName = h.socketName;
+  const client = h.client();
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+  configs.push({ table_offset: 20000, num_tables: 5 });
+  assertEquals(await h.daemon.reload(), {
+    config: "/etc/x.json",
+    pools: 1,
+    reservations: 0,
+    outputs: 1,
+  });
+  assertEquals((await client.request("10.0.0.2")).table, 20000, "the new pool serves");
+  assertEquals((await client.request("10.0.0.1")).table, 10000, "the live lease stays");
+  assertEquals(h.daemon.allocation.outside, 1);
+  configs.push(new Error("Cannot load config: no"), {
+    table_offset: 30000,
+    num_tables: 1,
+    socket_path: "x",
+  });
+  for (const reason of [/^Cannot load config: no$/, /^"socket_path" changed/]) {
+    const error = await h.daemon.reload().then(() => undefined, (e) => e);
+    assertEquals(error?.code, "bad_config");
+    assertMatch(error.message, reason);
+  }
+  assertEquals((await client.request("10.0.0.3")).table, 20001, "the running config stays");
+  assertEquals(h.log.matching(/reload refused/).length, 2);
 });

@@ -8,6 +8,9 @@
  * - `write`: write these leases; once durable, give back the `ended`
  *   tables, tell the observers of the `events` and send the `answer`. The
  *   `claim`, if any, is the table taken now and given back on failure.
+ * - `endHolds` (on a reply or a write, only when there are some): tables
+ *   held for the identity whose hold its message ends, confirmed by its
+ *   release, or no longer needed since it asked again.
  * - `retry`: carry the datagram to the next pass, with the counters of the
  *   races it lost, after a rebuild of the allocation when `rebuild`.
  *
@@ -17,7 +20,7 @@
 import type { AddrFamily } from "../net/family.ts";
 import { familyName } from "../net/family.ts";
 import { Command, type ErrorCode, type Request } from "../protocol/v1.ts";
-import type { AllocationView, Choice } from "../allocator/allocation.ts";
+import type { AllocationView, Choice, Hold } from "../allocator/allocation.ts";
 import { ConcurrencyError, type Lease, releasedAt } from "../store/lease_store.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { ClientOrigin, LeaseEvent } from "./events.ts";
@@ -71,7 +74,7 @@ export type Answer =
 
 /** What the daemon is to do with one request. */
 export type Decision =
-  | { kind: "reply"; answer: Answer; events: LeaseEvent[] }
+  | { kind: "reply"; answer: Answer; events: LeaseEvent[]; endHolds?: Hold[] }
   | {
     kind: "write";
     leases: Lease[];
@@ -79,8 +82,14 @@ export type Decision =
     ended: Lease[];
     answer: Answer;
     events: LeaseEvent[];
+    endHolds?: Hold[];
   }
   | { kind: "retry"; races: Races; rebuild: boolean };
+
+/** `{ endHolds }` when the identity has a held table, to spread into a decision. */
+function endingHold(hold: Hold | undefined): { endHolds?: Hold[] } {
+  return hold ? { endHolds: [hold] } : {};
+}
 
 /** After a write failed: retry it, or answer; and what the failure says about the table. */
 export type FailureDecision =
@@ -186,8 +195,11 @@ function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
       previousTable: moved?.table,
       pool: claim?.kind === "pool" ? claim.pool.name : undefined,
       reserved: claim?.kind === "reservation",
+      held: claim?.kind === "held" ? true : undefined,
       origin,
     }],
+    // A holder that still has a lease elsewhere needs no held table any more.
+    ...(existing ? endingHold(allocation.heldFor(identity)) : {}),
   };
 }
 
@@ -198,11 +210,14 @@ function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
 function decideRelease(input: DecisionInput): Decision {
   const { origin } = input;
   const bound = input.leases.filter((l) => l.state === "bound");
+  // The release is also the holder's confirmation that its rules are gone.
+  const held = endingHold(input.allocation.heldFor(origin.request.identity));
   if (bound.length === 0) {
     return {
       kind: "reply",
       answer: { kind: "released" },
       events: [{ kind: "released", lease: undefined, origin }],
+      ...held,
     };
   }
   const history = bound.map((l) => ({ ...releasedAt(l, input.now), owner: SERVER_OWNER }));
@@ -213,6 +228,7 @@ function decideRelease(input: DecisionInput): Decision {
     ended: bound,
     answer: { kind: "released" },
     events: history.map((lease) => ({ kind: "released", lease, origin })),
+    ...held,
   };
 }
 

@@ -58,9 +58,20 @@ const fresh = (table: number, tag?: string): Lease => ({
   expiresAt: NOW + LEASE_MS,
 });
 
+const held = (table: number, address = ME.address) => ({
+  family: 2 as const,
+  table,
+  address,
+  ifname: undefined,
+  until: NOW + 5000,
+  reason: "readiness" as const,
+});
+
 interface Case {
   name: string;
   origin: ClientOrigin;
+  /** Tables held (free tables, held for an address). */
+  holds?: ReturnType<typeof held>[];
   leases?: Lease[];
   /** Reservations in the store. */
   reservations?: Lease[];
@@ -221,6 +232,61 @@ const CASES: Case[] = [
       })),
     },
   },
+  {
+    name: "a table held for the identity goes to it, before any reservation or pool table",
+    origin: request(),
+    reservations: [reserved(100)],
+    used: [[2, 100]],
+    holds: [held(102), held(101, "10.0.0.9")],
+    expected: {
+      kind: "write",
+      leases: [fresh(102)],
+      claim: "held:102",
+      ended: [],
+      answer: { kind: "lease", table: 102, expiresAt: NOW + LEASE_MS },
+      events: [{ kind: "granted", lease: fresh(102), held: true, reserved: false }],
+    },
+  },
+  {
+    name: "a table held for another identity is not proposed to this one",
+    origin: request(),
+    holds: [held(100, "10.0.0.9")],
+    expected: {
+      kind: "write",
+      leases: [fresh(101)],
+      claim: "pool:101",
+      ended: [],
+      answer: { kind: "lease", table: 101, expiresAt: NOW + LEASE_MS },
+      events: [{ kind: "granted", lease: fresh(101), pool: "default", reserved: false }],
+    },
+  },
+  {
+    name: "a release of nothing ends the hold of the identity's table (the holder confirms)",
+    origin: release(),
+    holds: [held(101)],
+    expected: {
+      kind: "reply",
+      answer: { kind: "released" },
+      events: [{ kind: "released" }],
+      endHolds: [held(101)],
+    },
+  },
+  {
+    name: "a holder that refreshes a lease elsewhere no longer needs its held table",
+    origin: request(),
+    leases: [bound(100)],
+    used: [[2, 100]],
+    holds: [held(102)],
+    expected: {
+      kind: "write",
+      leases: [fresh(100)],
+      claim: undefined,
+      ended: [],
+      answer: { kind: "lease", table: 100, expiresAt: NOW + LEASE_MS },
+      events: [{ kind: "refreshed", lease: fresh(100), reserved: false }],
+      endHolds: [held(102)],
+    },
+  },
 ];
 
 /** A decision in the cases' shorthand: claims as `kind:table`, events without origin. */
@@ -238,6 +304,7 @@ function shown(decision: Decision): unknown {
 for (const c of CASES) {
   Deno.test(`decide(): ${c.name}`, () => {
     const allocation = Allocation.build(POOLS, c.reservations ?? [], c.used ?? []);
+    for (const h of c.holds ?? []) allocation.holdFree(h);
     const input = {
       origin: c.origin,
       leases: c.leases ?? [],

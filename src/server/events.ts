@@ -9,12 +9,15 @@
  */
 
 import type { Logger } from "../log/logger.ts";
+import { familyName } from "../net/family.ts";
 import type { ErrorCode, Request } from "../protocol/v1.ts";
 import type { Lease } from "../store/lease_store.ts";
 import { type Credentials, describeAddress } from "../unix/abstract_socket.ts";
 
-/** The kinds of lease event. */
-export type LeaseEventKind = "granted" | "refreshed" | "moved" | "released" | "expired";
+import type { LeaseEventKind } from "../../config/operations.ts";
+
+/** The kinds of lease event (the config's `events` of a command output name them). */
+export type { LeaseEventKind } from "../../config/operations.ts";
 
 /** A client's datagram: its request, where it came from, and who sent it (kernel-verified). */
 export interface ClientOrigin {
@@ -48,6 +51,8 @@ export interface LeaseEvent {
   pool?: string | undefined;
   /** The table is the identity's reservation (granted or moved to it). */
   reserved?: boolean | undefined;
+  /** The table was held for the identity (after an admin release, or at start). */
+  held?: boolean | undefined;
   origin: Origin;
 }
 
@@ -89,14 +94,21 @@ type Fields = Record<string, string | number>;
 
 /** The identity fields of a log line, as the request gave them. */
 function requestFields(request: Request): Fields {
-  const { family, ifname, address } = request.identity;
+  const { ifname, address } = request.identity;
+  const family = familyName(request.identity.family);
   return request.tag === undefined
     ? { family, ifname, address }
     : { family, ifname, address, tag: request.tag };
 }
 
-function leaseFields(lease: Lease): Fields {
-  return { family: lease.family, ifname: lease.ifname, address: lease.address, table: lease.table };
+/** The identity and table of a lease, as log lines show them (the family by name). */
+export function leaseFields(lease: Lease): Fields {
+  return {
+    family: familyName(lease.family),
+    ifname: lease.ifname,
+    address: lease.address,
+    table: lease.table,
+  };
 }
 
 function senderFields(sender: Uint8Array, credentials: Credentials | undefined): Fields {
@@ -108,27 +120,29 @@ function senderFields(sender: Uint8Array, credentials: Credentials | undefined):
 
 /**
  * Writes each event as one log line: the event's name, the identity, the
- * table, then where it came from, e.g. `granted family=2 ifname=eth1
+ * table, then where it came from, e.g. `granted family=inet ifname=eth1
  * address=192.0.2.10 table=10000 pool=default expires=… from=@… pid=812
  * uid=0 gid=0`; an error reply as `rejected error=CODE reason=…`.
+ * Families are named as `ctl` names them (`inet`, `inet6`, `unspec`).
  */
 export class LogObserver implements LeaseObserver {
   #log: Logger;
+  /** Whether lease events are logged (the `eventlog` output); error replies always are. */
+  readonly leases: boolean;
 
-  /** An observer writing to `log`. */
-  constructor(log: Logger) {
+  /** An observer writing to `log`; `leases: false` logs error replies only. */
+  constructor(log: Logger, options: { leases?: boolean } = {}) {
     this.#log = log;
+    this.leases = options.leases ?? true;
   }
 
   onLease(event: LeaseEvent): void {
+    if (!this.leases) return;
     const { lease, origin } = event;
     if (origin.kind === "expiry") {
       if (!lease) return;
       this.#log.info(event.kind, {
-        family: lease.family,
-        ifname: lease.ifname,
-        address: lease.address,
-        table: lease.table,
+        ...leaseFields(lease),
         expired: new Date(lease.expiresAt).toISOString(),
       });
       return;
@@ -155,6 +169,7 @@ export class LogObserver implements LeaseObserver {
       if (event.previousTable !== undefined) fields.previous_table = event.previousTable;
       if (event.pool !== undefined) fields.pool = event.pool;
       if (event.reserved) fields.reserved = "yes";
+      if (event.held) fields.held = "yes";
       fields.expires = new Date(lease.expiresAt).toISOString();
     }
     this.#log.info(event.kind, { ...fields, ...from });

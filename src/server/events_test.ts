@@ -29,7 +29,7 @@ const client = (tag?: string): ClientOrigin => ({
   credentials: { pid: 812, uid: 0, gid: 0 },
 });
 const FROM = "from=@eth1-192.0.2.10-2 pid=812 uid=0 gid=0";
-const ID = "family=2 ifname=eth1 address=192.0.2.10";
+const ID = "family=inet ifname=eth1 address=192.0.2.10";
 
 Deno.test("LogObserver writes each lease event as the line the server has always logged", () => {
   const cases: Array<[LeaseEvent, string]> = [
@@ -44,6 +44,10 @@ Deno.test("LogObserver writes each lease event as the line the server has always
     [
       { kind: "moved", lease, previousTable: 10000, reserved: true, origin: client() },
       `INFO moved ${ID} table=10001 previous_table=10000 reserved=yes expires=2024-11-21T20:00:00.000Z ${FROM}`,
+    ],
+    [
+      { kind: "granted", lease, held: true, origin: client() },
+      `INFO granted ${ID} table=10001 held=yes expires=2024-11-21T20:00:00.000Z ${FROM}`,
     ],
     [
       { kind: "released", lease: { ...lease, state: "released" }, origin: client() },
@@ -67,6 +71,21 @@ Deno.test("LogObserver writes each lease event as the line the server has always
     new LogObserver(log).onLease(event);
     assertEquals(log.lines, [line]);
   }
+});
+
+Deno.test("LogObserver with leases off writes error replies only", () => {
+  const log = new MemoryLogger();
+  const observer = new LogObserver(log, { leases: false });
+  observer.onLease({ kind: "granted", lease, origin: client() });
+  const { sender, credentials } = client();
+  observer.onErrorReply({
+    code: "bad_json",
+    message: "x",
+    request: undefined,
+    sender,
+    credentials,
+  });
+  assertEquals(log.lines, [`WARN rejected error=bad_json reason=x ${FROM}`]);
 });
 
 Deno.test("LogObserver writes an error reply as a rejected line, with the request when there is one", () => {

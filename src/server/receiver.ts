@@ -54,9 +54,10 @@ export class BatchReceiver {
   /**
    * The next batch: what was carried over, then every datagram waiting
    * (up to {@link MAX_BATCH}). Empty after waiting in poll(2) until the
-   * socket became readable or {@link AbstractDatagramSocket.wake} was called.
+   * socket became readable, {@link AbstractDatagramSocket.wake} was called
+   * or `timeoutMs` passed (-1: no timeout), so the loop can run its timers.
    */
-  async next(): Promise<Carried[]> {
+  async next(timeoutMs = -1): Promise<Carried[]> {
     const batch = this.#carry;
     this.#carry = [];
     const add = (datagram: Datagram) => {
@@ -72,7 +73,7 @@ export class BatchReceiver {
       if (batch.length === 0) {
         const datagram = this.#spin();
         if (!datagram) {
-          await this.#socket.readable(-1);
+          await this.#socket.readable(timeoutMs);
           return batch;
         }
         add(datagram);

@@ -10,6 +10,7 @@
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
 import type { AddrFamily } from "../net/family.ts";
+import { leaseFields } from "./events.ts";
 import {
   commitChange,
   type Lease,
@@ -34,11 +35,6 @@ export function heldByOwner(
 ): boolean {
   return lease.ifname === reservation.ifname &&
     (reservation.address === "*" || lease.address === reservation.address);
-}
-
-/** The fields that name a lease in a log line. */
-export function leaseFields(lease: Lease): Record<string, string | number> {
-  return { family: lease.family, ifname: lease.ifname, address: lease.address, table: lease.table };
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * A {@link Logger} that keeps its lines in memory, every level included,
  * for in-process tests of what the daemon logs. Lines read as the log
- * file's would, without the timestamp: `INFO granted family=2 ...`.
+ * file's would, without the timestamp: `INFO granted family=inet ...`.
  *
  * @module
  */

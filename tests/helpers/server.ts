@@ -35,6 +35,8 @@ export interface StartOptions {
   socketName?: string;
   /** Extra environment for the server process. */
   env?: Record<string, string>;
+  /** A command line the server's is appended to (e.g. `sh -c '...; exec "$@"' sh`). */
+  wrap?: string[];
   /** How to tell the server is ready (default: a ` INFO ready ` log line). */
   ready?: (handle: ServerHandle) => Promise<unknown>;
 }
@@ -91,9 +93,8 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
   };
   await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
   const serverArgs = ["run", "--allow-all", SERVER_PATH, "-c", configPath];
-  const [command, args] = options.netns
-    ? ["ip", ["netns", "exec", options.netns, Deno.execPath(), ...serverArgs]]
-    : [Deno.execPath(), serverArgs];
+  const argv = [...(options.wrap ?? []), Deno.execPath(), ...serverArgs];
+  const [command, ...args] = options.netns ? ["ip", "netns", "exec", options.netns, ...argv] : argv;
   const process = new Deno.Command(command, {
     args,
     stdin: "null",

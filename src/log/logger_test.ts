@@ -1,0 +1,58 @@
+import { assert, assertEquals, assertMatch, assertThrows } from "../../tests/helpers/assert.ts";
+import { journalStreamIsStderr, Logger } from "./logger.ts";
+
+Deno.test("journalStreamIsStderr() is true only for the device and inode of that stream", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/stream`;
+    await Deno.writeTextFile(path, "");
+    const { dev, ino } = await Deno.stat(path);
+    assert(journalStreamIsStderr(`${dev}:${ino}`, path));
+    assert(!journalStreamIsStderr(`${dev}:${ino! + 1}`, path));
+    assert(!journalStreamIsStderr(`${dev + 1}:${ino}`, path));
+    assert(!journalStreamIsStderr(undefined, path));
+    assert(!journalStreamIsStderr(`${dev}-${ino}`, path));
+    assert(!journalStreamIsStderr(`${dev}:${ino}`, `${dir}/missing`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Logger drops lines below its level; reconfigure() changes the level and the file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const first = `${dir}/first.log`, second = `${dir}/second.log`;
+    const log = new Logger({ program: "t", logPath: first });
+    log.debug("hidden");
+    log.info("shown", { a: 1, b: "two words" });
+    assert(!log.enabled("debug"));
+    log.reconfigure({ program: "t", logPath: second, level: "debug" });
+    assert(log.enabled("debug"));
+    log.debug("now shown");
+    log.close();
+    const lines = (await Deno.readTextFile(first)).trim().split("\n");
+    assertEquals(lines.length, 1);
+    assertMatch(lines[0], /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO shown a=1 b="two words"$/);
+    assertMatch(await Deno.readTextFile(second), /^\S+ DEBUG now shown\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Logger.reconfigure() keeps the old sink when the new one cannot be opened", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/ok.log`;
+    const log = new Logger({ program: "t", logPath: path });
+    assertThrows(
+      () => log.reconfigure({ program: "t", logPath: `${dir}/no/such/dir.log`, level: "debug" }),
+      /Cannot open log file ".*no\/such\/dir\.log"/,
+    );
+    log.info("still here");
+    log.debug("level unchanged too");
+    log.close();
+    assertMatch(await Deno.readTextFile(path), /^\S+ INFO still here\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
