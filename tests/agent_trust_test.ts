@@ -194,7 +194,7 @@ e2eTest(
       socketName,
       config: { table_timeout: 4 },
     });
-    await second.waitForLog(/(refreshed|granted) family=2 .*table=10000/, 5000);
+    await second.waitForLog(/(refreshed|granted) family=inet .*table=10000/, 5000);
     assertEquals(await ourRules(ns), rules);
     assert((await boundNames(ns)).includes(NAME));
   },
