@@ -135,3 +135,50 @@ e2eTest(
     assert((await ns.ip("-4", "rule", "show")).includes(`from ${A.ipv4} lookup 10000`));
   },
 );
+
+e2eTest(
+  "ctl release with the real agent: the rules go, the agent confirms, and no other identity gets the table before",
+  { netns: true, sanitize: false },
+  async ({ netns: ns }) => {
+    await using server = await startServer({
+      netns: ns.name,
+      config: { num_tables: 2, addr_families: { inet: true } },
+    });
+    for (const address of ["192.0.2.11", "192.0.2.12"]) {
+      await ns.ip("addr", "add", `${address}/24`, "dev", A.ifname);
+    }
+    const client = (address: string) =>
+      ns.run(
+        clientCommand("-4", "-a", address, "-n", "24", "-i", A.ifname, "-d", server.socketName),
+      );
+    const holderRule = `from ${A.ipv4} lookup 10000`;
+    const rules = () => ns.ip("-4", "rule", "show");
+    assertEquals((await client(A.ipv4)).stdout, "10000\n");
+    assertEquals((await client("192.0.2.11")).stdout, "10001\n");
+    assert((await rules()).includes(holderRule));
+
+    // The admin release and a third identity's request at the same moment.
+    const [released, asker] = await Promise.all([
+      ctl(["-d", server.socketName, "release", "--family", "inet", "10000"], { netns: ns.name }),
+      client("192.0.2.12"),
+    ]);
+    assertEquals(released.code, 0, released.stderr);
+    // Whatever the order, the third identity got 10000 only once the holder's rules were gone.
+    if (asker.stdout === "10000\n") assert(!(await rules()).includes(holderRule));
+    else assertEquals(asker.stdout, "0\n", asker.stderr);
+
+    await server.waitForLog(
+      /hold ended family=inet ifname=veth0 address=192\.0\.2\.10 table=10000 reason=confirmed/,
+    );
+    const after = await rules();
+    assert(!after.includes(holderRule), `the holder's rules are gone:\n${after}`);
+    assert(after.includes(`from 192.0.2.11 lookup 10001`), "the other identity keeps its rules");
+    assert(
+      !readLeases(server.dbPath).some((l) => l.address === A.ipv4 && l.state === "bound"),
+      "the agent does not ask again for the revoked identity",
+    );
+    const third = asker.stdout === "10000\n" ? asker : await client("192.0.2.12");
+    assertEquals(third.stdout, "10000\n", third.stderr);
+    assert((await rules()).includes(`from 192.0.2.12 lookup 10000`));
+  },
+);
