@@ -164,7 +164,9 @@ e2eTest(
     await waitFor("every lease is refreshed by the new agent", () => {
       const lines = server.output().split("\n").slice(logged - 1);
       return ADDRESSES.every((a) =>
-        lines.some((l) => / (refreshed|granted) family=inet /.test(l) && l.includes(`address=${a} `))
+        lines.some((l) =>
+          / (refreshed|granted) family=inet /.test(l) && l.includes(`address=${a} `)
+        )
       );
     }, 5000);
     const names = await boundNames(ns);
