@@ -27,9 +27,11 @@ import {
 import { type AddrFamily, FAMILY_BY_NAME } from "../src/net/family.ts";
 import { parsePostgresUrl } from "../src/store/postgres_url.ts";
 import { type OperationsConfig, parseOperations } from "./operations.ts";
+import { parseTrust, TRUST_KEYS, type TrustConfig } from "./trust.ts";
 
 export { ConfigError } from "./config_error.ts";
 export { type PoolConfig, type ReservationConfig, type TableRange } from "./pools.ts";
+export { type AuthConfig, type TrustConfig } from "./trust.ts";
 export {
   MAX_NUM_TABLES,
   MAX_SOCKET_PATH,
@@ -95,6 +97,8 @@ export interface ServerConfig extends OperationsConfig {
    * server logs each at start.
    */
   warnings: string[];
+  /** Who may do what: the per-uid lease cap and message authentication. */
+  trust: TrustConfig;
 }
 
 const KEYS = [
@@ -112,6 +116,7 @@ const KEYS = [
   "outputs",
   "log_level",
   "readiness_delay",
+  ...TRUST_KEYS,
 ] as const;
 const FAMILY_KEYS = ["inet", "inet6", "unspec"] as const;
 
@@ -314,6 +319,7 @@ export function validateConfig(raw: unknown): ServerConfig {
     logPath,
     warnings,
     ...parseOperations(obj, tableTimeout),
+    trust: parseTrust(obj),
   };
 }
 

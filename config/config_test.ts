@@ -38,6 +38,7 @@ Deno.test("validateConfig() accepts the original's example and fills defaults", 
     outputs: [{ kind: "eventlog" }],
     logLevel: "info",
     readinessDelay: 3600,
+    trust: { maxLeasesPerUid: 8, auth: undefined },
   });
 });
 
