@@ -1,7 +1,8 @@
 /**
  * table-allocator-ctl: inspects and administers a running table-allocator
  * server over its control socket (status, pools, leases, show, release,
- * reserve, unreserve). See `docs/ctl.md`.
+ * reserve, unreserve), and makes keys for message authentication
+ * (genpsk). See `docs/ctl.md`.
  *
  *     ctl.ts [-d SOCKET] [--json] [--timeout MS] COMMAND [ARGS]
  *
@@ -20,6 +21,7 @@ import { UsageError, writeAll as write } from "./src/cli/cli.ts";
 import { formatResult } from "./src/control/format.ts";
 import type { ControlResults } from "./src/control/protocol.ts";
 import { VERSION } from "./src/version.ts";
+import { generatePsk } from "./src/protocol/auth.ts";
 import { errorMessage } from "./src/util/errors.ts";
 
 /** Runs `command` and returns its result (every page of `leases --all`). */
@@ -63,6 +65,10 @@ export async function main(args: string[]): Promise<number> {
   }
   if (invocation.kind === "version") {
     write(Deno.stdout, `${PROGRAM} ${VERSION}\n`);
+    return 0;
+  }
+  if (invocation.kind === "genpsk") {
+    write(Deno.stdout, `${generatePsk()}\n`);
     return 0;
   }
   const { options, command } = invocation;

@@ -17,7 +17,8 @@ import {
 } from "../protocol/v1.ts";
 import { LEASE_STATES, type LeaseState } from "../store/lease_store.ts";
 import { type ControlArgs, DEFAULT_SOCKET, DEFAULT_TIMEOUT_MS } from "./client.ts";
-import { MAX_LIST_LIMIT } from "./protocol.ts";
+import { kernelTableMessage, MAX_LIST_LIMIT } from "./protocol.ts";
+import { RESERVED_TABLES } from "../../config/limits.ts";
 
 /** The program's name, in messages and usage. */
 export const PROGRAM = "table-allocator-ctl";
@@ -55,6 +56,8 @@ Commands:
   metrics                  the server's metrics, Prometheus text format
   reload                   re-reads the config file (as SIGHUP does); a bad
                            file is refused and the running config kept
+  genpsk                   prints a new random key for message authentication
+                           (64 hex digits; no server involved)
 
 Options:
   -d, --socket SOCKET      abstract socket name of the server (default ${DEFAULT_SOCKET})
@@ -81,6 +84,7 @@ export const COMMANDS = [
   "unreserve",
   "metrics",
   "reload",
+  "genpsk",
 ] as const;
 /** One of {@link COMMANDS}. */
 export type CommandName = typeof COMMANDS[number];
@@ -109,6 +113,7 @@ export interface CtlOptions {
 export type CtlInvocation =
   | { kind: "help" }
   | { kind: "version" }
+  | { kind: "genpsk" }
   | { kind: "run"; options: CtlOptions; command: CtlCommand };
 
 const byteLength = (s: string) => new TextEncoder().encode(s).byteLength;
@@ -187,6 +192,7 @@ const COMMAND_OPTIONS: Record<CommandName, readonly string[]> = {
   unreserve: ["family"],
   metrics: [],
   reload: [],
+  genpsk: [],
 };
 
 const PARSE_OPTIONS = {
@@ -235,6 +241,10 @@ export function parseCtlArgs(args: readonly string[]): CtlInvocation {
     }
   }
 
+  if (command === "genpsk") {
+    noOperands(command, operands);
+    return { kind: "genpsk" };
+  }
   const socket = v.socket ?? DEFAULT_SOCKET;
   if (socket.length === 0 || byteLength(socket) > MAX_SOCKET_BYTES) {
     throw new UsageError(
@@ -294,7 +304,11 @@ function selector(
   return { family, ifname, address: checkAddress(family, ifname, v.address) };
 }
 
-function parseCommand(command: CommandName, operands: string[], v: Values): CtlCommand {
+function parseCommand(
+  command: Exclude<CommandName, "genpsk">,
+  operands: string[],
+  v: Values,
+): CtlCommand {
   const family = v.family === undefined ? undefined : parseFamily(v.family);
   switch (command) {
     case "status":
@@ -340,6 +354,7 @@ function parseCommand(command: CommandName, operands: string[], v: Values): CtlC
     }
     case "reserve": {
       const table = requiredTable(command, operands);
+      if (RESERVED_TABLES.includes(table)) throw new UsageError(kernelTableMessage(table));
       if (v.ifname === undefined) throw new UsageError(`reserve needs --ifname`);
       const args: ControlArgs["reserve"] = { table, ifname: checkIfname(v.ifname) };
       if (v.address !== undefined) {

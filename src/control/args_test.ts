@@ -135,6 +135,30 @@ Deno.test("parseCtlArgs() reserves for an interface in every family, one family,
   assertEquals(run("unreserve", "7", "--family", "inet").command.args, { table: 7, family: 2 });
 });
 
+Deno.test("parseCtlArgs() refuses to reserve the kernel's tables, like the config", () => {
+  for (const table of ["253", "254", "255"]) {
+    assertMatch(
+      assertThrowsType(() => parseCtlArgs(["reserve", table, "--ifname", "eth0"]), UsageError)
+        .message,
+      new RegExp(`^table ${table} is one of the kernel's tables .* cannot be reserved$`),
+    );
+  }
+  assertMatch(
+    assertThrowsType(() => parseCtlArgs(["reserve", "0", "--ifname", "eth0"]), UsageError).message,
+    /TABLE must be an integer from 1/,
+  );
+  assertEquals(run("reserve", "256", "--ifname", "eth0").command.args, {
+    table: 256,
+    ifname: "eth0",
+  });
+});
+
+Deno.test("parseCtlArgs() reads genpsk, which takes no operand and no option", () => {
+  assertEquals(parseCtlArgs(["genpsk"]), { kind: "genpsk" });
+  assertThrowsType(() => parseCtlArgs(["genpsk", "x"]), UsageError);
+  assertThrowsType(() => parseCtlArgs(["genpsk", "--family", "inet"]), UsageError);
+});
+
 Deno.test("parseCtlArgs() gives help before anything else, and the version", () => {
   assertEquals(parseCtlArgs(["-h"]), { kind: "help" });
   assertEquals(parseCtlArgs(["leases", "--bogus", "--help"]), { kind: "help" });
@@ -150,7 +174,7 @@ const BAD: Array<[string, string[], RegExp]> = [
   [
     "no command",
     [],
-    /missing COMMAND \(one of status, pools, leases, show, release, reserve, unreserve, metrics, reload\)/,
+    /missing COMMAND \(one of status, pools, leases, show, release, reserve, unreserve, metrics, reload, genpsk\)/,
   ],
   ["an unknown command", ["frobnicate"], /unknown command "frobnicate"/],
   ["an unknown option", ["status", "--bogus"], /Unknown option '--bogus'/],

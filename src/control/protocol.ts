@@ -18,6 +18,7 @@
  * @module
  */
 
+import { RESERVED_TABLES } from "../../config/limits.ts";
 import { AddrFamily, isAddrFamily } from "../net/family.ts";
 import { Command as V1Command, ProtocolError, validateIdentity } from "../protocol/v1.ts";
 import { type Lease, LEASE_STATES, type LeaseState } from "../store/lease_store.ts";
@@ -244,6 +245,14 @@ function optionalFamily(obj: Record<string, unknown>): AddrFamily | undefined {
   return value;
 }
 
+/**
+ * Why `table` cannot be reserved: the kernel's own tables are refused like
+ * the config refuses them in a pool.
+ */
+export function kernelTableMessage(table: number): string {
+  return `table ${table} is one of the kernel's tables (0 unspec, 253 default, 254 main, 255 local) and cannot be reserved`;
+}
+
 function requiredTable(obj: Record<string, unknown>): number {
   const table = optionalInt(obj, "table", 1, 0xffff_ffff);
   if (table === undefined) fail(`"table" is required (an integer from 1 to 4294967295)`);
@@ -294,6 +303,7 @@ export function decodeControlRequest(obj: Record<string, unknown>): ControlReque
       return { op, selector: selector(obj) };
     case "reserve": {
       const table = requiredTable(obj);
+      if (RESERVED_TABLES.includes(table)) fail(kernelTableMessage(table));
       const family = optionalFamily(obj);
       const ifname = optionalString(obj, "ifname");
       if (ifname === undefined) fail(`"ifname" is required for a reservation`);

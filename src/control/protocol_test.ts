@@ -105,6 +105,13 @@ Deno.test("decodeControlRequest() names what is wrong", () => {
     "bad_request",
     /needs its "family"/,
   );
+  for (const table of [253, 254, 255]) {
+    fail(
+      `{"op":"reserve","table":${table},"ifname":"eth0"}`,
+      "bad_request",
+      new RegExp(`table ${table} is one of the kernel's tables .* cannot be reserved`),
+    );
+  }
   fail(
     '{"op":"reserve","table":0,"ifname":"eth0"}',
     "bad_request",

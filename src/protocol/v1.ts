@@ -61,6 +61,7 @@ export type ErrorCode =
   | "pool_exhausted"
   | "store_failure"
   | "not_permitted"
+  | "unauthenticated"
   | "no_pool"
   | "not_found"
   | "conflict"
@@ -125,6 +126,12 @@ function requireString(obj: Record<string, unknown>, key: string, maxBytes: numb
   if (typeof value !== "string") {
     throw new ProtocolError("bad_request", `"${key}" must be a string, got ${quote(value)}`);
   }
+  if (!value.isWellFormed()) {
+    throw new ProtocolError(
+      "bad_request",
+      `"${key}" must be well-formed Unicode, got ${quote(value)} (a lone surrogate)`,
+    );
+  }
   if (value.length === 0 || byteLength(value) > maxBytes) {
     throw new ProtocolError(
       "bad_request",
@@ -132,6 +139,36 @@ function requireString(obj: Record<string, unknown>, key: string, maxBytes: numb
     );
   }
   return value;
+}
+
+/** Control characters: C0, DEL and C1 (Unicode category Cc). */
+const CONTROL = /\p{Cc}/u;
+/** White space of any kind (Unicode White_Space), `/` and `:`, as the kernel refuses them. */
+const IFNAME_FORBIDDEN = /[\s/:]/u;
+/** Bytes the kernel's isspace() matches: its ctype table counts 0xa0 (Latin-1 NBSP) too. */
+const KERNEL_SPACE_BYTES = [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20, 0xa0];
+
+/**
+ * Why `ifname` cannot be a Linux interface name, or undefined when it can.
+ * The kernel (`dev_valid_name()`) refuses `.`, `..`, names of 16 bytes or
+ * more, `/`, `:` and bytes its isspace() matches (which include 0xa0, so a
+ * UTF-8 character with that byte, like `à`, is refused too); we refuse
+ * Unicode white space and control characters as well, so a name prints
+ * and logs as itself.
+ */
+export function ifnameProblem(ifname: string): string | undefined {
+  if (ifname.length === 0) return "it is empty";
+  if (ifname === "." || ifname === "..") return "it is . or ..";
+  if (!ifname.isWellFormed()) return "it is not well-formed Unicode";
+  const bytes = encoder.encode(ifname);
+  if (bytes.byteLength > MAX_IFNAME_BYTES) {
+    return `it is ${bytes.byteLength} bytes, at most ${MAX_IFNAME_BYTES} are allowed`;
+  }
+  if (CONTROL.test(ifname)) return "it has control characters";
+  if (IFNAME_FORBIDDEN.test(ifname) || bytes.some((b) => KERNEL_SPACE_BYTES.includes(b))) {
+    return "it has white space, / or :";
+  }
+  return undefined;
 }
 
 /**
@@ -155,16 +192,15 @@ export function validateIdentity(family: unknown, ifname: string, address: strin
       `"addr_family" must be 0, 2 or 10, got ${quote(family)}`,
     );
   }
-  // deno-lint-ignore no-control-regex
-  if (/[\s/:\x00-\x1f\x7f]/.test(ifname) || ifname === "." || ifname === "..") {
+  const invalid = ifnameProblem(ifname);
+  if (invalid) {
     throw new ProtocolError(
       "bad_request",
-      `"ifname" is not a valid interface name: ${quote(ifname)}`,
+      `"ifname" is not a valid interface name (${invalid}): ${quote(ifname)}`,
     );
   }
   if (family === AddrFamily.UNSPEC) {
-    // deno-lint-ignore no-control-regex
-    if (/[\x00-\x1f\x7f]/.test(address)) {
+    if (CONTROL.test(address)) {
       throw new ProtocolError("bad_request", `"address" has control characters: ${quote(address)}`);
     }
     return { family, ifname, address };
@@ -180,6 +216,26 @@ export function validateIdentity(family: unknown, ifname: string, address: strin
   return { family, ifname, address: formatIP(bytes) };
 }
 
+/** The first key (or value's key) of a parsed message holding a string that is not well-formed. */
+function illFormedString(value: unknown, path = "a key"): string | undefined {
+  if (typeof value === "string") return value.isWellFormed() ? undefined : path;
+  if (typeof value !== "object" || value === null) return undefined;
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      const bad = illFormedString(item, path);
+      if (bad !== undefined) return bad;
+    }
+    return undefined;
+  }
+  for (const [key, item] of Object.entries(value)) {
+    const where = `"${key.isWellFormed() ? key : key.toWellFormed()}"`;
+    if (!key.isWellFormed()) return `the key ${where}`;
+    const bad = illFormedString(item, where);
+    if (bad !== undefined) return bad;
+  }
+  return undefined;
+}
+
 /**
  * The first step of decoding any datagram: checks its size, decodes UTF-8
  * and JSON, and checks that it is an object of protocol version 1.
@@ -191,8 +247,10 @@ export function parseDatagram(data: Uint8Array, length = data.byteLength): Recor
     throw new ProtocolError("oversize", `datagram of ${length} bytes exceeds ${MAX_REQUEST_BYTES}`);
   }
   let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(decoder.decode(data));
+    text = decoder.decode(data);
+    parsed = JSON.parse(text);
   } catch (error) {
     throw new ProtocolError("bad_json", `not a JSON object: ${errorMessage(error).slice(0, 80)}`);
   }
@@ -200,6 +258,17 @@ export function parseDatagram(data: Uint8Array, length = data.byteLength): Recor
     throw new ProtocolError("bad_json", `not a JSON object, got ${quote(parsed)}`);
   }
   const obj = parsed as Record<string, unknown>;
+  // A lone surrogate can only come from a \u escape: the UTF-8 decoder
+  // refuses encoded ones. Without a backslash-u, skip the walk.
+  if (text.includes("\\u")) {
+    const bad = illFormedString(obj);
+    if (bad !== undefined) {
+      throw new ProtocolError(
+        "bad_request",
+        `strings must be well-formed Unicode; ${bad} has a lone surrogate`,
+      );
+    }
+  }
   const version = requireInt(obj, "version");
   if (version !== PROTOCOL_VERSION) {
     throw new ProtocolError("bad_version", `"version" must be 1, got ${version}`);
@@ -218,6 +287,9 @@ export function decodeRequestObject(obj: Record<string, unknown>): Request {
   const address = requireString(obj, "address", MAX_ADDRESS_BYTES);
   const identity = validateIdentity(family, ifname, address);
   const tag = obj.tag === undefined ? undefined : requireString(obj, "tag", MAX_TAG_BYTES);
+  if (tag !== undefined && CONTROL.test(tag)) {
+    throw new ProtocolError("bad_request", `"tag" has control characters: ${quote(tag)}`);
+  }
   return { cmd, identity, tag };
 }
 
@@ -251,15 +323,29 @@ export function encodeReply(table: number, leaseExpires: number): Uint8Array<Arr
   );
 }
 
-/** Encodes an error reply, shortening the message to fit the C client's buffer. */
-export function encodeError(code: ErrorCode, message: string): Uint8Array<ArrayBuffer> {
+/**
+ * Encodes an error reply, shortening the message to fit the C client's
+ * buffer, or `maxBytes` (less, to leave room for a signature).
+ */
+export function encodeError(
+  code: ErrorCode,
+  message: string,
+  maxBytes = MAX_REPLY_BYTES,
+): Uint8Array<ArrayBuffer> {
   let text = message;
   for (;;) {
     const bytes = encoder.encode(
       JSON.stringify({ version: PROTOCOL_VERSION, cmd: Command.ERROR, error: code, message: text }),
     );
-    if (bytes.byteLength <= MAX_REPLY_BYTES) return bytes;
-    text = `${text.slice(0, text.length - Math.max(4, bytes.byteLength - MAX_REPLY_BYTES) - 3)}...`;
+    if (bytes.byteLength <= maxBytes || text.length === 0) return bytes;
+    // Escapes make a character up to 6 bytes: when the excess in bytes
+    // exceeds the characters left, halve instead.
+    const keep = text.length - Math.max(4, bytes.byteLength - maxBytes) - 3;
+    text = keep > 0
+      ? `${text.slice(0, keep)}...`
+      : text.length > 8
+      ? `${text.slice(0, text.length >> 1)}...`
+      : "";
   }
 }
 

@@ -7,6 +7,7 @@ import {
   encodeNotice,
   encodeReply,
   encodeRequest,
+  ifnameProblem,
   isLeasableTable,
   MAX_REPLY_BYTES,
   ProtocolError,
@@ -81,6 +82,71 @@ Deno.test("decodeRequest() names what is wrong", () => {
   fail("{}", "oversize", /datagram of 5000 bytes exceeds 1024/, 5000);
 });
 
+Deno.test("decodeRequest() refuses lone surrogates anywhere, so two bad spellings never merge", () => {
+  const fail = (text: string, message: RegExp) => {
+    const error = assertThrowsType(() => decodeRequest(enc(text)), ProtocolError);
+    assertEquals(error.code, "bad_request");
+    assertMatch(error.message, message);
+  };
+  const body = (address: string, extra = "") =>
+    `{"address":"${address}","ifname":"eth1","addr_family":0,"cmd":0,"version":1${extra}}`;
+  fail(body("x\\ud800"), /well-formed Unicode; "address" has a lone surrogate/);
+  fail(body("x\\udfff"), /"address" has a lone surrogate/);
+  fail(body("x", ',"tag":"\\udc00"'), /"tag" has a lone surrogate/);
+  fail(body("x", ',"other":{"deep":["\\ud800"]}'), /"deep" has a lone surrogate/);
+  fail(body("x", ',"\\ud800":1'), /the key .* has a lone surrogate/);
+  // A pair is well-formed, escaped or not.
+  assertEquals(decodeRequest(enc(body("x\\ud83d\\ude00"))).identity.address, "x\u{1f600}");
+  assertEquals(decodeRequest(enc(body("x\u{1f600}"))).identity.address, "x\u{1f600}");
+});
+
+Deno.test("ifnameProblem() follows the kernel's rules for interface names", () => {
+  for (const name of ["eth0", "wlp2s0", "br-lan.10", "a".repeat(15), "été"]) {
+    assertEquals(ifnameProblem(name), undefined, name);
+  }
+  const problems: Array<[string, RegExp]> = [
+    ["", /empty/],
+    [".", /\. or \.\./],
+    ["..", /\. or \.\./],
+    ["a".repeat(16), /16 bytes, at most 15/],
+    ["ééééééééé", /18 bytes/],
+    ["a/b", /white space, \/ or :/],
+    ["eth0:1", /white space/],
+    ["a b", /white space/],
+    ["a\tb", /control|white space/],
+    ["a\u00a0b", /white space/],
+    ["a\u2003b", /white space/],
+    ["a\u3000b", /white space/],
+    // The kernel's isspace() takes the byte 0xa0: "à" is c3 a0 in UTF-8.
+    ["à", /white space/],
+    ["a\u0001b", /control/],
+    ["a\u007fb", /control/],
+    ["a\u0085b", /control/],
+    ["a\ud800", /well-formed/],
+  ];
+  for (const [name, problem] of problems) assertMatch(ifnameProblem(name) ?? "", problem, name);
+});
+
+Deno.test("decodeRequest() refuses tags with control characters", () => {
+  const error = assertThrowsType(
+    () =>
+      decodeRequest(
+        enc(
+          '{"address":"1.2.3.4","ifname":"e","tag":"a\\u001bb","addr_family":2,"cmd":0,"version":1}',
+        ),
+      ),
+    ProtocolError,
+  );
+  assertEquals(error.code, "bad_request");
+  assertMatch(error.message, /"tag" has control characters/);
+  assertEquals(
+    decodeRequest(
+      enc('{"address":"1.2.3.4","ifname":"e","tag":"wan é","addr_family":2,"cmd":0,"version":1}'),
+    ).tag,
+    "wan é",
+  );
+});
+
 Deno.test("encodeReply() writes the v1 reply the C client parses", () => {
   assertEquals(
     new TextDecoder().decode(encodeReply(10000, 3775.9)),
@@ -101,6 +167,8 @@ Deno.test("encodeError() keeps version 1, uses cmd 3 and always fits 254 bytes",
   const parsed = JSON.parse(new TextDecoder().decode(long));
   assertMatch(parsed.message, /\.\.\.$/);
   assertEquals(decodeReply(long).kind, "error");
+  const room = encodeError("unauthenticated", "x".repeat(300), 136);
+  assertEquals(room.byteLength <= 136, true, "a smaller limit leaves room for a signature");
 });
 
 Deno.test("decodeReply() treats another version as an error and anything but cmd 2 as no lease", () => {
