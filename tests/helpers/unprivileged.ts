@@ -2,8 +2,9 @@
  * Runs our code as another user (uid 65534) in end-to-end tests. CI's
  * clone may be readable by root only, so what that user runs is copied to
  * a temporary directory everyone may read: the Deno binary (hard-linked
- * when possible), `src/`, `ffi/` and the test helpers, with a DENO_DIR the
- * user owns. Dispose to remove it.
+ * when possible), the entry points, `src/`, `ffi/`, `config/` and the test
+ * helpers, with a DENO_DIR the user owns (no `deno.json`: only SQLite, no
+ * npm package, works there). Dispose to remove it.
  *
  * ```ts
  * await using tree = await unprivilegedTree();
@@ -72,6 +73,10 @@ export async function unprivilegedTree(uid = NOBODY): Promise<UnprivilegedTree> 
     await Deno.chmod(deno, 0o755);
     for (const part of ["src", "ffi", "config", "tests/helpers"]) {
       await copyTree(`${ROOT}/${part}`, `${dir}/${part}`);
+    }
+    for (const entry of ["server.ts", "client.ts", "ctl.ts"]) {
+      await Deno.copyFile(`${ROOT}/${entry}`, `${dir}/${entry}`);
+      await Deno.chmod(`${dir}/${entry}`, 0o644);
     }
     await Deno.mkdir(`${dir}/deno-dir`);
     await Deno.chown(`${dir}/deno-dir`, uid, uid);
