@@ -1,5 +1,6 @@
 /**
- * table-allocator as a library: the v1 protocol codec, the lease storage
+ * table-allocator as a library: the v1 protocol codec and its message
+ * authentication, the lease storage
  * API with its SQLite and PostgreSQL backends, the table allocator, the
  * control protocol and its client, and the config parser.
  *
@@ -36,6 +37,17 @@ export {
   validateIdentity,
 } from "./src/protocol/v1.ts";
 export {
+  Authenticator,
+  type AuthVerdict,
+  generatePsk,
+  type MacCheck,
+  parsePsk,
+  type Psk,
+  ReplayGuard,
+  sign,
+  verifyMac,
+} from "./src/protocol/auth.ts";
+export {
   BadCursorError,
   clientIdOf,
   commitChange,
@@ -49,6 +61,7 @@ export {
   listAll,
   type ListOptions,
   type LookupResult,
+  StoreLostError,
   TransientError,
 } from "./src/store/lease_store.ts";
 export {
@@ -70,6 +83,7 @@ export type { PostgresLeaseStore } from "./src/store/postgres_store.ts";
 export { DoubleFreeError, PoolExhaustedError, TablePool } from "./src/allocator/table_pool.ts";
 export { AddrFamily, familyName } from "./src/net/family.ts";
 export {
+  type AuthConfig,
   ConfigError,
   type FamilyFlags,
   loadConfig,
@@ -79,6 +93,7 @@ export {
   type ServerConfig,
   type StoreConfig,
   type TableRange,
+  type TrustConfig,
   validateConfig,
 } from "./config/config.ts";
 export type {

@@ -25,7 +25,7 @@ import { Outputs } from "./src/outputs/outputs.ts";
 import type { ServerConfig } from "./config/config.ts";
 import { listAll } from "./src/store/lease_store.ts";
 import type { LeaseStore } from "./src/store/lease_store.ts";
-import { openStore } from "./src/store/open_store.ts";
+import { loadAuth, openStoreWhenReachable } from "./src/server/start.ts";
 import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
 import { VERSION } from "./src/version.ts";
 import { errorMessage } from "./src/util/errors.ts";
@@ -130,9 +130,23 @@ export async function main(args: string[]): Promise<number> {
   }
   for (const warning of config.warnings) logger.warn(warning, { config: values.config });
 
-  let store: LeaseStore;
+  let auth;
   try {
-    store = await openStore(config.store, {
+    auth = loadAuth(config);
+  } catch (error) {
+    logger.error(errorMessage(error));
+    logger.close();
+    return 1;
+  }
+
+  // SIGTERM while waiting for an unreachable store ends the wait.
+  const opening = new AbortController();
+  const abortOpening = () => opening.abort();
+  Deno.addSignalListener("SIGTERM", abortOpening);
+  Deno.addSignalListener("SIGINT", abortOpening);
+  let store: LeaseStore | undefined;
+  try {
+    store = await openStoreWhenReachable(config, logger, opening.signal, {
       cImport: {
         tableTimeout: config.tableTimeout,
         owner: SERVER_OWNER,
@@ -141,8 +155,13 @@ export async function main(args: string[]): Promise<number> {
     });
   } catch (error) {
     logger.error(errorMessage(error));
+  } finally {
+    Deno.removeSignalListener("SIGTERM", abortOpening);
+    Deno.removeSignalListener("SIGINT", abortOpening);
+  }
+  if (!store) {
     logger.close();
-    return 1;
+    return opening.signal.aborted ? 0 : 1;
   }
 
   let socket: AbstractDatagramSocket;
@@ -194,6 +213,7 @@ export async function main(args: string[]): Promise<number> {
           for await (const lease of listAll(store, { state: "bound" })) bound.push(lease);
           return bound;
         }),
+      auth,
     });
   } catch (error) {
     logger.error(`Cannot load the leases from the store: ${errorMessage(error)}`);
@@ -215,6 +235,14 @@ export async function main(args: string[]): Promise<number> {
   const pools = allocation.pools.pools.map((p) =>
     `${p.name}/${familyName(p.family)}:${p.describe()}`
   );
+  // A database deleted or replaced under the server: anything acknowledged
+  // from now on would be lost. Stop, and exit non-zero so systemd restarts us.
+  let lost = false;
+  const unwatch = store.onFatal?.((error) => {
+    lost = true;
+    logger.error(`${error.message}; stopping`);
+    running.stop();
+  });
   logger.info("ready", {
     version: VERSION,
     socket: `@${config.socketPath}`,
@@ -233,6 +261,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     await running.run();
   } finally {
+    unwatch?.();
     Deno.removeSignalListener("SIGTERM", stop);
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGHUP", reload);
@@ -248,7 +277,7 @@ export async function main(args: string[]): Promise<number> {
     logger.info("stopped", running.stats as unknown as Record<string, number>);
     logger.close();
   }
-  return 0;
+  return lost ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

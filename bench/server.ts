@@ -135,6 +135,7 @@ async function seed(dbPath: string, count: number): Promise<void> {
         expiresAt,
         tag: undefined,
         owner: "bench",
+        uid: 0,
         state: "bound",
       }], token);
       if (i % 10_000 === 9_999) await store.flush();

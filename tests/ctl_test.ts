@@ -362,6 +362,31 @@ e2eTest("ctl reserve of a table bound to another identity is refused with the se
   assertEquals(server.allLeases().filter((l) => l.state === "reserved"), [], "nothing written");
 });
 
+e2eTest("ctl reserve refuses the kernel's tables 0 and 253 to 255, and so does the server", {
+  root: true,
+}, async () => {
+  await using server = await startServer();
+  for (const table of ["0", "253", "254", "255"]) {
+    const refused = await ctlOn(server, "reserve", table, "--ifname", "eth0");
+    assertEquals([refused.code, refused.stdout], [2, ""], table);
+    assertMatch(
+      refused.stderr,
+      table === "0" ? /TABLE must be an integer from 1/ : /kernel's tables/,
+    );
+  }
+  // A control client other than ctl is refused by the server itself.
+  using client = new WireClient(server.socketName);
+  const reply = await client.call(
+    '{"version":1,"cmd":16,"op":"reserve","table":254,"ifname":"eth0","family":2}',
+  );
+  assertEquals(reply.error, "bad_request");
+  assertMatch(
+    String(reply.message),
+    /table 254 is one of the kernel's tables .* cannot be reserved/,
+  );
+  assertEquals(server.allLeases().filter((l) => l.state === "reserved"), []);
+});
+
 e2eTest("ctl --json prints each command's result as one JSON object", { root: true }, async () => {
   await using server = await startServer();
   using client = new WireClient(server.socketName);

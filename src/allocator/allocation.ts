@@ -57,15 +57,20 @@ export interface AllocationView {
   propose(identity: Identity, tag: string | undefined): Choice | NoTable;
 }
 
-const key = (family: AddrFamily, table: number) => `${family}/${table}`;
+/**
+ * One number per (family, table): tables are below 2^32 and families below
+ * 16, so this is exact, and cheaper than a string per lookup (a rebuild
+ * looks up every stored lease).
+ */
+const key = (family: AddrFamily, table: number) => table * 16 + family;
 
 /** Pools and reservations, with what is taken. */
 export class Allocation implements AllocationView {
   readonly pools: PoolSet;
   /** Reservations by `family/table`. */
-  #reserved = new Map<string, Lease>();
+  #reserved = new Map<number, Lease>();
   /** `family/table` of reserved tables bound to an identity now. */
-  #boundReserved = new Set<string>();
+  #boundReserved = new Set<number>();
   /** Bound leases whose table is in no pool and not reserved (after a config change). */
   outside = 0;
   /** Tables held for one identity until a deadline. */
@@ -89,19 +94,45 @@ export class Allocation implements AllocationView {
   ): Allocation {
     const state = new Allocation(pools);
     for (const reservation of reservations) state.#addReservation(reservation);
-    const seen = new Set<string>();
+    state.#markUsed(usedTables, onOutside);
+    return state;
+  }
+
+  /**
+   * A bound lease of the store, read after {@link build}: its table is
+   * taken (a reserved one bound to its owner). `onOutside` hears of a table
+   * no pool or reservation holds.
+   */
+  markBound(
+    family: AddrFamily,
+    table: number,
+    onOutside: (family: AddrFamily, table: number) => void = () => {},
+  ): void {
+    const k = key(family, table);
+    if (this.#reserved.has(k)) this.#boundReserved.add(k);
+    else if (!this.pools.take(family, table)) {
+      this.outside++;
+      onOutside(family, table);
+    }
+  }
+
+  /** Marks the tables of `usedTables()` taken (a bound reserved table is listed twice). */
+  #markUsed(
+    usedTables: Iterable<readonly [AddrFamily, number]>,
+    onOutside: (family: AddrFamily, table: number) => void = () => {},
+  ): void {
+    const seen = new Set<number>();
     for (const [family, table] of usedTables) {
       const k = key(family, table);
-      if (state.#reserved.has(k)) {
+      if (this.#reserved.has(k)) {
         // A reserved table is listed once for its reservation and once more when bound.
-        if (seen.has(k)) state.#boundReserved.add(k);
+        if (seen.has(k)) this.#boundReserved.add(k);
         seen.add(k);
-      } else if (!state.pools.take(family, table)) {
-        state.outside++;
+      } else if (!this.pools.take(family, table)) {
+        this.outside++;
         onOutside(family, table);
       }
     }
-    return state;
   }
 
   /** Every reservation. */
@@ -277,14 +308,23 @@ export class Allocation implements AllocationView {
    * reservation holds (a lease left outside by a config change).
    */
   ended(lease: Lease): boolean {
-    const k = key(lease.family, lease.table);
+    return this.free(lease.family, lease.table);
+  }
+
+  /**
+   * A table is free again (its lease ended, or a claim on it was given
+   * back): to its reservation or its pool. False for a table that no pool
+   * or reservation holds. Freeing a free table changes nothing.
+   */
+  free(family: AddrFamily, table: number): boolean {
+    const k = key(family, table);
     if (this.#reserved.has(k)) {
       this.#boundReserved.delete(k);
       return true;
     }
-    if (this.pools.poolOf(lease.family, lease.table)) {
+    if (this.pools.poolOf(family, table)) {
       // Already free here when another server granted it (a shared store).
-      this.pools.release(lease.family, lease.table);
+      this.pools.release(family, table);
       return true;
     }
     if (this.outside > 0) this.outside--;

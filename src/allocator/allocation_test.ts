@@ -16,6 +16,7 @@ const reservation = (table: number, ifname: string, address = "*"): Lease => ({
   expiresAt: 0,
   tag: undefined,
   owner: "config",
+  uid: 0,
   state: "reserved",
 });
 
@@ -159,6 +160,7 @@ Deno.test("endedHeld() holds an ended lease's table for its identity; endHold() 
     address: "10.0.0.1",
     table,
     expiresAt: 5000,
+    uid: 0,
     tag: undefined,
     owner: "t",
     state: "bound",

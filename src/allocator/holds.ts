@@ -25,6 +25,11 @@ export interface Hold {
   /** Wall-clock end of the hold, in ms. */
   until: number;
   reason: HoldReason;
+  /**
+   * The uid whose release confirms the hold (an admin release: the
+   * released lease's taker; root may too). Undefined: anyone's.
+   */
+  uid?: number | undefined;
 }
 
 /** The identity fields a hold is matched on. */

@@ -311,6 +311,7 @@ const leaseView = fields<LeaseView>({
   expires_at: nullable(number),
   tag: nullable(string),
   owner: string,
+  uid: integer,
 });
 
 /** A count that an older server leaves out (0 then). */

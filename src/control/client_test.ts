@@ -35,6 +35,7 @@ const LEASE: LeaseView = {
   expires_at: 1_700_000_000_000,
   tag: null,
   owner: "table-allocator-server",
+  uid: 0,
 };
 
 /** A peer bound to a fresh padded name that answers each datagram with `answer`. */

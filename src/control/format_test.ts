@@ -29,6 +29,7 @@ const lease = (over: Partial<LeaseView> = {}): LeaseView => ({
   expires_at: NOW + 59 * 60_000 + 3_000,
   tag: null,
   owner: "table-allocator-server",
+  uid: 0,
   ...over,
 });
 
@@ -159,6 +160,7 @@ Deno.test("formatLeases() shows every field, expiry as ISO time plus time left, 
         state: "reserved",
         expires_at: null,
         owner: "table-allocator-ctl",
+        uid: 0,
       }),
       lease({ address: "192.0.2.11", table: 10001, state: "released", expires_at: NOW - 5000 }),
       lease({ address: "192.0.2.12", table: 10002, state: "expired", expires_at: NOW - 1000 }),

@@ -101,6 +101,8 @@ export interface LeaseView {
   tag: string | null;
   /** Who wrote the lease (`table-allocator-server`, `config`, `table-allocator-ctl`). */
   owner: string;
+  /** The uid that took the lease (0 for root and reservations). */
+  uid: number;
 }
 
 /** One pool as `pools` and `status` show it. */
@@ -351,6 +353,7 @@ export function leaseView(lease: Lease): LeaseView {
     expires_at: lease.state === "reserved" ? null : lease.expiresAt,
     tag: lease.tag ?? null,
     owner: lease.owner,
+    uid: lease.uid,
   };
 }
 

@@ -128,6 +128,7 @@ Deno.test("control replies round-trip, and errors decode as failures", () => {
     expiresAt: 1_700_000_000_000,
     tag: undefined,
     owner: "table-allocator-server",
+    uid: 0,
     state: "bound" as const,
   };
   const reply = decodeControlReply(encodeControlReply("show", { leases: [leaseView(lease)] }));
@@ -144,6 +145,7 @@ Deno.test("control replies round-trip, and errors decode as failures", () => {
         expires_at: 1_700_000_000_000,
         tag: null,
         owner: "table-allocator-server",
+        uid: 0,
       }],
     },
   });

@@ -5,12 +5,12 @@
  * as one `N similar messages suppressed` line when the window ends.
  *
  * {@link RateLimiter} is the pure bookkeeping (a clock passed in);
- * {@link LimitedWarnings} puts it in front of a {@link Logger}.
+ * {@link LimitedLog} puts it in front of a {@link Logger}.
  *
  * @module
  */
 
-import type { Fields, Logger } from "./logger.ts";
+import type { Fields, Level, Logger } from "./logger.ts";
 
 /** Lines of one kind from one sender logged per window, by default. */
 export const DEFAULT_BURST = 10;
@@ -138,36 +138,48 @@ function report(window: Window): Suppressed | undefined {
 }
 
 /**
- * Warnings through a {@link RateLimiter}: {@link warn} logs or counts a
- * line; every window length, the suppressed counts are logged as
- * `N similar messages suppressed` lines. {@link close} reports what is
- * left and stops the timer.
+ * Log lines through a {@link RateLimiter}: {@link log} writes or counts a
+ * line; every window length, the suppressed counts are written as
+ * `N similar messages suppressed` lines, at the level of the lines they
+ * stand for. {@link close} reports what is left and stops the timer.
  */
-export class LimitedWarnings {
-  #log: Pick<Logger, "warn">;
+export class LimitedLog {
+  #log: Pick<Logger, "log">;
   #limiter: RateLimiter;
   #now: () => number;
   #timer: ReturnType<typeof setInterval> | undefined;
+  #windowMs: number;
+  #levels = new Map<string, Level>();
 
-  /** Warnings to `log`; `now` is the clock in ms (default the wall clock). */
-  constructor(log: Pick<Logger, "warn">, options: RateLimitOptions & { now?: () => number } = {}) {
+  /** Lines to `log`; `now` is the clock in ms (default the wall clock). */
+  constructor(log: Pick<Logger, "log">, options: RateLimitOptions & { now?: () => number } = {}) {
     this.#log = log;
     this.#limiter = new RateLimiter(options);
     this.#now = options.now ?? Date.now;
-    const timer = setInterval(() => this.#sweep(), options.windowMs ?? DEFAULT_WINDOW_MS);
-    // The report timer alone must not keep a stopping process alive.
-    Deno.unrefTimer(timer);
-    this.#timer = timer;
+    this.#windowMs = options.windowMs ?? DEFAULT_WINDOW_MS;
   }
 
   /**
-   * Logs a warning of `kind` from `sender` (e.g. `uid=65534`), unless that
-   * pair has logged its burst in this window; then it is counted.
+   * Writes a line of `kind` from `sender` (e.g. `uid=65534`), unless that
+   * pair has written its burst in this window; then it is counted.
    */
-  warn(kind: string, sender: string, message: string, fields: Fields = {}): void {
+  log(level: Level, kind: string, sender: string, message: string, fields: Fields = {}): void {
+    this.#levels.set(kind, level);
     const { log, ended } = this.#limiter.hit(kind, sender, this.#now(), fields);
     if (ended) this.#report(ended);
-    if (log) this.#log.warn(message, fields);
+    if (log) this.#log.log(level, message, fields);
+    // Reports are due only once something was suppressed: no timer before.
+    else if (this.#timer === undefined) {
+      const timer = setInterval(() => this.#sweep(), this.#windowMs);
+      // The report timer alone must not keep a stopping process alive.
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+  }
+
+  /** {@link log} at level warn. */
+  warn(kind: string, sender: string, message: string, fields: Fields = {}): void {
+    this.log("warn", kind, sender, message, fields);
   }
 
   /** Reports the suppressed counts left and stops the timer; safe to call twice. */
@@ -179,10 +191,14 @@ export class LimitedWarnings {
 
   #sweep(): void {
     for (const s of this.#limiter.sweep(this.#now())) this.#report(s);
+    if (this.#limiter.size === 0) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
   }
 
   #report(s: Suppressed): void {
-    this.#log.warn(`${s.count} similar messages suppressed`, {
+    this.#log.log(this.#levels.get(s.kind) ?? "warn", `${s.count} similar messages suppressed`, {
       kind: s.kind,
       sender: s.sender,
       ...s.fields,

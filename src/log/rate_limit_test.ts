@@ -1,6 +1,6 @@
 import { assertEquals } from "../../tests/helpers/assert.ts";
-import type { Fields } from "./logger.ts";
-import { LimitedWarnings, RateLimiter } from "./rate_limit.ts";
+import type { Fields, Level } from "./logger.ts";
+import { LimitedLog, RateLimiter } from "./rate_limit.ts";
 
 Deno.test("RateLimiter logs a burst per kind and sender per window, then counts", () => {
   const limiter = new RateLimiter({ burst: 2, windowMs: 1000 });
@@ -44,11 +44,13 @@ Deno.test("RateLimiter keeps memory bounded: past maxKeys new senders share one 
   assertEquals(limiter.drain(), [{ kind: "a", sender: "other", count: 1, fields: {} }]);
 });
 
-Deno.test("LimitedWarnings: 20,000 warnings from one sender log a burst and one summary per window", () => {
+Deno.test("LimitedLog: 20,000 warnings from one sender log a burst and one summary per window", () => {
   const lines: Array<[string, Fields | undefined]> = [];
   let now = 0;
-  const warnings = new LimitedWarnings(
-    { warn: (message: string, fields?: Fields) => void lines.push([message, fields]) },
+  const warnings = new LimitedLog(
+    {
+      log: (_level: Level, message: string, fields?: Fields) => void lines.push([message, fields]),
+    },
     { burst: 3, windowMs: 1000, now: () => now },
   );
   try {

@@ -50,6 +50,7 @@ const NONCE = /^[0-9a-fA-F]{16}$/;
 
 /** A pre-shared key, ready to sign with. */
 export interface Psk {
+  /** The key's bytes. */
   readonly bytes: Uint8Array;
 }
 
@@ -240,7 +241,9 @@ export class ReplayGuard {
  * {@link check} judges a received datagram, {@link seal} signs one to send.
  */
 export class Authenticator {
+  /** The key messages are signed and checked with. */
   readonly psk: Psk;
+  /** Seconds a message's `ts` may differ from this side's clock. */
   readonly clockSkew: number;
   #guard: ReplayGuard;
   #now: () => number;

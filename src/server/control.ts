@@ -204,6 +204,8 @@ export class ControlHandler {
           ifname: l.ifname,
           until: l.expiresAt,
           reason: "admin_release",
+          // Only the holder (or root) confirms that its rules are gone.
+          uid: l.uid,
         };
         const holding = l.expiresAt > endedAt && this.#c.allocation().endedHeld(l, hold);
         if (!holding) this.#c.allocation().ended(l);
@@ -241,6 +243,7 @@ export class ControlHandler {
         expiresAt: 0,
         tag: undefined,
         owner: CONTROL_OWNER,
+        uid: 0,
         state: "reserved",
       };
       const existing = allocation.reservationOf(family, request.table);

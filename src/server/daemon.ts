@@ -3,9 +3,12 @@
  * their identities, decide (`decide.ts`), write every change in one
  * transaction, commit once, then send the replies. A reply is sent only
  * after the commit that holds its lease; an error reply (cmd 3) says why
- * a request could not be served. Receiving, the pass (lookups, decisions,
- * commit) and sending are separate steps; what happened is told to the
- * observers (`events.ts`), the log among them.
+ * a request could not be served. Receiving (`receiver.ts`), sorting the
+ * batch (`intake.ts`: decoding, authentication, one job per identity), the
+ * pass (lookups, decisions, commit) and the replies (`replies.ts`) are
+ * separate steps; what happened is told to the observers (`events.ts`),
+ * the log among them. With a shared store the allocation is rebuilt in the
+ * background (`rebuild.ts`).
  *
  * Between passes the loop keeps time: held tables whose deadline passed
  * go back to their pools, a reload asked for by SIGHUP runs, and systemd
@@ -17,57 +20,45 @@
 import { clockSeconds } from "../../ffi/libc.ts";
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import { familyName } from "../net/family.ts";
-import {
-  Command,
-  decodeRequestObject,
-  encodeError,
-  encodeReply,
-  type ErrorCode,
-  parseDatagram,
-  ProtocolError,
-  type Request,
-} from "../protocol/v1.ts";
-import { ControlCommand, decodeControlRequest } from "../control/protocol.ts";
-import type { Allocation, Hold } from "../allocator/allocation.ts";
+import { type AddrFamily, familyName } from "../net/family.ts";
+import { Command, ProtocolError } from "../protocol/v1.ts";
+import { decodeControlRequest } from "../control/protocol.ts";
+import type { Allocation, Choice, Hold } from "../allocator/allocation.ts";
+import { LimitedLog } from "../log/rate_limit.ts";
 import { type ControlContext, ControlHandler } from "./control.ts";
 import { syncConfigReservations } from "./reservations.ts";
 import {
-  admit,
-  type Answer,
   decide,
   decideFailure,
   type Decision,
   type DecisionPolicy,
+  type Races,
   storeFailure,
 } from "./decide.ts";
-import { type ClientOrigin, fanOut, type LeaseObserver, LogObserver } from "./events.ts";
+import { fanOut, type LeaseObserver, LogObserver } from "./events.ts";
 import { sendRevokeNotice } from "./notice.ts";
 import { holdAtStart } from "./readiness.ts";
 import { dumpRoutedTables } from "./kernel_rules.ts";
 import { runReload } from "./reload.ts";
 import { logHoldEnded, Upkeep } from "./upkeep.ts";
-import { rebuildAllocation } from "./rebuild.ts";
+import {
+  BackgroundRebuild,
+  carryHolds,
+  loadAllocationInPages,
+  rebuildAllocation,
+} from "./rebuild.ts";
 import { metricsSnapshot } from "./views.ts";
 import type { MetricsSnapshot } from "../metrics/server_metrics.ts";
 import type { ReloadView } from "../control/protocol.ts";
-import {
-  type AbstractDatagramSocket,
-  type Datagram,
-  describeAddress,
-} from "../unix/abstract_socket.ts";
-import { clientIdOf, type Lease, type LeaseStore, type LeaseToken } from "../store/lease_store.ts";
+import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.ts";
+import type { Lease, LeaseStore, LeaseToken } from "../store/lease_store.ts";
 import { errorMessage } from "../util/errors.ts";
 import { BatchReceiver, type Carried } from "./receiver.ts";
+import { Replies } from "./replies.ts";
+import { type Intake, type Job, sortBatch } from "./intake.ts";
 import { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
 
 export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
-
-/** A lease request or release of this pass. */
-interface Job extends Carried {
-  origin: ClientOrigin;
-  clientId: string;
-}
 
 /** A write issued in this pass, waiting for the commit. */
 interface Write {
@@ -87,17 +78,23 @@ export class Daemon {
   #log: Logger;
   #observer: LeaseObserver;
   #now: () => number;
-  #monotonic: () => number;
   #policy: DecisionPolicy;
   #allocation!: Allocation;
   #resyncAt = Infinity;
   #resyncDue = false;
+  /** The rebuild running in the background (a shared store), if any. */
+  #rebuild: BackgroundRebuild | undefined;
+  /** Requests that look again once the running rebuild is in (a pool that looked full). */
+  #afterRebuild: Carried[] = [];
   #control: ControlHandler;
   #controlContext: ControlContext;
   #receiver: BatchReceiver;
   #stopping = false;
   #unsubscribe: () => void = () => {};
-  #counts = { batches: 0, errors: 0 };
+  #batches = 0;
+  /** Repeated lines per kind and sender, limited (`src/log/rate_limit.ts`). */
+  #limited: LimitedLog;
+  #replies: Replies;
   #options: DaemonOptions;
   #startedAt: number;
   /** A reload asked for by a signal, run by the loop. */
@@ -113,13 +110,25 @@ export class Daemon {
     this.#socket = options.socket;
     this.#log = options.logger;
     this.#receiver = new BatchReceiver(options.socket, options.logger);
+    this.#limited = new LimitedLog(options.logger);
     this.#observer = fanOut([
-      new LogObserver(options.logger, { leases: options.logLeaseEvents ?? true }),
+      new LogObserver(options.logger, {
+        leases: options.logLeaseEvents ?? true,
+        limited: this.#limited,
+      }),
       ...(options.observers ?? []),
     ]);
     this.#now = options.now ?? Date.now;
     this.#startedAt = this.#now();
-    this.#monotonic = options.monotonicSeconds ?? (() => clockSeconds());
+    this.#replies = new Replies({
+      socket: options.socket,
+      log: options.logger,
+      limited: this.#limited,
+      observer: this.#observer,
+      auth: options.auth,
+      now: this.#now,
+      monotonic: options.monotonicSeconds ?? (() => clockSeconds()),
+    });
     this.#policy = this.#policyOf(options.config);
     this.#controlContext = {
       config: options.config,
@@ -148,6 +157,7 @@ export class Daemon {
       leaseMs: config.tableTimeout * 1000,
       families: enabledFamilies(config.addrFamilies),
       sharedStore: this.#options.sharedStore ?? false,
+      maxLeasesPerUid: config.trust.maxLeasesPerUid,
     };
   }
 
@@ -199,8 +209,11 @@ export class Daemon {
 
   /** Work counters. */
   get stats(): DaemonStats {
-    const { batches, errors } = this.#counts;
-    return { batches, requests: this.#receiver.received, errors };
+    return {
+      batches: this.#batches,
+      requests: this.#receiver.received,
+      errors: this.#replies.errors,
+    };
   }
 
   /** The pools and reservations, for status and tests. */
@@ -211,6 +224,7 @@ export class Daemon {
   /** Serves until {@link stop} is called; in-flight work is committed before it returns. */
   async run(): Promise<void> {
     while (!this.#stopping) {
+      if (this.#rebuild?.done) this.#swapRebuilt(this.#rebuild);
       const batch = await this.#receiver.next(this.#upkeep.idleTimeout());
       this.#upkeep.tick();
       if (this.#reloadDue) {
@@ -218,17 +232,58 @@ export class Daemon {
         await this.reload().catch(() => {/* refused: logged */});
       }
       if (batch.length === 0) continue;
-      if (this.#resyncDue || this.#now() >= this.#resyncAt) {
-        await this.#load(false).catch((error) =>
-          this.#log.error("cannot rebuild the allocation from the store", {
-            error: errorMessage(error),
-          })
-        );
+      if (!this.#rebuild && (this.#resyncDue || this.#now() >= this.#resyncAt)) {
+        this.#startRebuild();
       }
       await this.#pass(batch);
       this.#receiver.served();
     }
     this.#unsubscribe();
+    this.#limited.close();
+  }
+
+  /**
+   * Starts a rebuild of the allocation in the background; the passes go on
+   * with the current one, and every table they take or free meanwhile is
+   * recorded for the new one.
+   */
+  #startRebuild(): void {
+    this.#resyncDue = false;
+    const config = this.#config;
+    this.#rebuild = new BackgroundRebuild(
+      () => loadAllocationInPages(config, this.#store),
+      // The loop may be parked in poll(2): wake it to take the result.
+      () => this.#socket.wake(),
+    );
+  }
+
+  /**
+   * Puts a finished rebuild in place, with the current held tables carried
+   * over (or logs why it failed), and lets waiting requests on.
+   */
+  #swapRebuilt(rebuild: BackgroundRebuild): void {
+    this.#rebuild = undefined;
+    const result = rebuild.result();
+    if (result instanceof Error) {
+      this.#log.error("cannot rebuild the allocation from the store", {
+        error: errorMessage(result),
+      });
+    } else {
+      carryHolds(result, this.#allocation.holds, this.#log);
+      this.#allocation = result;
+    }
+    this.#resyncAt = this.#now() + RESYNC_INTERVAL_MS;
+    for (const carried of this.#afterRebuild) this.#receiver.carry(carried);
+    this.#afterRebuild = [];
+  }
+
+  /** The family of a claimed table. */
+  #familyOf(claim: Choice): AddrFamily {
+    return claim.kind === "reservation"
+      ? claim.reservation.family
+      : claim.kind === "held"
+      ? claim.hold.family
+      : claim.pool.family;
   }
 
   /** Stops receiving; {@link run} returns after the current pass is committed and answered. */
@@ -280,19 +335,29 @@ export class Daemon {
 
   /** One pass: sort the batch, look up, decide, commit, send. */
   async #pass(batch: Carried[]): Promise<void> {
-    this.#counts.batches++;
+    this.#batches++;
     this.#options.metrics?.pass(batch.length);
     const out: Outgoing[] = [];
     const { jobs, controls } = this.#sort(batch, out);
-    const lookups = await Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId)));
+    const [lookups, held] = await Promise.all([
+      Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId))),
+      this.#countHeld(jobs),
+    ]);
     const writes: Write[] = [];
     lookups.forEach((lookup, i) => {
       const job = jobs[i];
       if (lookup.status === "rejected") {
-        out.push([this.#answer(storeFailure(lookup.reason), job), job.datagram]);
+        out.push([this.#replies.answer(storeFailure(lookup.reason), job), job.datagram]);
         return;
       }
       const { leases, token } = lookup.value;
+      const uid = job.origin.credentials?.uid;
+      const count = uid === undefined ? undefined : held.get(uid);
+      if (count instanceof Error && !leases.some((l) => l.state === "bound")) {
+        this.#store.releaseToken(token);
+        out.push([this.#replies.answer(storeFailure(count), job), job.datagram]);
+        return;
+      }
       const decision = decide({
         origin: job.origin,
         leases,
@@ -300,66 +365,83 @@ export class Daemon {
         now: this.#now(),
         attempt: job.attempt,
         collisions: job.collisions,
+        uidLeases: typeof count === "number" ? count : undefined,
       }, this.#policy);
+      // The pass's own grants count against the cap of its later requests.
+      if (
+        typeof count === "number" && decision.kind === "write" &&
+        decision.events[0]?.kind === "granted"
+      ) held.set(uid!, count + 1);
       const write = this.#enact(job, decision, token, out);
       if (write) writes.push(write);
     });
     if (writes.length > 0) await this.#commit(writes, out);
-    for (const [data, datagram] of out) this.#send(data, datagram);
+    const twins = new Map(jobs.filter((j) => j.twins.length > 0).map((j) => [j.datagram, j.twins]));
+    for (const [data, datagram] of out) {
+      this.#replies.send(data, datagram);
+      for (const twin of twins.get(datagram) ?? []) this.#replies.send(data, twin.datagram);
+    }
     // Control requests are rare and not on the hot path: one at a time, after the leases.
     for (const { datagram, message } of controls) {
-      this.#send(await this.#controlReply(datagram, message), datagram);
+      this.#replies.send(await this.#controlReply(datagram, message), datagram);
+      // A reservation or an admin release changed the allocation in a way
+      // the running rebuild may not have read: read the store once more.
+      if (this.#rebuild) this.#resyncDue = true;
     }
   }
 
   /**
-   * Decodes the batch: malformed datagrams and refused families are
-   * answered at once, control requests set aside, and a second message for
-   * an identity carried to the next pass, so it sees this one's committed
-   * result instead of racing it.
+   * The bound leases of each non-root uid that asks for a lease in this
+   * pass (the cap), or the store's failure to count them. Root's requests,
+   * nearly all of them, cost nothing here.
    */
-  #sort(batch: Carried[], out: Outgoing[]): {
-    jobs: Job[];
-    controls: Array<{ datagram: Datagram; message: Record<string, unknown> }>;
-  } {
-    const jobs: Job[] = [];
-    const controls: Array<{ datagram: Datagram; message: Record<string, unknown> }> = [];
-    const seen = new Set<string>();
-    for (const carried of batch) {
-      const { datagram } = carried;
-      let request: Request;
-      try {
-        const message = parseDatagram(datagram.data, datagram.length);
-        if (message.cmd === ControlCommand.REQUEST) {
-          controls.push({ datagram, message });
-          continue;
-        }
-        request = decodeRequestObject(message);
-      } catch (error) {
-        if (!(error instanceof ProtocolError)) throw error;
-        out.push([this.#reject(error.code, error.message, datagram), datagram]);
-        continue;
-      }
-      const origin: ClientOrigin = {
-        kind: "client",
-        request,
-        sender: datagram.sender,
-        credentials: datagram.credentials,
-      };
-      const refused = admit(request, this.#policy);
-      if (refused) {
-        out.push([this.#answer(refused, { datagram, origin }), datagram]);
-        continue;
-      }
-      const clientId = clientIdOf(request.identity);
-      if (seen.has(clientId)) {
-        this.#receiver.carry(carried);
-        continue;
-      }
-      seen.add(clientId);
-      jobs.push({ ...carried, origin, clientId });
+  async #countHeld(jobs: Job[]): Promise<Map<number, number | Error>> {
+    const uids = new Set<number>();
+    for (const job of jobs) {
+      const uid = job.origin.credentials?.uid;
+      if (
+        uid !== undefined && uid !== 0 && job.origin.request.cmd === Command.REQUEST &&
+        this.#policy.maxLeasesPerUid > 0
+      ) uids.add(uid);
     }
-    return { jobs, controls };
+    const held = new Map<number, number | Error>();
+    await Promise.all([...uids].map(async (uid) => {
+      try {
+        held.set(uid, await this.#store.boundCount(uid));
+      } catch (error) {
+        held.set(uid, error instanceof Error ? error : new Error(String(error)));
+      }
+    }));
+    return held;
+  }
+
+  /**
+   * Sorts the batch (`intake.ts`): what is refused at once is answered,
+   * the messages that wait for the next pass are carried to it.
+   */
+  #sort(batch: Carried[], out: Outgoing[]): Pick<Intake, "jobs" | "controls"> {
+    const intake = sortBatch(batch, this.#policy, this.#options.auth);
+    for (const { answer, datagram, request, signed } of intake.refused) {
+      out.push([
+        this.#replies.reject(answer.code, answer.message, datagram, request, signed),
+        datagram,
+      ]);
+    }
+    for (const job of intake.waiting) this.#carryJob(job, job);
+    return intake;
+  }
+
+  /** Puts a job and its twins into the next pass (or `into`), with the races they lost. */
+  #carryJob(job: Job, races: Races, into?: Carried[]): void {
+    for (const j of [job, ...job.twins]) {
+      const carried: Carried = {
+        datagram: j.datagram,
+        ...races,
+        verdict: this.#options.auth ? (j.signed ? "authentic" : "unsigned") : undefined,
+      };
+      if (into) into.push(carried);
+      else this.#receiver.carry(carried);
+    }
   }
 
   /** Carries out a decision up to its write, which it returns. */
@@ -367,16 +449,24 @@ export class Daemon {
     if (decision.kind !== "write") {
       this.#store.releaseToken(token);
       if (decision.kind === "retry") {
-        if (decision.rebuild) this.#resyncDue = true;
-        this.#receiver.carry({ datagram: job.datagram, ...decision.races });
+        if (decision.rebuild) {
+          // It looks again once the store is read anew.
+          if (!this.#rebuild) this.#startRebuild();
+          this.#carryJob(job, decision.races, this.#afterRebuild);
+        } else this.#carryJob(job, decision.races);
         return undefined;
       }
       for (const event of decision.events) this.#observer.onLease(event);
       this.#endHolds(decision.endHolds, job);
-      out.push([this.#answer(decision.answer, job), job.datagram]);
+      out.push([this.#replies.answer(decision.answer, job), job.datagram]);
       return undefined;
     }
-    if (decision.claim) this.#allocation.apply(decision.claim);
+    const claim = decision.claim;
+    if (claim) {
+      const family = this.#familyOf(claim);
+      this.#allocation.apply(claim);
+      this.#rebuild?.record((a) => a.markTaken(family, claim.table));
+    }
     return { job, decision, done: this.#store.update(job.clientId, decision.leases, token) };
   }
 
@@ -396,21 +486,23 @@ export class Daemon {
         for (const lease of decision.ended) this.#free(lease);
         for (const event of decision.events) this.#observer.onLease(event);
         this.#endHolds(decision.endHolds, job);
-        out.push([this.#answer(decision.answer, job), job.datagram]);
+        out.push([this.#replies.answer(decision.answer, job), job.datagram]);
         return;
       }
       const { claim } = decision;
       const failure = decideFailure(result.reason, job, claim, this.#policy.sharedStore);
       if (claim) {
+        const family = this.#familyOf(claim);
         this.#allocation.undo(claim);
+        this.#rebuild?.record((a) => a.free(family, claim.table));
         if (failure.markTaken) {
-          this.#allocation.markTaken(job.origin.request.identity.family, claim.table);
+          this.#allocation.markTaken(family, claim.table);
+          this.#rebuild?.record((a) => a.markTaken(family, claim.table));
         }
       }
       if (failure.rebuild) this.#resyncDue = true;
-      if (failure.kind === "retry") {
-        this.#receiver.carry({ datagram: job.datagram, ...failure.races });
-      } else out.push([this.#answer(failure.answer, job), job.datagram]);
+      if (failure.kind === "retry") this.#carryJob(job, failure.races);
+      else out.push([this.#replies.answer(failure.answer, job), job.datagram]);
     });
   }
 
@@ -420,7 +512,7 @@ export class Daemon {
   ): Promise<Uint8Array<ArrayBuffer>> {
     const uid = datagram.credentials?.uid;
     if (uid !== 0) {
-      return this.#reject(
+      return this.#replies.reject(
         "not_permitted",
         `control requests are answered only to root (uid 0), got uid ${uid ?? "unknown"}`,
         datagram,
@@ -430,7 +522,7 @@ export class Daemon {
       return await this.#control.handle(decodeControlRequest(message), uid);
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
-      return this.#reject(error.code, error.message, datagram);
+      return this.#replies.reject(error.code, error.message, datagram);
     }
   }
 
@@ -454,62 +546,11 @@ export class Daemon {
 
   /** Returns a lease's table to its reservation or pool; a table outside every pool is just logged. */
   #free(lease: Lease): void {
+    this.#rebuild?.record((a) => a.ended(lease));
     if (!this.#allocation.ended(lease)) {
       this.#log.info("lease outside the configured pools ended", {
         family: familyName(lease.family),
         table: lease.table,
-      });
-    }
-  }
-
-  /** Encodes an answer to a job (an error answer is counted and told to the observers). */
-  #answer(
-    answer: Answer,
-    job: { datagram: Datagram; origin: ClientOrigin },
-  ): Uint8Array<ArrayBuffer> {
-    switch (answer.kind) {
-      case "lease":
-        // The C client reads the expiry on its CLOCK_MONOTONIC_RAW.
-        return encodeReply(
-          answer.table,
-          this.#monotonic() + (answer.expiresAt - this.#now()) / 1000,
-        );
-      case "released":
-        return encodeReply(0, 0);
-      case "error":
-        return this.#reject(answer.code, answer.message, job.datagram, job.origin.request);
-    }
-  }
-
-  #reject(
-    code: ErrorCode,
-    message: string,
-    datagram: Datagram,
-    request?: Request,
-  ): Uint8Array<ArrayBuffer> {
-    this.#counts.errors++;
-    this.#observer.onErrorReply({
-      code,
-      message,
-      request,
-      sender: datagram.sender,
-      credentials: datagram.credentials,
-    });
-    return encodeError(code, message);
-  }
-
-  #send(data: Uint8Array<ArrayBuffer>, datagram: Datagram): void {
-    try {
-      if (!this.#socket.send(data, datagram.sender)) {
-        this.#log.warn("reply dropped: the client's queue is full", {
-          to: describeAddress(datagram.sender),
-        });
-      }
-    } catch (error) {
-      // The client may have gone; its lease stays correct and reclaimable.
-      this.#log.debug("reply not delivered", {
-        to: describeAddress(datagram.sender),
-        error: errorMessage(error),
       });
     }
   }

@@ -14,6 +14,7 @@ import type { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import type { LeaseObserver } from "./events.ts";
 import type { RoutedTable } from "./kernel_rules.ts";
 import type { SystemdNotifier } from "./notify.ts";
+import type { MessageAuth } from "./intake.ts";
 
 /** With a store shared with other servers, rebuild the allocation this often. */
 export const RESYNC_INTERVAL_MS = 5000;
@@ -54,6 +55,12 @@ export interface DaemonOptions {
   onConfig?: (config: ServerConfig) => Promise<void> | void;
   /** The tables the kernel's rules route through at start (default: a netlink dump). */
   routedTables?: () => Promise<RoutedTable[]>;
+  /**
+   * Message authentication (`auth` in the config): requests are checked,
+   * the replies to signed ones signed; with `require`, unsigned lease
+   * requests are refused (`unauthenticated`).
+   */
+  auth?: MessageAuth | undefined;
 }
 
 /** Counters for the status line and for tests. */

@@ -42,6 +42,7 @@ class FaultyStore implements LeaseStore {
   flush = () => this.inner.flush();
   list = (options?: Parameters<LeaseStore["list"]>[0]) => this.inner.list(options);
   usedTables = () => this.inner.usedTables();
+  boundCount = (uid: number) => this.inner.boundCount(uid);
   onExpire = (listener: Parameters<LeaseStore["onExpire"]>[0]) => this.inner.onExpire(listener);
   close = () => this.inner.close();
 }
@@ -139,6 +140,7 @@ async function putLease(store: LeaseStore, address: string, table: number | unde
     expiresAt: Date.now() + 3600_000,
     tag: undefined,
     owner: "another-server",
+    uid: 0,
     state: "bound",
   }];
   await store.update(clientId, leases, token);

@@ -50,6 +50,8 @@ export interface DecisionPolicy {
   families: readonly AddrFamily[];
   /** Other servers write to the same store: a full pool may not be full. */
   sharedStore: boolean;
+  /** Bound leases a non-root uid may hold (0: none); root has no cap. */
+  maxLeasesPerUid: number;
 }
 
 /** What one decision reads. */
@@ -61,6 +63,11 @@ export interface DecisionInput extends Races {
   allocation: AllocationView;
   /** Wall clock, ms since the epoch. */
   now: number;
+  /**
+   * Bound leases the sender's uid holds, counting those granted earlier in
+   * this pass; needed for a new lease of a non-root uid (the cap).
+   */
+  uidLeases?: number | undefined;
 }
 
 /** What to answer the client. */
@@ -130,6 +137,56 @@ export function admit(request: Request, policy: DecisionPolicy): Answer | undefi
   );
 }
 
+/**
+ * Why the sender may not refresh or release `lease`, or undefined when it
+ * may: only the uid that took a lease, or root, may (kernel-verified
+ * credentials; see `docs/security.md`).
+ */
+export function ownershipRefusal(
+  lease: Lease,
+  uid: number | undefined,
+  action: "refresh" | "release",
+): Answer | undefined {
+  if (uid === 0 || uid === lease.uid) return undefined;
+  return refusal(
+    "not_permitted",
+    `the lease of ${lease.ifname} ${lease.address} (${
+      familyName(lease.family)
+    }) belongs to uid ${lease.uid}; ${
+      uid === undefined ? "a sender without credentials" : `uid ${uid}`
+    } may not ${action} it`,
+  );
+}
+
+/**
+ * Why the sender may not take a new lease, or undefined when it may: root
+ * always may; another uid while it holds fewer than `max_leases_per_uid`.
+ */
+export function capRefusal(
+  uid: number | undefined,
+  held: number | undefined,
+  max: number,
+): Answer | undefined {
+  if (uid === 0) return undefined;
+  if (uid === undefined) {
+    return refusal(
+      "not_permitted",
+      "the request carried no credentials: only root may take leases",
+    );
+  }
+  if (max === 0) {
+    return refusal(
+      "not_permitted",
+      `max_leases_per_uid is 0: only root may take leases; uid ${uid} may not`,
+    );
+  }
+  if (held === undefined || held < max) return undefined;
+  return refusal(
+    "not_permitted",
+    `uid ${uid} holds ${held} leases, the most max_leases_per_uid allows`,
+  );
+}
+
 /** Decides a request or a release. */
 export function decide(input: DecisionInput, policy: DecisionPolicy): Decision {
   return input.origin.request.cmd === Command.REQUEST
@@ -143,12 +200,19 @@ export function decide(input: DecisionInput, policy: DecisionPolicy): Decision {
  * that serves it. A reservation wins over a lease on another table: the
  * owner moves to its reserved table when that is free (the client moves
  * its rules). With a shared store, a full pool is looked at again after a
- * rebuild once, since another server may have freed tables.
+ * rebuild once, since another server may have freed tables. Only the
+ * lease's uid or root may refresh it; a new lease of a non-root uid counts
+ * against its cap.
  */
 function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
   const { origin, leases, allocation } = input;
   const { identity, tag } = origin.request;
+  const uid = origin.credentials?.uid;
   const existing = leases.find((l) => l.state === "bound");
+  const refused = existing
+    ? ownershipRefusal(existing, uid, "refresh")
+    : capRefusal(uid, input.uidLeases, policy.maxLeasesPerUid);
+  if (refused) return { kind: "reply", answer: refused, events: [] };
   let claim: Choice | undefined;
   if (!existing) {
     const proposed = allocation.propose(identity, tag);
@@ -181,6 +245,8 @@ function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
     tag: tag ?? existing?.tag,
     owner: SERVER_OWNER,
     state: "bound",
+    // A lease stays its taker's, also when root refreshes it.
+    uid: existing?.uid ?? uid!,
   };
   const moved = existing !== undefined && existing.table !== table ? existing : undefined;
   return {
@@ -205,13 +271,23 @@ function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
 
 /**
  * A release: the identity's bound leases become history (kept until the
- * retention passes); acknowledged even when it has none.
+ * retention passes); acknowledged even when it has none. Only the lease's
+ * uid or root may release it.
  */
 function decideRelease(input: DecisionInput): Decision {
   const { origin } = input;
   const bound = input.leases.filter((l) => l.state === "bound");
-  // The release is also the holder's confirmation that its rules are gone.
-  const held = endingHold(input.allocation.heldFor(origin.request.identity));
+  const uid = origin.credentials?.uid;
+  for (const lease of bound) {
+    const refused = ownershipRefusal(lease, uid, "release");
+    if (refused) return { kind: "reply", answer: refused, events: [] };
+  }
+  // The release is also the holder's confirmation that its rules are gone:
+  // from the uid the lease was the taker's, or root (another user's
+  // "confirmation" would free a table whose rules are still in place).
+  const hold = input.allocation.heldFor(origin.request.identity);
+  const confirms = hold && (hold.uid === undefined || uid === 0 || uid === hold.uid);
+  const held = endingHold(confirms ? hold : undefined);
   if (bound.length === 0) {
     return {
       kind: "reply",

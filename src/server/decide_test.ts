@@ -1,6 +1,6 @@
 import { assertEquals } from "../../tests/helpers/assert.ts";
 import type { PoolConfig } from "../../config/pools.ts";
-import { Allocation } from "../allocator/allocation.ts";
+import { Allocation, type Hold } from "../allocator/allocation.ts";
 import { Command, type Request } from "../protocol/v1.ts";
 import { ConcurrencyError, type Lease, TransientError } from "../store/lease_store.ts";
 import {
@@ -22,7 +22,12 @@ const LEASE_MS = 3600_000;
 const POOLS: PoolConfig[] = [
   { name: "default", family: 2, ranges: [{ first: 100, last: 102 }], tags: [], ifnames: [] },
 ];
-const POLICY: DecisionPolicy = { leaseMs: LEASE_MS, families: [2], sharedStore: false };
+const POLICY: DecisionPolicy = {
+  leaseMs: LEASE_MS,
+  families: [2],
+  sharedStore: false,
+  maxLeasesPerUid: 8,
+};
 const SHARED: DecisionPolicy = { ...POLICY, sharedStore: true };
 
 const ME = { family: 2 as const, ifname: "eth1", address: "10.0.0.1" };
@@ -34,6 +39,16 @@ function origin(cmd: Request["cmd"], tag?: string, identity = ME): ClientOrigin 
 }
 const request = (tag?: string) => origin(Command.REQUEST, tag);
 const release = () => origin(Command.RELEASE);
+/** The same datagram, sent by another uid. */
+const asUid = (o: ClientOrigin, uid: number): ClientOrigin => ({
+  ...o,
+  credentials: { pid: 900, uid, gid: uid },
+});
+const notPermitted = (message: string) => ({
+  kind: "reply",
+  answer: { kind: "error", code: "not_permitted", message },
+  events: [],
+});
 
 const bound = (table: number, tag?: string): Lease => ({
   ...ME,
@@ -42,6 +57,7 @@ const bound = (table: number, tag?: string): Lease => ({
   tag,
   owner: SERVER_OWNER,
   state: "bound",
+  uid: credentials.uid,
 });
 const reserved = (table: number): Lease => ({
   family: 2,
@@ -51,6 +67,7 @@ const reserved = (table: number): Lease => ({
   expiresAt: 0,
   tag: undefined,
   owner: "config",
+  uid: 0,
   state: "reserved",
 });
 const fresh = (table: number, tag?: string): Lease => ({
@@ -58,7 +75,7 @@ const fresh = (table: number, tag?: string): Lease => ({
   expiresAt: NOW + LEASE_MS,
 });
 
-const held = (table: number, address = ME.address) => ({
+const held = (table: number, address = ME.address): Hold => ({
   family: 2 as const,
   table,
   address,
@@ -71,7 +88,7 @@ interface Case {
   name: string;
   origin: ClientOrigin;
   /** Tables held (free tables, held for an address). */
-  holds?: ReturnType<typeof held>[];
+  holds?: Hold[];
   leases?: Lease[];
   /** Reservations in the store. */
   reservations?: Lease[];
@@ -79,6 +96,8 @@ interface Case {
   used?: Array<[2, number]>;
   policy?: DecisionPolicy;
   attempt?: number;
+  /** Bound leases the sender's uid holds. */
+  uidLeases?: number;
   /** The decision, with a claim shown as `kind:table` and events without their origin. */
   expected: unknown;
 }
@@ -287,6 +306,133 @@ const CASES: Case[] = [
       endHolds: [held(102)],
     },
   },
+  {
+    name: "another uid may not refresh a lease: not_permitted, nothing written",
+    origin: asUid(request(), 65534),
+    leases: [bound(100)],
+    used: [[2, 100]],
+    expected: notPermitted(
+      "the lease of eth1 10.0.0.1 (inet) belongs to uid 1000; uid 65534 may not refresh it",
+    ),
+  },
+  {
+    name: "another uid may not release a lease",
+    origin: asUid(release(), 65534),
+    leases: [bound(100)],
+    used: [[2, 100]],
+    expected: notPermitted(
+      "the lease of eth1 10.0.0.1 (inet) belongs to uid 1000; uid 65534 may not release it",
+    ),
+  },
+  {
+    name: "root refreshes any lease, which stays its taker's",
+    origin: asUid(request(), 0),
+    leases: [bound(100)],
+    used: [[2, 100]],
+    expected: {
+      kind: "write",
+      leases: [fresh(100)],
+      claim: undefined,
+      ended: [],
+      answer: { kind: "lease", table: 100, expiresAt: NOW + LEASE_MS },
+      events: [{ kind: "refreshed", lease: fresh(100), reserved: false }],
+    },
+  },
+  {
+    name: "root releases any lease",
+    origin: asUid(release(), 0),
+    leases: [bound(100)],
+    used: [[2, 100]],
+    expected: {
+      kind: "write",
+      leases: [{ ...bound(100), state: "released", expiresAt: NOW }],
+      claim: undefined,
+      ended: [bound(100)],
+      answer: { kind: "released" },
+      events: [{ kind: "released", lease: { ...bound(100), state: "released", expiresAt: NOW } }],
+    },
+  },
+  {
+    name: "a new lease is its taker's, and a uid below its cap gets one",
+    origin: asUid(request(), 65534),
+    uidLeases: 7,
+    expected: {
+      kind: "write",
+      leases: [{ ...fresh(100), uid: 65534 }],
+      claim: "pool:100",
+      ended: [],
+      answer: { kind: "lease", table: 100, expiresAt: NOW + LEASE_MS },
+      events: [{
+        kind: "granted",
+        lease: { ...fresh(100), uid: 65534 },
+        pool: "default",
+        reserved: false,
+      }],
+    },
+  },
+  {
+    name: "a uid at max_leases_per_uid is refused a new lease",
+    origin: request(),
+    uidLeases: 8,
+    expected: notPermitted("uid 1000 holds 8 leases, the most max_leases_per_uid allows"),
+  },
+  {
+    name: "a uid at its cap still refreshes the leases it holds",
+    origin: request(),
+    leases: [bound(101)],
+    used: [[2, 101]],
+    uidLeases: 8,
+    expected: {
+      kind: "write",
+      leases: [fresh(101)],
+      claim: undefined,
+      ended: [],
+      answer: { kind: "lease", table: 101, expiresAt: NOW + LEASE_MS },
+      events: [{ kind: "refreshed", lease: fresh(101), reserved: false }],
+    },
+  },
+  {
+    name: "root has no cap",
+    origin: asUid(request(), 0),
+    uidLeases: 1000,
+    expected: {
+      kind: "write",
+      leases: [{ ...fresh(100), uid: 0 }],
+      claim: "pool:100",
+      ended: [],
+      answer: { kind: "lease", table: 100, expiresAt: NOW + LEASE_MS },
+      events: [{
+        kind: "granted",
+        lease: { ...fresh(100), uid: 0 },
+        pool: "default",
+        reserved: false,
+      }],
+    },
+  },
+  {
+    name: "max_leases_per_uid 0 refuses every new lease of a non-root uid",
+    origin: request(),
+    uidLeases: 0,
+    policy: { ...POLICY, maxLeasesPerUid: 0 },
+    expected: notPermitted("max_leases_per_uid is 0: only root may take leases; uid 1000 may not"),
+  },
+  {
+    name: "an admin release's hold is confirmed by its lease's uid, not by another user",
+    origin: asUid(release(), 65534),
+    holds: [{ ...held(101), reason: "admin_release", uid: 1000 }],
+    expected: { kind: "reply", answer: { kind: "released" }, events: [{ kind: "released" }] },
+  },
+  {
+    name: "an admin release's hold is confirmed by root",
+    origin: asUid(release(), 0),
+    holds: [{ ...held(101), reason: "admin_release", uid: 1000 }],
+    expected: {
+      kind: "reply",
+      answer: { kind: "released" },
+      events: [{ kind: "released" }],
+      endHolds: [{ ...held(101), reason: "admin_release", uid: 1000 }],
+    },
+  },
 ];
 
 /** A decision in the cases' shorthand: claims as `kind:table`, events without origin. */
@@ -312,6 +458,7 @@ for (const c of CASES) {
       now: NOW,
       attempt: c.attempt ?? 1,
       collisions: 0,
+      uidLeases: c.uidLeases,
     };
     const before = JSON.stringify([allocation.pools.pools[0].used, allocation.reservations]);
     const decision = decide(input, c.policy ?? POLICY);

@@ -9,6 +9,7 @@
  */
 
 import type { Logger } from "../log/logger.ts";
+import { LimitedLog } from "../log/rate_limit.ts";
 import { familyName } from "../net/family.ts";
 import type { ErrorCode, Request } from "../protocol/v1.ts";
 import type { Lease } from "../store/lease_store.ts";
@@ -119,21 +120,38 @@ function senderFields(sender: Uint8Array, credentials: Credentials | undefined):
 }
 
 /**
+ * Who sent a datagram, for rate limits: its kernel-verified uid, which a
+ * sender cannot vary the way it can vary its address.
+ */
+export function senderKey(credentials: Credentials | undefined): string {
+  return `uid=${credentials?.uid ?? "unknown"}`;
+}
+
+/**
  * Writes each event as one log line: the event's name, the identity, the
  * table, then where it came from, e.g. `granted family=inet ifname=eth1
  * address=192.0.2.10 table=10000 pool=default expires=… from=@… pid=812
  * uid=0 gid=0`; an error reply as `rejected error=CODE reason=…`.
  * Families are named as `ctl` names them (`inet`, `inet6`, `unspec`).
+ *
+ * So that one sender cannot flood the log, error replies are rate-limited
+ * per code and sender uid, and so are the lease events of non-root uids
+ * (`src/log/rate_limit.ts`); root's lease events are always written.
  */
 export class LogObserver implements LeaseObserver {
   #log: Logger;
+  #limited: LimitedLog;
   /** Whether lease events are logged (the `eventlog` output); error replies always are. */
   readonly leases: boolean;
 
-  /** An observer writing to `log`; `leases: false` logs error replies only. */
-  constructor(log: Logger, options: { leases?: boolean } = {}) {
+  /**
+   * An observer writing to `log`; `leases: false` logs error replies only;
+   * repeated lines go through `limited`.
+   */
+  constructor(log: Logger, options: { leases?: boolean; limited?: LimitedLog } = {}) {
     this.#log = log;
     this.leases = options.leases ?? true;
+    this.#limited = options.limited ?? new LimitedLog(log);
   }
 
   onLease(event: LeaseEvent): void {
@@ -172,11 +190,17 @@ export class LogObserver implements LeaseObserver {
       if (event.held) fields.held = "yes";
       fields.expires = new Date(lease.expiresAt).toISOString();
     }
-    this.#log.info(event.kind, { ...fields, ...from });
+    if (origin.credentials?.uid === 0) this.#log.info(event.kind, { ...fields, ...from });
+    else {
+      this.#limited.log("info", event.kind, senderKey(origin.credentials), event.kind, {
+        ...fields,
+        ...from,
+      });
+    }
   }
 
   onErrorReply(event: ErrorReplyEvent): void {
-    this.#log.warn("rejected", {
+    this.#limited.warn(`rejected ${event.code}`, senderKey(event.credentials), "rejected", {
       error: event.code,
       reason: event.message,
       ...(event.request ? requestFields(event.request) : {}),

@@ -3,6 +3,7 @@ import { MemoryLogger } from "../../tests/helpers/log.ts";
 import { Command } from "../protocol/v1.ts";
 import type { Lease } from "../store/lease_store.ts";
 import { paddedAbstractAddress } from "../unix/abstract_socket.ts";
+import { LimitedLog } from "../log/rate_limit.ts";
 import {
   type ClientOrigin,
   fanOut,
@@ -20,6 +21,7 @@ const lease: Lease = {
   expiresAt: EXPIRES,
   tag: "wan",
   owner: "table-allocator-server",
+  uid: 0,
   state: "bound",
 };
 const client = (tag?: string): ClientOrigin => ({
@@ -109,6 +111,26 @@ Deno.test("LogObserver writes an error reply as a rejected line, with the reques
   assertEquals(log.lines, [
     `WARN rejected error=bad_json reason="not a JSON object" ${FROM}`,
     `WARN rejected error=pool_exhausted reason="all 2 tables" ${ID} tag=wan ${FROM}`,
+  ]);
+});
+
+Deno.test("LogObserver limits repeated lines of one uid, except root's lease events", () => {
+  const log = new MemoryLogger();
+  const limited = new LimitedLog(log, { burst: 2 });
+  const observer = new LogObserver(log, { limited });
+  const nobody = { ...client(), credentials: { pid: 9, uid: 65534, gid: 65534 } };
+  for (let i = 0; i < 5; i++) {
+    observer.onLease({ kind: "refreshed", lease, reserved: false, origin: nobody });
+    observer.onLease({ kind: "refreshed", lease, reserved: false, origin: client() });
+    observer.onErrorReply({ ...nobody, code: "bad_json", message: "x", request: undefined });
+  }
+  limited.close();
+  assertEquals(log.matching(/INFO refreshed .*uid=65534/).length, 2);
+  assertEquals(log.matching(/INFO refreshed .*uid=0/).length, 5, "root's events are all logged");
+  assertEquals(log.matching(/WARN rejected error=bad_json/).length, 2);
+  assertEquals(log.matching(/similar messages suppressed/), [
+    `INFO 3 similar messages suppressed kind=refreshed sender="uid=65534" ${ID} table=10001 expires=2024-11-21T20:00:00.000Z from=@eth1-192.0.2.10-2 pid=9 uid=65534 gid=65534`,
+    `WARN 3 similar messages suppressed kind="rejected bad_json" sender="uid=65534" error=bad_json reason=x from=@eth1-192.0.2.10-2 pid=9 uid=65534 gid=65534`,
   ]);
 });
 

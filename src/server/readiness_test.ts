@@ -21,6 +21,7 @@ Deno.test("holdRoutedTables() holds free routed tables of the pools, and reports
       expiresAt: Date.now() + 60_000,
       tag: undefined,
       owner: "t",
+      uid: 0,
       state: "bound",
     }], token);
     const allocation = Allocation.build(POOLS, [], await store.usedTables());

@@ -24,6 +24,11 @@ export const SPIN_MICROSECONDS = 150;
 /** A datagram waiting for its pass, with the races it lost so far. */
 export interface Carried extends Races {
   datagram: Datagram;
+  /**
+   * How its authentication turned out, once checked: a carried signed
+   * datagram is not checked again (its nonce is already spent).
+   */
+  verdict?: "authentic" | "unsigned" | undefined;
 }
 
 /** Batches of datagrams for the daemon's passes. */

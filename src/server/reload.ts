@@ -123,6 +123,10 @@ export function restartNeeded(current: ServerConfig, next: ServerConfig): string
       JSON.stringify(next.socketPath)
     }: restart the server to apply it`;
   }
+  if (JSON.stringify(current.trust.auth) !== JSON.stringify(next.trust.auth)) {
+    // The PSK file is read, and checked, at start.
+    return `"auth" changed: restart the server to apply it`;
+  }
   if (JSON.stringify(current.store) !== JSON.stringify(next.store)) {
     const describe = (c: ServerConfig) =>
       c.store.kind === "sqlite" ? `"db_path" ${JSON.stringify(c.store.path)}` : `"store" postgres`;

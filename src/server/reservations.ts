@@ -59,6 +59,7 @@ export async function syncConfigReservations(
         expiresAt: 0,
         tag: undefined,
         owner: CONFIG_OWNER,
+        uid: 0,
         state: "reserved",
       };
       wanted.set(reservationIdOf(lease), lease);

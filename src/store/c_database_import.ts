@@ -147,6 +147,8 @@ function toLease(row: CRow, clock: ImportClock): { clientId: string; lease: Leas
       tag,
       owner: clock.owner,
       state: "bound",
+      // The original's clients ran from root's hooks: their leases are root's.
+      uid: 0,
     },
   };
 }
@@ -256,7 +258,7 @@ export function importCDatabase(
   });
   const insert = db.prepare(
     `INSERT INTO leases (client_id, family, ifname, address, table_id, expires_at, tag, owner,
-       state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       state, uid, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   for (const { clientId, lease } of plan.leases) {
     insert.run(
@@ -269,6 +271,7 @@ export function importCDatabase(
       lease.tag ?? null,
       lease.owner,
       lease.state,
+      lease.uid,
       nowMs,
     );
   }

@@ -36,6 +36,7 @@ Deno.test("planImport() keeps a running lease's remaining time and its table, ta
       expiresAt: NOW + 600_000,
       tag: "wan",
       owner: "test",
+      uid: 0,
       state: "bound",
     },
   }]);
@@ -126,10 +127,14 @@ Deno.test("opening the original's database imports RtTables once and leaves it r
       onImported: (report: unknown) => reports.push(report),
     };
     const store = SqliteLeaseStore.open(path, { now: () => NOW, cImport });
-    assertEquals((await store.list()).leases.map((l) => [l.table, l.address, l.expiresAt]), [
-      [10000, "192.0.2.10", NOW + 600_000],
-      [10001, "192.0.2.11", NOW + 3600_000],
-    ]);
+    // The original's clients ran as root: the imported leases are root's (uid 0).
+    assertEquals(
+      (await store.list()).leases.map((l) => [l.table, l.address, l.expiresAt, l.uid]),
+      [
+        [10000, "192.0.2.10", NOW + 600_000, 0],
+        [10001, "192.0.2.11", NOW + 3600_000, 0],
+      ],
+    );
     assertEquals(reports, [{ rows: 2, imported: 2, kept: 1, renewed: 1, skipped: [] }]);
     // Released, and the history gone: a second open must not bring the rows back.
     const { token } = await store.lookup("2/eth1/192.0.2.10");

@@ -78,11 +78,12 @@ export type LeaseRow = [
   tag: string | null,
   owner: string,
   state: string,
+  uid: number,
 ];
 
 /** The columns of a {@link LeaseRow}, for SELECT and INSERT lists. */
 export const LEASE_COLUMNS =
-  "client_id, family, ifname, address, table_id, expires_at, tag, owner, state";
+  "client_id, family, ifname, address, table_id, expires_at, tag, owner, state, uid";
 
 /** The lease a row holds (its client id is the row's key, not part of the lease). */
 export function leaseFromRow(row: LeaseRow): Lease {
@@ -95,6 +96,7 @@ export function leaseFromRow(row: LeaseRow): Lease {
     tag: row[6] ?? undefined,
     owner: row[7],
     state: row[8] as LeaseState,
+    uid: row[9],
   };
 }
 

@@ -64,6 +64,13 @@ export interface Lease {
   tag: string | undefined;
   /** The consumer that wrote the lease (e.g. `table-allocator-server`). */
   owner: string;
+  /**
+   * The uid that took the lease, as the kernel vouched for it
+   * (SCM_CREDENTIALS): only it and root may refresh or release it. 0 for
+   * root, reservations, and leases stored before uids were (see
+   * `docs/security.md`).
+   */
+  uid: number;
   /** Where the lease stands: bound, history (released, expired) or a reservation. */
   state: LeaseState;
 }
@@ -108,6 +115,8 @@ export interface ListOptions {
   table?: number | undefined;
   /** Only leases this consumer wrote (a consumer keeping to its own leases). */
   owner?: string | undefined;
+  /** Only leases taken by this uid. */
+  uid?: number | undefined;
 }
 
 /**
@@ -145,6 +154,20 @@ export class TransientError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "TransientError";
+  }
+}
+
+/**
+ * The store can make nothing durable any more, and will not again: its
+ * database file was deleted or replaced under it. Every call fails with
+ * this error from then on; the process should stop (and be restarted on
+ * a fresh database), since anything it acknowledged would be lost.
+ */
+export class StoreLostError extends Error {
+  /** Builds the error; the message says what happened to the database. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreLostError";
   }
 }
 
@@ -200,8 +223,19 @@ export interface LeaseStore {
    * `reserved`; a table may appear twice): what an allocator must mark taken.
    */
   usedTables(): Promise<Array<[AddrFamily, number]>>;
+  /**
+   * How many `bound` leases `uid` holds (the per-uid cap of the server's
+   * policy), counted on an index of non-root leases: cheap for any uid but 0.
+   */
+  boundCount(uid: number): Promise<number>;
   /** Registers a listener for reclaimed leases; returns the unregister function. */
   onExpire(listener: ExpiryListener): () => void;
+  /**
+   * Registers a listener told once when the store is lost for good (a
+   * {@link StoreLostError}); returns the unregister function. Optional: a
+   * store that cannot be lost (a server's database) need not have it.
+   */
+  onFatal?(listener: (error: StoreLostError) => void): () => void;
   /** Finishes pending work and closes the store; safe to call twice. */
   close(): Promise<void>;
 }

@@ -26,6 +26,13 @@ const SSL: Record<SslMode, DriverOptions["ssl"]> = {
 };
 
 /**
+ * Seconds a connection attempt may take. A local or LAN database answers
+ * in milliseconds; one behind a dead path sends nothing, and every pass
+ * of the server that needs a connection would wait this long.
+ */
+export const CONNECT_TIMEOUT_S = 2;
+
+/**
  * The connection options: the URL first, libpq style (a unix socket
  * directory may be given as `?host=/dir`), then the config's fields over
  * it; porsager's own defaults (PGHOST etc., then localhost:5432) for the
@@ -46,11 +53,12 @@ export function connectionOptions(config: PostgresStoreConfig): {
   const password = config.password ?? url.password;
   const options: DriverOptions = {
     max: config.poolSize,
-    // A server that cannot be reached is a TransientError soon, not in 30 s.
-    connect_timeout: 5,
+    // A server that cannot be reached is a TransientError soon, not in 30 s:
+    // a pass waiting on a connection attempt waits this long at most.
+    connect_timeout: CONNECT_TIMEOUT_S,
     // Reconnect soon after the database comes back (the driver's default
     // back-off grows to 20 s, during which queries wait).
-    backoff: (attempt: number) => Math.min(2, 0.05 * 2 ** attempt) * (0.5 + Math.random() / 2),
+    backoff: (attempt: number) => Math.min(0.5, 0.05 * 2 ** attempt) * (0.5 + Math.random() / 2),
     // No arrays go over the wire: skip the type query on every new connection.
     fetch_types: false,
     onnotice: () => {},
@@ -99,6 +107,17 @@ export function timed<T>(query: PromiseLike<T>, ms: number): Promise<T> {
 /** SQLSTATE of a server error, if it is one. */
 export function sqlState(error: unknown): string | undefined {
   return error instanceof postgres.PostgresError ? error.code : undefined;
+}
+
+/**
+ * Whether a failure says the database cannot be reached, rather than that
+ * one statement failed: no server error at all (refused, reset, closed,
+ * timed out, no answer), a connection exception (SQLSTATE 08), or an
+ * operator intervention (57: shutting down, starting up, terminated).
+ */
+export function isConnectionFailure(error: unknown): boolean {
+  const state = sqlState(error);
+  return state === undefined || /^(08|57)/.test(state);
 }
 
 /**

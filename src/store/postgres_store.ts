@@ -43,6 +43,7 @@ import {
 import { ExpiryNotifier, ExpiryTimer } from "./expiry.ts";
 import {
   connectionOptions,
+  isConnectionFailure,
   isPermanent,
   type PostgresStoreConfig,
   sqlState,
@@ -85,6 +86,11 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
+/** While the database is unreachable, look for it this often. */
+export const PROBE_INTERVAL_MS = 250;
+/** How long one look for an unreachable database may take. */
+const PROBE_TIMEOUT_MS = 2000;
+
 /** When a sweep left due leases behind (locked by another transaction), retry after this. */
 const SWEEP_RETRY_MS = 50;
 /** After a failed sweep (database down), retry after this. */
@@ -113,6 +119,12 @@ export class PostgresLeaseStore implements LeaseStore {
   /** The connections are being shut down: failures from now on are the close's. */
   #ended = false;
   #closing: Promise<void> | undefined;
+  /**
+   * Set while the database is unreachable: calls fail at once instead of
+   * each waiting for a connection attempt, and a probe looks for the
+   * database every {@link PROBE_INTERVAL_MS} until it answers.
+   */
+  #down: { since: number; error: string } | undefined;
 
   // deno-lint-ignore no-explicit-any
   private constructor(sql: postgres.Sql<any>, where: string, options: PostgresStoreOptions) {
@@ -152,20 +164,26 @@ export class PostgresLeaseStore implements LeaseStore {
       await ensureSchema(sql, options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS);
     } catch (error) {
       await sql.end({ timeout: 1 }).catch(() => {});
-      throw new Error(`Cannot open ${where}: ${errorMessage(error)}`, { cause: error });
+      const message = `Cannot open ${where}: ${errorMessage(error)}`;
+      // Unreachable now is worth retrying; a refusal (no such database, a
+      // wrong password, a newer schema) is not.
+      throw isConnectionFailure(error) && !(error instanceof Error && /schema/.test(error.message))
+        ? new TransientError(message, { cause: error })
+        : new Error(message, { cause: error });
     }
     return new PostgresLeaseStore(sql, where, options);
   }
 
   async lookup(clientId: string): Promise<LookupResult> {
     if (this.#closed) throw closedError();
+    this.#assertUp();
     let rows;
     try {
       // One statement, one snapshot: the version matches the leases read.
       rows = await timed(
         this.#sql`
         SELECT c.version, l.client_id, l.family, l.ifname, l.address, l.table_id,
-               l.expires_at, l.tag, l.owner, l.state
+               l.expires_at, l.tag, l.owner, l.state, l.uid
         FROM (SELECT ${clientId}::text COLLATE "C" AS id) k
         LEFT JOIN lease_clients c ON c.client_id = k.id
         LEFT JOIN leases l ON l.client_id = k.id
@@ -185,10 +203,11 @@ export class PostgresLeaseStore implements LeaseStore {
 
   async peek(clientId: string): Promise<Lease[]> {
     if (this.#closed) throw closedError();
+    this.#assertUp();
     try {
       const rows = await timed(
         this.#sql`
-        SELECT client_id, family, ifname, address, table_id, expires_at, tag, owner, state
+        SELECT client_id, family, ifname, address, table_id, expires_at, tag, owner, state, uid
         FROM leases WHERE client_id = ${clientId} ORDER BY table_id`.values(),
         this.#queryTimeoutMs,
       );
@@ -249,22 +268,28 @@ export class PostgresLeaseStore implements LeaseStore {
       a.token.clientId < b.token.clientId ? -1 : a.token.clientId > b.token.clientId ? 1 : 0
     );
     const durable = sorted.some((p) => p.leases.some((l) => holdsTable(l.state)));
-    const payload = JSON.stringify(sorted.map((p) => ({
-      c: p.token.clientId,
-      v: p.token.version,
-      l: p.leases.map((l) => ({
-        family: l.family,
-        ifname: l.ifname,
-        address: l.address,
-        table_id: l.table,
-        expires_at: Math.round(l.expiresAt),
-        tag: l.tag ?? null,
-        owner: l.owner,
-        state: l.state,
-      })),
-    })));
+    // Each update as its own JSON text, parsed in its own savepoint: text
+    // the database refuses fails that update only (see postgres_schema.ts).
+    const payload = JSON.stringify(sorted.map((p) =>
+      JSON.stringify({
+        c: p.token.clientId,
+        v: p.token.version,
+        l: p.leases.map((l) => ({
+          family: l.family,
+          ifname: l.ifname,
+          address: l.address,
+          table_id: l.table,
+          expires_at: Math.round(l.expiresAt),
+          tag: l.tag ?? null,
+          owner: l.owner,
+          state: l.state,
+          uid: l.uid,
+        })),
+      })
+    ));
     let statuses: string[];
     try {
+      this.#assertUp();
       const [row] = await timed(
         this.#sql`
         SELECT table_allocator_apply(${this.#now()}::bigint, ${durable}::boolean,
@@ -324,13 +349,14 @@ export class PostgresLeaseStore implements LeaseStore {
     const limit = pageLimit(options);
     if (this.#closed) throw closedError();
     const after = parseCursor(options.after);
+    this.#assertUp();
     const states = stateFilter(options.state);
     let rows;
     try {
       // One statement for every filter: a NULL parameter switches its filter off.
       rows = await timed(
         this.#sql`
-        SELECT client_id, family, ifname, address, table_id, expires_at, tag, owner, state
+        SELECT client_id, family, ifname, address, table_id, expires_at, tag, owner, state, uid
         FROM leases
         WHERE (client_id, table_id) > (${after.clientId}::text, ${after.table}::bigint)
           AND (${states}::text IS NULL OR strpos(${states}::text, ',' || state || ',') > 0)
@@ -338,6 +364,7 @@ export class PostgresLeaseStore implements LeaseStore {
           AND (${options.ifname ?? null}::text IS NULL OR ifname = ${options.ifname ?? null})
           AND (${options.table ?? null}::bigint IS NULL OR table_id = ${options.table ?? null})
           AND (${options.owner ?? null}::text IS NULL OR owner = ${options.owner ?? null})
+          AND (${options.uid ?? null}::bigint IS NULL OR uid = ${options.uid ?? null})
         ORDER BY client_id, table_id LIMIT ${limit}::integer`.values(),
         this.#queryTimeoutMs,
       );
@@ -349,6 +376,7 @@ export class PostgresLeaseStore implements LeaseStore {
 
   async usedTables(): Promise<Array<[AddrFamily, number]>> {
     if (this.#closed) throw closedError();
+    this.#assertUp();
     try {
       // Two index-only scans of the partial unique indexes.
       const rows = await timed(
@@ -364,8 +392,59 @@ export class PostgresLeaseStore implements LeaseStore {
     }
   }
 
+  async boundCount(uid: number): Promise<number> {
+    if (this.#closed) throw closedError();
+    this.#assertUp();
+    try {
+      // "uid <> 0" lets the planner use the partial index leases_uid.
+      const [row] = await timed(
+        uid === 0
+          ? this.#sql`SELECT count(*)::integer AS n FROM leases WHERE state = 'bound' AND uid = 0`
+          : this.#sql`
+            SELECT count(*)::integer AS n FROM leases
+            WHERE state = 'bound' AND uid = ${uid}::bigint AND uid <> 0`,
+        this.#queryTimeoutMs,
+      );
+      return row.n as number;
+    } catch (error) {
+      throw this.#wrap("cannot count leases", error);
+    }
+  }
+
   onExpire(listener: ExpiryListener): () => void {
     return this.#listeners.listen(listener);
+  }
+
+  /** Fails at once while the database is known to be unreachable. */
+  #assertUp(): void {
+    if (!this.#down) return;
+    throw new TransientError(
+      `${this.#where} is unreachable since ${new Date(this.#down.since).toISOString()} ` +
+        `(${this.#down.error}); looking for it every ${PROBE_INTERVAL_MS} ms`,
+    );
+  }
+
+  /**
+   * The database could not be reached: from now on calls fail at once,
+   * and a probe looks for it until it answers. No pass of the server waits
+   * for a connection attempt meanwhile.
+   */
+  #markDown(error: unknown): void {
+    if (this.#down || this.#closed) return;
+    this.#down = { since: this.#now(), error: errorMessage(error) };
+    (async () => {
+      while (this.#down && !this.#closed) {
+        await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS));
+        if (this.#closed) break;
+        try {
+          await timed(this.#sql`SELECT 1`, PROBE_TIMEOUT_MS);
+          this.#down = undefined;
+          this.#sweep(); // expiries that came due meanwhile
+        } catch (probeError) {
+          if (this.#down) this.#down.error = errorMessage(probeError);
+        }
+      }
+    })();
   }
 
   close(): Promise<void> {
@@ -392,7 +471,9 @@ export class PostgresLeaseStore implements LeaseStore {
       state ? `${message} (SQLSTATE ${state})` : message
     }`;
     if (this.#ended) return new TransientError(closedError().message, { cause: error });
+    if (error instanceof TransientError) return error; // already said (#assertUp)
     if (isPermanent(state)) return new Error(text, { cause: error });
+    if (isConnectionFailure(error)) this.#markDown(error);
     return new TransientError(text, { cause: error });
   }
 
@@ -403,7 +484,7 @@ export class PostgresLeaseStore implements LeaseStore {
 
   /** Starts a sweep, or asks the running one to go again when it is done. */
   #sweep(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#down) return;
     if (this.#sweeping) {
       this.#sweepAgain = true;
       return;
@@ -427,7 +508,7 @@ export class PostgresLeaseStore implements LeaseStore {
     try {
       const expired = await timed(
         this.#sql`
-        SELECT client_id, family, ifname, address, table_id, expires_at, tag, owner, state
+        SELECT client_id, family, ifname, address, table_id, expires_at, tag, owner, state, uid
         FROM table_allocator_expire(${now}::bigint, ${now - this.#historyRetentionMs}::bigint)`
           .values(),
         this.#queryTimeoutMs,

@@ -4,6 +4,7 @@ import { ignoreWithoutPg, type PgHandle, startPostgres } from "../../tests/helpe
 import { allocateLowest, lease, storeConformance } from "../../tests/helpers/store_conformance.ts";
 import { ConcurrencyError, type Lease, type LeaseStore, TransientError } from "./lease_store.ts";
 import { PostgresLeaseStore, SCHEMA_VERSION } from "./postgres_store.ts";
+import { waitFor } from "../../tests/helpers/netns.ts";
 
 const ignore = ignoreWithoutPg("PostgreSQL store tests");
 
@@ -95,6 +96,7 @@ pgTest(
       "leases_history",
       "leases_pkey",
       "leases_reserved_table",
+      "leases_uid",
     ]);
   },
 );
@@ -383,6 +385,46 @@ pgTest(
 );
 
 pgTest(
+  "an update whose text the database refuses fails alone; the rest of its batch commits once",
+  async ({ open }) => {
+    const store = await open();
+    const ids = ["10.0.0.1", "10.0.0.2", "10.0.0.3"].map(id);
+    const tokens = await Promise.all(ids.map((i) => store.lookup(i)));
+    // A lone surrogate, past the server's input checks: jsonb cannot hold it.
+    const results = await Promise.allSettled([
+      store.update(ids[0], [lease("10.0.0.1", 10000)], tokens[0].token),
+      store.update(ids[1], [{ ...lease("10.0.0.2", 10001), address: "x\ud800" }], tokens[1].token),
+      store.update(ids[2], [lease("10.0.0.3", 10002)], tokens[2].token),
+    ]);
+    assertEquals(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+    assertMatch(
+      String((results[1] as PromiseRejectedResult).reason),
+      /cannot update 2\/eth1\/10\.0\.0\.2 in PostgreSQL .*: invalid input syntax for type json/,
+    );
+    assertEquals((await store.usedTables()).map(([, t]) => t).toSorted(), [10000, 10002]);
+  },
+);
+
+pgTest(
+  "open() upgrades a version 1 schema: existing leases become root's (uid 0)",
+  async ({ open, sql }) => {
+    const first = await open();
+    await put(first, id("10.0.0.1"), [lease("10.0.0.1", 10000)]);
+    await first.close();
+    const db = sql();
+    await db.unsafe(`DROP INDEX leases_uid; ALTER TABLE leases DROP COLUMN uid;
+      UPDATE table_allocator_meta SET schema_version = 1`);
+    const store = await open();
+    assertEquals((await store.peek(id("10.0.0.1"))).map((l) => [l.table, l.uid]), [[10000, 0]]);
+    assertEquals(await db`SELECT schema_version FROM table_allocator_meta`, [{
+      schema_version: SCHEMA_VERSION,
+    }]);
+    await put(store, id("10.0.0.2"), [{ ...lease("10.0.0.2", 10001), uid: 65534 }]);
+    assertEquals(await store.boundCount(65534), 1);
+  },
+);
+
+pgTest(
   "a stopped database server gives TransientErrors, and the store works again once it is back",
   async ({ pg, open }) => {
     const store = await open();
@@ -434,6 +476,16 @@ pgTest(
     } finally {
       await pg.resume();
     }
+    // Until its probe reaches the database again, the store fails at once
+    // instead of making every caller wait for the database.
+    assertMatch(
+      String(await store.peek(id("10.0.0.1")).catch((e) => e)),
+      /is unreachable since .*\(no answer within 300 ms\); looking for it every 250 ms/,
+    );
+    await waitFor(
+      "the store reaches the database again",
+      () => store.peek(id("10.0.0.1")).then(() => true, () => false),
+    );
     // The update that timed out was sent, and commits once the server
     // thaws, or its retry does: never both, thanks to the version check.
     const retry = await store.update(id("10.0.0.2"), [lease("10.0.0.2", 10001)], token)

@@ -9,7 +9,7 @@ import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { LEASE_COLUMNS } from "./core.ts";
 
 /** The schema this code reads and writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /**
  * Version 2: lease states. Uniqueness of a table holds per state class
@@ -32,6 +32,16 @@ const INDEXES_V3 = `
 CREATE INDEX leases_reservations ON leases (client_id, table_id) WHERE state = 'reserved';
 `;
 
+/**
+ * Version 4: the uid that took a lease (the server's policy: only it and
+ * root may refresh or release it). Existing leases were root's. The index
+ * counts a non-root uid's bound leases for the per-uid cap; root's leases,
+ * nearly all of them, are not in it.
+ */
+const INDEXES_V4 = `
+CREATE INDEX leases_uid ON leases (uid) WHERE state = 'bound' AND uid <> 0;
+`;
+
 const SCHEMA = `
 CREATE TABLE leases (
   client_id  TEXT    NOT NULL,
@@ -44,10 +54,12 @@ CREATE TABLE leases (
   owner      TEXT    NOT NULL,
   state      TEXT    NOT NULL DEFAULT 'bound', -- bound, released, expired, reserved
   updated_at INTEGER NOT NULL,
+  uid        INTEGER NOT NULL DEFAULT 0, -- who took it (SCM_CREDENTIALS)
   PRIMARY KEY (client_id, table_id)
 ) WITHOUT ROWID;
 ${INDEXES_V2}
 ${INDEXES_V3}
+${INDEXES_V4}
 PRAGMA user_version = ${SCHEMA_VERSION};
 `;
 
@@ -63,6 +75,11 @@ PRAGMA user_version = 2;
   2: `
 ${INDEXES_V3}
 PRAGMA user_version = 3;
+`,
+  3: `
+ALTER TABLE leases ADD COLUMN uid INTEGER NOT NULL DEFAULT 0;
+${INDEXES_V4}
+PRAGMA user_version = 4;
 `,
 };
 
@@ -94,6 +111,7 @@ export interface Statements {
   page: StatementSync;
   pageReserved: StatementSync;
   used: StatementSync;
+  boundCount: StatementSync;
   // Transaction control, prepared once: db.exec() would compile it every time.
   beginStatement: StatementSync;
   commitStatement: StatementSync;
@@ -118,12 +136,13 @@ export function prepareStatements(db: DatabaseSync): Statements {
        AND ($family IS NULL OR family = $family)
        AND ($ifname IS NULL OR ifname = $ifname)
        AND ($table IS NULL OR table_id = $table)
-       AND ($owner IS NULL OR owner = $owner)`;
+       AND ($owner IS NULL OR owner = $owner)
+       AND ($uid IS NULL OR uid = $uid)`;
   return {
     select: prepare(`SELECT ${LEASE_COLUMNS} FROM leases WHERE client_id = ? ORDER BY table_id`),
     delete: prepare("DELETE FROM leases WHERE client_id = ?"),
     insert: prepare(
-      `INSERT INTO leases (${LEASE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO leases (${LEASE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     nextExpiry: prepare("SELECT MIN(expires_at) FROM leases WHERE state = 'bound'"),
     expireDue: prepare(
@@ -147,6 +166,10 @@ export function prepareStatements(db: DatabaseSync): Statements {
     used: prepare(
       `SELECT family, table_id FROM leases WHERE state = 'bound'
        UNION ALL SELECT family, table_id FROM leases WHERE state = 'reserved'`,
+    ),
+    // "uid <> 0" lets SQLite use the partial index leases_uid.
+    boundCount: prepare(
+      "SELECT count(*) FROM leases WHERE state = 'bound' AND uid = ?1 AND uid <> 0",
     ),
     beginStatement: db.prepare("BEGIN IMMEDIATE"),
     commitStatement: db.prepare("COMMIT"),

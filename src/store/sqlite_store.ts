@@ -19,6 +19,15 @@
  *   the file (WAL readers never block the writer).
  * - Expiry is the store's: a timer on the earliest `expires_at` deletes
  *   leases the moment they expire and tells the expiry listeners.
+ * - Proven writable at open: a durable write before the store is handed
+ *   out, so a read-only file or a full disk fails at start, not at the
+ *   first request.
+ * - Lost when its file is: SQLite would go on committing into a file that
+ *   was deleted or replaced, which nobody will open again. The store
+ *   checks that its path still leads to the file it opened before every
+ *   commit and every 250 ms (`file_guard.ts`); when it does not, every
+ *   call fails with a StoreLostError and the fatal listeners are told. A
+ *   path lock that outlives the path keeps a second server off meanwhile.
  *
  * @module
  */
@@ -37,6 +46,7 @@ import {
   type LeaseToken,
   type ListOptions,
   type LookupResult,
+  StoreLostError,
   TransientError,
 } from "./lease_store.ts";
 import {
@@ -53,8 +63,17 @@ import {
   stateFilter,
 } from "./core.ts";
 import { ExpiryNotifier, ExpiryTimer } from "./expiry.ts";
-import { ensureSchema, prepareStatements, type Statements } from "./sqlite_schema.ts";
+import {
+  ensureSchema,
+  prepareStatements,
+  SCHEMA_VERSION,
+  type Statements,
+} from "./sqlite_schema.ts";
 import { errorMessage } from "../util/errors.ts";
+import { FileIdentity, PathLock } from "./file_guard.ts";
+
+/** How often an idle store checks that its database file is still its own. */
+export const FILE_CHECK_INTERVAL_MS = 250;
 
 export { DEFAULT_HISTORY_RETENTION_MS } from "./core.ts";
 export { SCHEMA_VERSION } from "./sqlite_schema.ts";
@@ -112,6 +131,12 @@ export class SqliteLeaseStore implements LeaseStore {
   /** Every statement, prepared once. */
   #q: Statements;
   #lock: Deno.FsFile | undefined;
+  #guard:
+    | { identity: FileIdentity; pathLock: PathLock; timer: ReturnType<typeof setInterval> }
+    | undefined;
+  /** Set once the database file is gone: every call fails with it. */
+  #lost: StoreLostError | undefined;
+  #fatalListeners = new Set<(error: StoreLostError) => void>();
   /** The database file. */
   readonly path: string;
 
@@ -119,10 +144,17 @@ export class SqliteLeaseStore implements LeaseStore {
     db: DatabaseSync,
     path: string,
     lock: Deno.FsFile | undefined,
+    guard: { identity: FileIdentity; pathLock: PathLock } | undefined,
     options: SqliteStoreOptions,
   ) {
     this.#db = db;
     this.#lock = lock;
+    if (guard) {
+      const timer = setInterval(() => this.#checkFile(), FILE_CHECK_INTERVAL_MS);
+      // The check alone must not keep a process alive.
+      Deno.unrefTimer(timer);
+      this.#guard = { ...guard, timer };
+    }
     this.path = path;
     this.#now = options.now ?? Date.now;
     this.#historyRetentionMs = options.historyRetentionMs ?? DEFAULT_HISTORY_RETENTION_MS;
@@ -135,12 +167,14 @@ export class SqliteLeaseStore implements LeaseStore {
 
   /**
    * Opens (creating if needed) the database and its directory, takes the
-   * exclusive lock and checks the schema. Throws an Error naming the file
-   * and the reason: locked by another process, unwritable, newer schema.
+   * exclusive locks, checks the schema and proves with a durable write
+   * that the file can be written. Throws an Error naming the file and the
+   * reason: locked by another process, read-only, disk full, newer schema.
    */
   static open(path: string, options: SqliteStoreOptions = {}): SqliteLeaseStore {
     let db: DatabaseSync | undefined;
     let lock: Deno.FsFile | undefined;
+    let pathLock: PathLock | undefined;
     try {
       if (path !== ":memory:") {
         Deno.mkdirSync(dirname(path), { recursive: true });
@@ -150,6 +184,8 @@ export class SqliteLeaseStore implements LeaseStore {
             `it is locked by another process (${path}-lock): is another server using it?`,
           );
         }
+        // The lock file goes with a deleted directory; this lock does not.
+        pathLock = PathLock.take(path);
       }
       // Read before opening: switching to WAL writes the file.
       const writtenAt = options.cImport ? lastWrittenMs(path) : 0;
@@ -163,19 +199,28 @@ export class SqliteLeaseStore implements LeaseStore {
       ensureSchema(db);
       const imported = options.cImport &&
         importCDatabase(db, writtenAt, (options.now ?? Date.now)(), options.cImport);
+      // A read-only file opens (SQLite falls back to reading), and a
+      // transaction that changes nothing commits on a full disk: write.
+      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       db.exec("COMMIT");
       if (imported) options.cImport?.onImported?.(imported);
-      return new SqliteLeaseStore(db, path, lock, options);
+      const guard = path === ":memory:" ? undefined : {
+        identity: FileIdentity.of(path),
+        pathLock: pathLock!,
+      };
+      return new SqliteLeaseStore(db, path, lock, guard, options);
     } catch (error) {
       try {
         db?.close();
       } catch { /* closing after a failed open has nothing left to report */ }
       lock?.close();
+      pathLock?.close();
       throw new Error(`Cannot open database "${path}": ${errorMessage(error)}`, { cause: error });
     }
   }
 
   lookup(clientId: string): Promise<LookupResult> {
+    if (this.#lost) return Promise.reject(this.#lost);
     try {
       const leases = this.#read(clientId);
       const token = issueToken(this, clientId, this.#versions.get(clientId) ?? 0);
@@ -186,6 +231,7 @@ export class SqliteLeaseStore implements LeaseStore {
   }
 
   peek(clientId: string): Promise<Lease[]> {
+    if (this.#lost) return Promise.reject(this.#lost);
     try {
       return Promise.resolve(this.#read(clientId));
     } catch (error) {
@@ -195,6 +241,7 @@ export class SqliteLeaseStore implements LeaseStore {
 
   update(clientId: string, leases: Lease[], leaseToken: LeaseToken): Promise<void> {
     if (this.#closed) return Promise.reject(closedError());
+    if (this.#lost) return Promise.reject(this.#lost);
     let token;
     try {
       token = openToken(leaseToken, this, clientId);
@@ -228,6 +275,7 @@ export class SqliteLeaseStore implements LeaseStore {
             l.tag ?? null,
             l.owner,
             l.state,
+            l.uid,
             now,
           );
         }
@@ -292,6 +340,9 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#pending = [];
     this.#inTransaction = false;
     try {
+      // The last moment to notice the file is gone before anything is acknowledged.
+      const lost = this.#checkFile();
+      if (lost) throw lost;
       this.#q.commitStatement.run();
     } catch (error) {
       try {
@@ -300,7 +351,7 @@ export class SqliteLeaseStore implements LeaseStore {
       for (let i = pending.length - 1; i >= 0; i--) {
         this.#versions.set(pending[i].clientId, pending[i].previousVersion);
       }
-      const failure = wrap("cannot commit", error);
+      const failure = error instanceof StoreLostError ? error : wrap("cannot commit", error);
       for (const p of pending) p.reject(failure);
       return failure;
     }
@@ -309,6 +360,7 @@ export class SqliteLeaseStore implements LeaseStore {
   }
 
   list(options: ListOptions = {}): Promise<LeasePage> {
+    if (this.#lost) return Promise.reject(this.#lost);
     let limit, after;
     try {
       limit = pageLimit(options);
@@ -325,6 +377,7 @@ export class SqliteLeaseStore implements LeaseStore {
         ifname: options.ifname ?? null,
         table: options.table ?? null,
         owner: options.owner ?? null,
+        uid: options.uid ?? null,
         limit,
       };
       const rows = (states === ",reserved,"
@@ -337,6 +390,7 @@ export class SqliteLeaseStore implements LeaseStore {
   }
 
   usedTables(): Promise<Array<[AddrFamily, number]>> {
+    if (this.#lost) return Promise.reject(this.#lost);
     try {
       return Promise.resolve(this.#q.used.all() as unknown as Array<[AddrFamily, number]>);
     } catch (error) {
@@ -344,8 +398,56 @@ export class SqliteLeaseStore implements LeaseStore {
     }
   }
 
+  boundCount(uid: number): Promise<number> {
+    if (this.#lost) return Promise.reject(this.#lost);
+    if (uid === 0) return this.#countRoot();
+    try {
+      return Promise.resolve((this.#q.boundCount.get(uid) as unknown as [number])[0]);
+    } catch (error) {
+      return Promise.reject(wrap("cannot count leases", error));
+    }
+  }
+
+  /** Root's leases are not in the uid index: a scan, which the server never needs (no cap). */
+  #countRoot(): Promise<number> {
+    try {
+      const row = this.#db.prepare(
+        "SELECT count(*) AS n FROM leases WHERE state = 'bound' AND uid = 0",
+      ).get() as { n: number };
+      return Promise.resolve(row.n);
+    } catch (error) {
+      return Promise.reject(wrap("cannot count leases", error));
+    }
+  }
+
   onExpire(listener: ExpiryListener): () => void {
     return this.#listeners.listen(listener);
+  }
+
+  onFatal(listener: (error: StoreLostError) => void): () => void {
+    this.#fatalListeners.add(listener);
+    return () => this.#fatalListeners.delete(listener);
+  }
+
+  /**
+   * Checks that the path still leads to the file opened; the first time it
+   * does not, the store is lost and the fatal listeners are told. Returns
+   * the loss, if any.
+   */
+  #checkFile(): StoreLostError | undefined {
+    if (this.#lost || !this.#guard || this.#closed) return this.#lost;
+    const problem = this.#guard.identity.check();
+    if (problem === undefined) return undefined;
+    this.#lost = new StoreLostError(
+      `${problem}: nothing can be made durable any more (the server must restart)`,
+    );
+    clearInterval(this.#guard.timer);
+    for (const listener of this.#fatalListeners) {
+      try {
+        listener(this.#lost);
+      } catch { /* one listener's failure must not keep the others from hearing */ }
+    }
+    return this.#lost;
   }
 
   async close(): Promise<void> {
@@ -358,6 +460,10 @@ export class SqliteLeaseStore implements LeaseStore {
       clearTimeout(this.#flushTimer);
       this.#db.close();
       this.#lock?.close();
+      if (this.#guard) {
+        clearInterval(this.#guard.timer);
+        this.#guard.pathLock.close();
+      }
     }
   }
 

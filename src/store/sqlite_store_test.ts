@@ -111,7 +111,7 @@ Deno.test("SqliteLeaseStore.open() names the file when it cannot be opened", () 
   assertMatch(error.message, /Cannot open database "\/proc\/version\/leases\.db": /);
 });
 
-Deno.test("SqliteLeaseStore migrates a version 1 database and keeps its leases bound", async () => {
+Deno.test("SqliteLeaseStore migrates a version 1 database and keeps its leases bound, as root's", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
   try {
     const path = `${dir}/v1.db`;
@@ -132,10 +132,11 @@ Deno.test("SqliteLeaseStore migrates a version 1 database and keeps its leases b
     db.close();
     const store = SqliteLeaseStore.open(path);
     try {
-      assertEquals((await store.peek("2/eth1/10.0.0.1")).map((l) => [l.state, l.table]), [[
+      assertEquals((await store.peek("2/eth1/10.0.0.1")).map((l) => [l.state, l.table, l.uid]), [[
         "bound",
         10000,
-      ]]);
+        0,
+      ]], "a lease stored before uids were is root's");
       assertEquals(await store.usedTables(), [[2, 10000]]);
     } finally {
       await store.close();

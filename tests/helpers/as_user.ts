@@ -34,14 +34,20 @@ export interface StagedProgram extends AsyncDisposable {
   readonly runOptions: RunOptions;
 }
 
-/** The local module files `entry` (relative to the repository root) imports, itself included. */
-async function moduleFiles(entry: string): Promise<string[]> {
+/**
+ * The local module files `entry` (relative to the repository root) imports,
+ * itself included. npm packages are not staged: with `withoutNpm` they are
+ * left out (for an entry that loads them only on demand, as server.ts loads
+ * the PostgreSQL driver only for a PostgreSQL store), else an error.
+ */
+async function moduleFiles(entry: string, withoutNpm: boolean): Promise<string[]> {
   const info = JSON.parse(
     await runOk([Deno.execPath(), "info", "--json", join(ROOT, entry)], { cwd: ROOT }),
   ) as { modules: Array<{ specifier: string; kind?: string }> };
   const files: string[] = [];
   for (const module of info.modules) {
     if (module.specifier.startsWith("node:")) continue;
+    if (withoutNpm && module.specifier.startsWith("npm:")) continue;
     if (!module.specifier.startsWith("file:")) {
       throw new Error(`cannot stage ${entry}: it imports ${module.specifier}`);
     }
@@ -55,12 +61,16 @@ async function moduleFiles(entry: string): Promise<string[]> {
  * may read (mode 0755 directories, 0644 files), with a Deno cache owned by
  * `uid`. Needs root, to hand the cache to the user.
  */
-export async function stageAsUser(entry: string, uid = NOBODY): Promise<StagedProgram> {
+export async function stageAsUser(
+  entry: string,
+  uid = NOBODY,
+  options: { withoutNpm?: boolean } = {},
+): Promise<StagedProgram> {
   const dir = await Deno.makeTempDir({ prefix: "ta-as-user-" });
   const remove = () => Deno.remove(dir, { recursive: true }).catch(() => {});
   try {
     await Deno.chmod(dir, 0o755);
-    const files = await moduleFiles(entry);
+    const files = await moduleFiles(entry, options.withoutNpm ?? false);
     for (const file of files) {
       const target = join(dir, "app", file);
       await Deno.mkdir(dirname(target), { recursive: true });

@@ -32,6 +32,7 @@ export function leaseEvent(
       table,
       expiresAt: 0,
       owner: "table-allocator-server",
+      uid: 0,
       state: kind === "released" ? "released" : kind === "expired" ? "expired" : "bound",
     },
     previousTable,

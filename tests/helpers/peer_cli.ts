@@ -4,7 +4,7 @@
  * then for each stdin line sends the line's bytes to SERVER and prints
  * the reply as one line (`null` when none came within 3 s). A line
  * `flood N JSON` sends JSON N times without waiting for replies and
- * prints `sent N`.
+ * prints `sent N`; several JSON payloads separated by tabs are sent in turn.
  *
  *     peer_cli.ts SERVER NAME
  *
@@ -43,8 +43,8 @@ for await (const chunk of Deno.stdin.readable) {
     buffered = buffered.slice(newline + 1);
     const flood = /^flood (\d+) (.*)$/.exec(line);
     if (flood) {
-      const data = encoder.encode(flood[2]);
-      for (let i = 0; i < Number(flood[1]); i++) await send(data);
+      const payloads = flood[2].split("\t").map((p) => encoder.encode(p));
+      for (let i = 0; i < Number(flood[1]); i++) await send(payloads[i % payloads.length]);
       console.log(`sent ${flood[1]}`);
       continue;
     }

@@ -30,6 +30,7 @@ export function lease(address: string, table: number, expiresAt = Date.now() + 3
     expiresAt,
     tag: undefined,
     owner: "test",
+    uid: 0,
     state: "bound",
   };
 }
@@ -274,9 +275,35 @@ export function storeConformance(
       ...lease("10.0.9.4", 10004),
       ifname: "eth3",
       owner: "other-consumer",
+      uid: 0,
     });
     assertEquals(await tables({ owner: "other-consumer" }), ["2:10004"]);
     assertEquals((await tables({ owner: "test" })).length, 4);
+  });
+
+  test("a lease keeps the uid that took it; boundCount() and list() count a uid's", async (store) => {
+    const put = async (address: string, uid: number, state: Lease["state"] = "bound") => {
+      const { token } = await store.lookup(id(address));
+      await store.update(id(address), [{
+        ...lease(address, 10000 + Number(address.split(".")[3])),
+        uid,
+        state,
+      }], token);
+    };
+    await put("10.0.8.1", 65534);
+    await put("10.0.8.2", 65534);
+    await put("10.0.8.3", 65534, "released");
+    await put("10.0.8.4", 1000);
+    await put("10.0.8.5", 0);
+    assertEquals((await store.peek(id("10.0.8.1")))[0].uid, 65534);
+    assertEquals(await store.boundCount(65534), 2, "released leases do not count");
+    assertEquals(await store.boundCount(1000), 1);
+    assertEquals(await store.boundCount(0), 1);
+    assertEquals(await store.boundCount(4242), 0);
+    assertEquals(
+      (await store.list({ uid: 65534 })).leases.map((l) => [l.address, l.state]),
+      [["10.0.8.1", "bound"], ["10.0.8.2", "bound"], ["10.0.8.3", "released"]],
+    );
   });
 
   test("list() pages through every lease in order", async (store) => {
