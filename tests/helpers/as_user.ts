@@ -82,7 +82,13 @@ export async function stageAsUser(
       for (let d = sub; d !== "."; d = dirname(d)) await Deno.chmod(join(dir, d), 0o755);
     }
     const deno = join(dir, "deno");
-    await Deno.copyFile(Deno.execPath(), deno);
+    // A hard link when possible: a copy is open for writing for a moment,
+    // and a child forked meanwhile elsewhere would make exec fail (ETXTBSY).
+    try {
+      await Deno.link(Deno.execPath(), deno);
+    } catch {
+      await Deno.copyFile(Deno.execPath(), deno);
+    }
     await Deno.chmod(deno, 0o755);
     const denoDir = join(dir, "cache");
     await Deno.mkdir(denoDir);
