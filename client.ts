@@ -65,6 +65,17 @@ export async function main(args: string[]): Promise<number> {
   }
   const options = invocation.options;
   options.logPath = absolute(options.logPath);
+  options.pskFile = absolute(options.pskFile);
+  if (options.pskFile !== undefined) {
+    // Checked here, on the hook's stderr; the agent reads it again for itself.
+    const { readPskFile } = await import("./config/psk_file.ts");
+    try {
+      readPskFile(options.pskFile);
+    } catch (error) {
+      say(errorMessage(error));
+      return 1;
+    }
+  }
   const ifindex = ifNameToIndex(options.ifname);
   if (ifindex === 0) return usageError(`interface "${options.ifname}" does not exist`);
   if (options.logPath !== undefined) {
@@ -134,7 +145,7 @@ async function runHere(options: ClientOptions, ifindex: number): Promise<number>
   }
 }
 
-/** A `-l` path made absolute: the agent does not run in the hook's directory. */
+/** A `-l` or `--psk-file` path made absolute: the agent does not run in the hook's directory. */
 function absolute(path: string | undefined): string | undefined {
   if (path === undefined || path.startsWith("/")) return path;
   return `${Deno.cwd()}/${path}`;

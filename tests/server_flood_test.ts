@@ -95,7 +95,8 @@ e2eTest(
         text,
         / WARN \d+ similar messages suppressed kind="rejected not_permitted" sender="uid=65534"/,
       );
-      assertMatch(text, / INFO \d+ similar messages suppressed kind=refreshed sender="uid=65534"/);
+      // How many of its own requests became lease events depends on the passes (copies in a
+      // pass share one answer): their limit is src/server/events_test.ts's.
       assert((await Deno.stat(logPath)).size - before < MB);
     } finally {
       await Deno.remove(logDir, { recursive: true });

@@ -18,6 +18,7 @@ import {
 } from "../unix/abstract_socket.ts";
 import type { HoldingCore } from "./core.ts";
 import { holdOrAsk } from "./foreign.ts";
+import { PskFileError } from "../../config/psk_file.ts";
 import { Holding } from "./holding.ts";
 import type { HoldOutcome } from "./lease.ts";
 import { identityName } from "../protocol/v1.ts";
@@ -156,8 +157,9 @@ export class AgentControl {
     try {
       holding = await holdOrAsk(this.#core, spec, ifindex, (l, m, f) => this.#log.log(l, m, f));
     } catch (error) {
-      // Not EADDRINUSE: the identity's log file cannot be opened.
-      return this.#reply(sender, { op: "error", error: "bad_log", message: errorMessage(error) });
+      // Not EADDRINUSE: the identity's log file or PSK file cannot be used.
+      const error_ = error instanceof PskFileError ? "bad_psk" : "bad_log";
+      return this.#reply(sender, { op: "error", error: error_, message: errorMessage(error) });
     }
     if (!(holding instanceof Holding)) return answer(holding);
     holding.addWaiter(key, (outcome) => {

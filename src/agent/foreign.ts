@@ -19,6 +19,7 @@ import type { HoldOutcome } from "./lease.ts";
 import { Command, identityName, isLeasableTable } from "../protocol/v1.ts";
 import type { HoldSpec } from "./protocol.ts";
 import { trustedServerUids } from "./trust.ts";
+import { authenticatorFor } from "./identity_socket.ts";
 import type { Fields, Level } from "../log/logger.ts";
 import { sameBytes } from "../util/bytes.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -110,6 +111,8 @@ export async function askForeignHolder(
     spec.server,
     trustedServerUids(spec.serverUids),
     SERVER_ANSWER_MS,
+    1,
+    authenticatorFor(spec),
   );
   if (server?.kind === "lease" && isLeasableTable(server.table)) {
     return { kind: "lease", table: server.table };

@@ -5,8 +5,10 @@
  * datagram from the server's name is believed only when the kernel says
  * (SCM_CREDENTIALS) its sender is root or a trusted server uid, and a
  * lease only for a table that is not the kernel's own; anything else from
- * the server's name is logged (rate-limited) and dropped. Datagrams from
- * other names are questions of other processes.
+ * the server's name is logged (rate-limited) and dropped. With
+ * `--psk-file`, requests are signed and a reply is believed only with a
+ * valid MAC, a fresh `ts` and a nonce not seen before (`docs/protocol.md`).
+ * Datagrams from other names are questions of other processes.
  *
  * @module
  */
@@ -31,6 +33,9 @@ import { errorMessage } from "../util/errors.ts";
 import type { HoldSpec } from "./protocol.ts";
 import type { IdentityLog } from "./sinks.ts";
 import { trustedServerUids } from "./trust.ts";
+import { Authenticator } from "../protocol/auth.ts";
+import { readPskFile } from "../../config/psk_file.ts";
+import { authentic } from "../client/peer.ts";
 import type { WarningLimiter } from "./warnings.ts";
 
 /** The socket of one identity, and whom it believes. */
@@ -40,6 +45,7 @@ export class IdentitySocket implements Disposable {
   #spec: HoldSpec;
   #server: Uint8Array<ArrayBuffer>;
   #trusted: Set<number>;
+  #auth: Authenticator | undefined;
   #log: IdentityLog;
   #warnings: WarningLimiter;
   #fields: () => Fields;
@@ -55,6 +61,7 @@ export class IdentitySocket implements Disposable {
     this.#spec = spec;
     this.#server = paddedAbstractAddress(spec.server);
     this.#trusted = trustedServerUids(spec.serverUids);
+    this.#auth = authenticatorFor(spec);
     this.#log = log;
     this.#warnings = warnings;
     this.#fields = fields;
@@ -62,7 +69,8 @@ export class IdentitySocket implements Disposable {
 
   /**
    * Binds the identity's name. Throws an {@link ErrnoError} EADDRINUSE
-   * when another process holds it.
+   * when another process holds it, a PskFileError when `--psk-file`
+   * cannot be used.
    */
   static bind(
     spec: HoldSpec,
@@ -70,6 +78,7 @@ export class IdentitySocket implements Disposable {
     warnings: WarningLimiter,
     fields: () => Fields,
   ): IdentitySocket {
+    authenticatorFor(spec); // a PSK file that cannot be used fails before the name is taken
     const socket = AbstractDatagramSocket.bind(identityName(spec.identity), {
       passCredentials: true,
     });
@@ -83,7 +92,9 @@ export class IdentitySocket implements Disposable {
    * tries again.
    */
   sendToServer(cmd: typeof Command.REQUEST | typeof Command.RELEASE, logIt: boolean): boolean {
-    const data = encodeRequest({ cmd, identity: this.#spec.identity, tag: this.#spec.tag });
+    const plain = encodeRequest({ cmd, identity: this.#spec.identity, tag: this.#spec.tag });
+    // Each send is signed anew: the server refuses a copy as a replay.
+    const data = this.#auth ? this.#auth.seal(plain) : plain;
     const what = cmd === Command.REQUEST ? "request" : "release";
     const fields = { ...this.#fields(), server: this.#spec.server };
     try {
@@ -148,6 +159,14 @@ export class IdentitySocket implements Disposable {
       );
       return null;
     }
+    if (this.#auth && !authentic(this.#auth, dg.data)) {
+      this.#warnings.warn(
+        "unauthenticated",
+        "ignoring a reply without a valid hmac (is the server's auth.psk_file this key?)",
+        { ...this.#fields(), server: this.#spec.server, reply: new TextDecoder().decode(dg.data) },
+      );
+      return null;
+    }
     let reply;
     try {
       reply = decodeReply(dg.data);
@@ -180,4 +199,12 @@ export class IdentitySocket implements Disposable {
       return null;
     }
   }
+}
+
+/**
+ * The authenticator of a spec's `--psk-file`, or undefined without one.
+ * Throws a PskFileError naming the file when it cannot be used.
+ */
+export function authenticatorFor(spec: HoldSpec): Authenticator | undefined {
+  return spec.pskFile === undefined ? undefined : new Authenticator(readPskFile(spec.pskFile));
 }

@@ -54,6 +54,7 @@ export type AgentErrorCode =
   | "not_permitted"
   | "no_interface"
   | "bad_log"
+  | "bad_psk"
   | "stopping";
 
 /** A malformed or refused message; the agent answers it with an `error` reply. */
@@ -82,6 +83,8 @@ export interface HoldSpec {
   syslog: boolean;
   /** `--server-uid`: uids trusted besides 0; undefined for the default. */
   serverUids: number[] | undefined;
+  /** `--psk-file`: an absolute path; requests are signed, replies must be. */
+  pskFile: string | undefined;
 }
 
 /** One identity in a `status` reply. */
@@ -205,6 +208,10 @@ function decodeHoldSpec(obj: Record<string, unknown>): HoldSpec {
   if (logPath !== undefined && (!logPath.startsWith("/") || logPath.includes("\0"))) {
     bad(`"log_path" must be an absolute path without NUL, got ${quote(logPath)}`);
   }
+  const pskFile = optionalText(obj, "psk_file", MAX_LOG_PATH_BYTES);
+  if (pskFile !== undefined && (!pskFile.startsWith("/") || pskFile.includes("\0"))) {
+    bad(`"psk_file" must be an absolute path without NUL, got ${quote(pskFile)}`);
+  }
   const syslog = obj.syslog ?? false;
   if (typeof syslog !== "boolean") bad(`"syslog" must be true or false, got ${quote(syslog)}`);
   let serverUids: number[] | undefined;
@@ -226,6 +233,7 @@ function decodeHoldSpec(obj: Record<string, unknown>): HoldSpec {
     logPath,
     syslog,
     serverUids,
+    pskFile,
   };
 }
 
@@ -273,6 +281,7 @@ export function encodeAgentRequest(request: AgentRequest): Uint8Array<ArrayBuffe
     log_path: spec.logPath,
     syslog: spec.syslog || undefined,
     server_uids: spec.serverUids,
+    psk_file: spec.pskFile,
   }));
 }
 

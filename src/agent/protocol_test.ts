@@ -20,6 +20,7 @@ const SPEC: HoldSpec = {
   logPath: undefined,
   syslog: true,
   serverUids: undefined,
+  pskFile: undefined,
 };
 
 Deno.test("a hold request goes through the codec unchanged, with only the keys given", () => {
@@ -37,6 +38,7 @@ Deno.test("a hold request goes through the codec unchanged, with only the keys g
     logPath: "/var/log/ta.log",
     syslog: false,
     serverUids: [0, 998],
+    pskFile: undefined,
   };
   assertEquals(decodeAgentRequest(encodeAgentRequest({ op: "hold", spec: full })), {
     op: "hold",

@@ -17,6 +17,7 @@ const SPEC: HoldSpec = {
   logPath: "/var/log/ta.log",
   syslog: false,
   serverUids: [998],
+  pskFile: undefined,
 };
 const V6: HoldSpec = {
   identity: { family: 10, ifname: "eth1", address: "2001:db8::10" },
@@ -26,6 +27,7 @@ const V6: HoldSpec = {
   logPath: undefined,
   syslog: true,
   serverUids: undefined,
+  pskFile: undefined,
 };
 
 Deno.test("the state file keeps every field of a held lease", () => {

@@ -53,6 +53,7 @@ export function holdSpec(options: ClientOptions): HoldSpec {
     logPath: options.logPath,
     syslog: options.syslog,
     serverUids: options.serverUids,
+    pskFile: options.pskFile,
   };
 }
 

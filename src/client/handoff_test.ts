@@ -81,5 +81,6 @@ Deno.test("holdSpec() hands the agent every option a holder needs", () => {
     logPath: "/var/log/c.log",
     syslog: true,
     serverUids: [998],
+    pskFile: undefined,
   });
 });

@@ -1,6 +1,6 @@
 /**
  * The client's command line: the original's flags (`-4 -6 -a -n -i -d -t
- * -r -f -l -s -h`) plus `--version`, `--server-uid` and `--agent`, checked
+ * -r -f -l -s -h`) plus `--version`, `--server-uid`, `--psk-file` and `--agent`, checked
  * once here and turned into a typed {@link ClientOptions}. Pure: no I/O,
  * so every bad-argument case is a unit test.
  *
@@ -58,6 +58,9 @@ Required arguments are marked with <r>
   -s, --syslog           log to syslog (facility daemon)
       --server-uid UID   also trust replies sent by this uid (repeatable, or a
                          comma list; default: the user table-allocator)
+      --psk-file PATH    sign requests with this key and accept only signed
+                         replies (the server's "auth"; the file as
+                         table-allocator-ctl genpsk writes it, mode 600)
       --agent            run the host agent (its own log: -l or -s)
   -h, --help             this information
       --version          print the version and exit
@@ -81,6 +84,8 @@ export interface ClientOptions {
   syslog: boolean;
   /** `--server-uid`: uids trusted besides 0; undefined for the default. */
   serverUids: number[] | undefined;
+  /** `--psk-file`: the key of message authentication, or undefined. */
+  pskFile: string | undefined;
 }
 
 /** The result of reading the command line. */
@@ -106,6 +111,7 @@ const FLAGS = {
   log_path: { type: "string", short: "l" },
   syslog: { type: "boolean", short: "s" },
   "server-uid": { type: "string", multiple: true },
+  "psk-file": { type: "string" },
   agent: { type: "boolean" },
   version: { type: "boolean" },
 } as const satisfies Record<string, FlagSpec>;
@@ -162,6 +168,9 @@ export function parseClientArgs(args: readonly string[]): Invocation {
     throw new UsageError(`tag must be 1 to ${MAX_TAG_BYTES} bytes, got ${byteLength(v.tag)}`);
   }
   const serverUids = parseServerUids(v["server-uid"]);
+  if (v["psk-file"] !== undefined && v["psk-file"].length === 0) {
+    throw new UsageError("--psk-file must name a file");
+  }
 
   let addressBytes: Uint8Array | null = null;
   let address = rawAddress;
@@ -216,6 +225,7 @@ export function parseClientArgs(args: readonly string[]): Invocation {
       logPath: v.log_path,
       syslog: v.syslog === true,
       serverUids,
+      pskFile: v["psk-file"],
     },
   };
 }

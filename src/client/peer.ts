@@ -6,6 +6,7 @@
  */
 
 import { Command, decodeReply, encodeRequest, type Identity, type Reply } from "../protocol/v1.ts";
+import type { Authenticator } from "../protocol/auth.ts";
 import { AbstractDatagramSocket, paddedAbstractAddress } from "../unix/abstract_socket.ts";
 import { sameBytes } from "../util/bytes.ts";
 
@@ -14,7 +15,8 @@ import { sameBytes } from "../util/bytes.ts";
  * and waits for an answer from exactly that address whose sender the
  * kernel says (SCM_CREDENTIALS) has a uid in `trusted`; retransmits every
  * `waitMs` up to `tries` times. Null when nobody trusted answered.
- * `socket` must pass credentials (`passCredentials: true`).
+ * `socket` must pass credentials (`passCredentials: true`). With `auth`
+ * (`--psk-file`) the request is signed and only a signed answer counts.
  */
 export async function ask(
   socket: AbstractDatagramSocket,
@@ -25,10 +27,13 @@ export async function ask(
   trusted: ReadonlySet<number>,
   waitMs: number,
   tries = 1,
+  auth?: Authenticator,
 ): Promise<Reply | null> {
   const target = paddedAbstractAddress(to);
-  const data = encodeRequest({ cmd, identity, tag });
+  const plain = encodeRequest({ cmd, identity, tag });
   for (let attempt = 0; attempt < tries; attempt++) {
+    // A new nonce for each try: the server would refuse a copy as a replay.
+    const data = auth ? auth.seal(plain) : plain;
     try {
       socket.send(data, target);
     } catch {
@@ -41,6 +46,7 @@ export async function ask(
         const uid = dg.credentials?.uid;
         if (!sameBytes(dg.sender, target) || uid === undefined || !trusted.has(uid)) continue;
         try {
+          if (auth && !authentic(auth, dg.data)) continue;
           return decodeReply(dg.data);
         } catch {
           // Not an answer we understand: keep waiting.
@@ -49,6 +55,18 @@ export async function ask(
     }
   }
   return null;
+}
+
+/** Whether a reply carries a valid MAC, fresh `ts` and new nonce. */
+export function authentic(auth: Authenticator, data: Uint8Array): boolean {
+  let message;
+  try {
+    message = JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return false;
+  }
+  if (typeof message !== "object" || message === null || Array.isArray(message)) return false;
+  return auth.check(data, message).kind === "authentic";
 }
 
 /** A socket to ask from: autobound, with sender credentials. */

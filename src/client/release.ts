@@ -19,6 +19,8 @@ import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import { MAX_TRIES, RETRANSMIT_MS } from "../agent/lease.ts";
 import { describeRule, RuleKeeper, rulesOfAddress } from "../agent/rules.ts";
 import { trustedServerUids } from "../agent/trust.ts";
+import { Authenticator } from "../protocol/auth.ts";
+import { readPskFile } from "../../config/psk_file.ts";
 import type { ClientOptions } from "./options.ts";
 import { AgentLink } from "./agent_link.ts";
 import { ask } from "./peer.ts";
@@ -74,6 +76,7 @@ export async function runRelease(options: ClientOptions, logger: Logger): Promis
     trustedServerUids(options.serverUids),
     RETRANSMIT_MS,
     MAX_TRIES,
+    options.pskFile === undefined ? undefined : new Authenticator(readPskFile(options.pskFile)),
   );
   if (reply?.kind === "lease") {
     logger.info("lease released", fields);
