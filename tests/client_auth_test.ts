@@ -13,6 +13,7 @@ import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { e2eTest } from "./helpers/e2e.ts";
 import { clientCommand, type Netns, NETNS_ADDRESSES as A } from "./helpers/netns.ts";
 import { startServer } from "./helpers/server.ts";
+import { ctl } from "./helpers/ctl.ts";
 
 const NEEDS = { netns: true, sanitize: false } as const;
 const KEY = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
@@ -63,6 +64,31 @@ e2eTest(
       await server.waitForLog(/ INFO released .*table=10000/);
       assertEquals(server.leases(), []);
       assertEquals(await ourRules(ns), []);
+    });
+  },
+);
+
+e2eTest(
+  "with auth.require, an admin release's notice is signed: the agent with the key removes its rules and confirms",
+  NEEDS,
+  async ({ netns: ns }) => {
+    await withKeys(async (dir) => {
+      await using server = await startServer({
+        netns: ns.name,
+        config: { auth: { psk_file: `${dir}/psk` } },
+      });
+      const got = await client(ns, server.socketName, "--psk-file", `${dir}/psk`);
+      assertEquals(got.stdout, "10000\n", got.stderr);
+      const released = await ctl(
+        ["-d", server.socketName, "release", "--family", "inet", "10000"],
+        {
+          netns: ns.name,
+        },
+      );
+      assertEquals(released.code, 0, released.stderr);
+      await server.waitForLog(/hold ended .*table=10000 reason=confirmed/);
+      assertEquals(await ourRules(ns), [], "the rules are gone");
+      assert(!ns.agentLog().includes("without a valid hmac"), ns.agentLog());
     });
   },
 );

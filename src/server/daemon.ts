@@ -141,7 +141,15 @@ export class Daemon {
       now: this.#now,
       metrics: options.metrics && (() => options.metrics!.render(this.snapshot())),
       reload: () => this.reload(),
-      revoke: (lease) => sendRevokeNotice(this.#socket, lease, this.#log),
+      revoke: (lease) => {
+        const auth = options.auth;
+        sendRevokeNotice(
+          this.#socket,
+          lease,
+          this.#log,
+          auth?.require ? (data) => auth.authenticator.seal(data) : undefined,
+        );
+      },
     };
     this.#control = new ControlHandler(this.#controlContext);
     this.#upkeep = new Upkeep({

@@ -21,15 +21,24 @@ function holderName(lease: Pick<Lease, "family" | "ifname" | "address">): string
   return `${lease.ifname}-${lease.address}-${lease.family}`;
 }
 
-/** Sends the revoke notice for `lease` from the server's socket and logs what became of it. */
-export function sendRevokeNotice(socket: AbstractDatagramSocket, lease: Lease, log: Logger): void {
+/**
+ * Sends the revoke notice for `lease` from the server's socket and logs
+ * what became of it. `seal` signs it (with `auth.require`, when every
+ * holder has the key; a signed notice would not fit a C client's 254 bytes).
+ */
+export function sendRevokeNotice(
+  socket: AbstractDatagramSocket,
+  lease: Lease,
+  log: Logger,
+  seal: (data: Uint8Array<ArrayBuffer>) => Uint8Array<ArrayBuffer> = (data) => data,
+): void {
   const name = holderName(lease);
   const fields = { ...leaseFields(lease), to: `@${name}` };
-  const notice = encodeNotice({
+  const notice = seal(encodeNotice({
     notice: "revoked",
     table: lease.table,
     identity: { family: lease.family, ifname: lease.ifname, address: lease.address },
-  });
+  }));
   try {
     if (socket.send(notice, paddedAbstractAddress(name))) log.info("revoke notice sent", fields);
     else log.warn("revoke notice dropped: the holder's queue is full", fields);
