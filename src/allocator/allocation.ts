@@ -34,6 +34,15 @@ export type Choice =
   /** The table held for this identity. */
   | { kind: "held"; table: number; hold: Hold };
 
+/** The family of a chosen table. */
+export function choiceFamily(choice: Choice): AddrFamily {
+  return choice.kind === "reservation"
+    ? choice.reservation.family
+    : choice.kind === "held"
+    ? choice.hold.family
+    : choice.pool.family;
+}
+
 /** Why no table could be chosen. */
 export interface NoTable {
   code: "no_pool" | "pool_exhausted";

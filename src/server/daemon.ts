@@ -20,10 +20,10 @@
 import { clockSeconds } from "../../ffi/libc.ts";
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
-import { type AddrFamily, familyName } from "../net/family.ts";
+import { familyName } from "../net/family.ts";
 import { Command, ProtocolError } from "../protocol/v1.ts";
 import { decodeControlRequest } from "../control/protocol.ts";
-import type { Allocation, Choice, Hold } from "../allocator/allocation.ts";
+import { type Allocation, choiceFamily, type Hold } from "../allocator/allocation.ts";
 import { LimitedLog } from "../log/rate_limit.ts";
 import { type ControlContext, ControlHandler } from "./control.ts";
 import { syncConfigReservations } from "./reservations.ts";
@@ -41,22 +41,16 @@ import { holdAtStart } from "./readiness.ts";
 import { dumpRoutedTables } from "./kernel_rules.ts";
 import { runReload } from "./reload.ts";
 import { logHoldEnded, Upkeep } from "./upkeep.ts";
-import {
-  BackgroundRebuild,
-  carryHolds,
-  loadAllocationInPages,
-  rebuildAllocation,
-} from "./rebuild.ts";
+import { loadAllocationInPages, rebuildAllocation, Resync } from "./rebuild.ts";
 import { metricsSnapshot } from "./views.ts";
 import type { MetricsSnapshot } from "../metrics/server_metrics.ts";
 import type { ReloadView } from "../control/protocol.ts";
 import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.ts";
 import type { Lease, LeaseStore, LeaseToken } from "../store/lease_store.ts";
-import { errorMessage } from "../util/errors.ts";
 import { BatchReceiver, type Carried } from "./receiver.ts";
 import { Replies } from "./replies.ts";
 import { type Intake, type Job, sortBatch } from "./intake.ts";
-import { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
+import type { DaemonOptions, DaemonStats } from "./daemon_options.ts";
 
 export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
 
@@ -80,12 +74,8 @@ export class Daemon {
   #now: () => number;
   #policy: DecisionPolicy;
   #allocation!: Allocation;
-  #resyncAt = Infinity;
-  #resyncDue = false;
-  /** The rebuild running in the background (a shared store), if any. */
-  #rebuild: BackgroundRebuild | undefined;
-  /** Requests that look again once the running rebuild is in (a pool that looked full). */
-  #afterRebuild: Carried[] = [];
+  /** Rebuilds of the allocation while serving (a shared store). */
+  #resync: Resync;
   #control: ControlHandler;
   #controlContext: ControlContext;
   #receiver: BatchReceiver;
@@ -152,6 +142,13 @@ export class Daemon {
       },
     };
     this.#control = new ControlHandler(this.#controlContext);
+    this.#resync = new Resync({
+      shared: options.sharedStore ?? false,
+      now: this.#now,
+      load: () => loadAllocationInPages(this.#config, this.#store),
+      wake: () => this.#socket.wake(),
+      log: this.#log,
+    });
     this.#upkeep = new Upkeep({
       allocation: () => this.#allocation,
       now: this.#now,
@@ -211,8 +208,7 @@ export class Daemon {
       report,
       holds: this.#allocation?.holds ?? [],
     });
-    if (this.#policy.sharedStore) this.#resyncAt = this.#now() + RESYNC_INTERVAL_MS;
-    this.#resyncDue = false;
+    this.#resync.loaded();
   }
 
   /** Work counters. */
@@ -232,7 +228,11 @@ export class Daemon {
   /** Serves until {@link stop} is called; in-flight work is committed before it returns. */
   async run(): Promise<void> {
     while (!this.#stopping) {
-      if (this.#rebuild?.done) this.#swapRebuilt(this.#rebuild);
+      const rebuilt = this.#resync.take(this.#allocation);
+      if (rebuilt) {
+        if (rebuilt.allocation) this.#allocation = rebuilt.allocation;
+        for (const carried of rebuilt.waiting) this.#receiver.carry(carried);
+      }
       const batch = await this.#receiver.next(this.#upkeep.idleTimeout());
       this.#upkeep.tick();
       if (this.#reloadDue) {
@@ -240,58 +240,12 @@ export class Daemon {
         await this.reload().catch(() => {/* refused: logged */});
       }
       if (batch.length === 0) continue;
-      if (!this.#rebuild && (this.#resyncDue || this.#now() >= this.#resyncAt)) {
-        this.#startRebuild();
-      }
+      this.#resync.maybeStart();
       await this.#pass(batch);
       this.#receiver.served();
     }
     this.#unsubscribe();
     this.#limited.close();
-  }
-
-  /**
-   * Starts a rebuild of the allocation in the background; the passes go on
-   * with the current one, and every table they take or free meanwhile is
-   * recorded for the new one.
-   */
-  #startRebuild(): void {
-    this.#resyncDue = false;
-    const config = this.#config;
-    this.#rebuild = new BackgroundRebuild(
-      () => loadAllocationInPages(config, this.#store),
-      // The loop may be parked in poll(2): wake it to take the result.
-      () => this.#socket.wake(),
-    );
-  }
-
-  /**
-   * Puts a finished rebuild in place, with the current held tables carried
-   * over (or logs why it failed), and lets waiting requests on.
-   */
-  #swapRebuilt(rebuild: BackgroundRebuild): void {
-    this.#rebuild = undefined;
-    const result = rebuild.result();
-    if (result instanceof Error) {
-      this.#log.error("cannot rebuild the allocation from the store", {
-        error: errorMessage(result),
-      });
-    } else {
-      carryHolds(result, this.#allocation.holds, this.#log);
-      this.#allocation = result;
-    }
-    this.#resyncAt = this.#now() + RESYNC_INTERVAL_MS;
-    for (const carried of this.#afterRebuild) this.#receiver.carry(carried);
-    this.#afterRebuild = [];
-  }
-
-  /** The family of a claimed table. */
-  #familyOf(claim: Choice): AddrFamily {
-    return claim.kind === "reservation"
-      ? claim.reservation.family
-      : claim.kind === "held"
-      ? claim.hold.family
-      : claim.pool.family;
   }
 
   /** Stops receiving; {@link run} returns after the current pass is committed and answered. */
@@ -394,7 +348,7 @@ export class Daemon {
       this.#replies.send(await this.#controlReply(datagram, message), datagram);
       // A reservation or an admin release changed the allocation in a way
       // the running rebuild may not have read: read the store once more.
-      if (this.#rebuild) this.#resyncDue = true;
+      if (this.#resync.running) this.#resync.ask();
     }
   }
 
@@ -459,8 +413,9 @@ export class Daemon {
       if (decision.kind === "retry") {
         if (decision.rebuild) {
           // It looks again once the store is read anew.
-          if (!this.#rebuild) this.#startRebuild();
-          this.#carryJob(job, decision.races, this.#afterRebuild);
+          const carried: Carried[] = [];
+          this.#carryJob(job, decision.races, carried);
+          this.#resync.wait(carried);
         } else this.#carryJob(job, decision.races);
         return undefined;
       }
@@ -471,9 +426,9 @@ export class Daemon {
     }
     const claim = decision.claim;
     if (claim) {
-      const family = this.#familyOf(claim);
+      const family = choiceFamily(claim);
       this.#allocation.apply(claim);
-      this.#rebuild?.record((a) => a.markTaken(family, claim.table));
+      this.#resync.record((a) => a.markTaken(family, claim.table));
     }
     return { job, decision, done: this.#store.update(job.clientId, decision.leases, token) };
   }
@@ -500,15 +455,15 @@ export class Daemon {
       const { claim } = decision;
       const failure = decideFailure(result.reason, job, claim, this.#policy.sharedStore);
       if (claim) {
-        const family = this.#familyOf(claim);
+        const family = choiceFamily(claim);
         this.#allocation.undo(claim);
-        this.#rebuild?.record((a) => a.free(family, claim.table));
+        this.#resync.record((a) => a.free(family, claim.table));
         if (failure.markTaken) {
           this.#allocation.markTaken(family, claim.table);
-          this.#rebuild?.record((a) => a.markTaken(family, claim.table));
+          this.#resync.record((a) => a.markTaken(family, claim.table));
         }
       }
-      if (failure.rebuild) this.#resyncDue = true;
+      if (failure.rebuild) this.#resync.ask();
       if (failure.kind === "retry") this.#carryJob(job, failure.races);
       else out.push([this.#replies.answer(failure.answer, job), job.datagram]);
     });
@@ -554,7 +509,7 @@ export class Daemon {
 
   /** Returns a lease's table to its reservation or pool; a table outside every pool is just logged. */
   #free(lease: Lease): void {
-    this.#rebuild?.record((a) => a.ended(lease));
+    this.#resync.record((a) => a.ended(lease));
     if (!this.#allocation.ended(lease)) {
       this.#log.info("lease outside the configured pools ended", {
         family: familyName(lease.family),

@@ -24,6 +24,9 @@ import type { Logger } from "../log/logger.ts";
 import { familyName } from "../net/family.ts";
 import { type Lease, type LeaseStore, listAll } from "../store/lease_store.ts";
 import { logHoldEnded } from "./upkeep.ts";
+import type { Carried } from "./receiver.ts";
+import { RESYNC_INTERVAL_MS } from "./daemon_options.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /** Leases outside the pools logged one by one before the rest are counted. */
 const LOGGED = 10;
@@ -146,5 +149,101 @@ export class BackgroundRebuild {
     if (result instanceof Allocation) { for (const change of this.#journal) change(result); }
     this.#journal = [];
     return result;
+  }
+}
+
+/** What {@link Resync} works with. */
+export interface ResyncOptions {
+  /** Other servers write to the store: rebuild every {@link RESYNC_INTERVAL_MS}. */
+  shared: boolean;
+  now: () => number;
+  /** Reads the store into a new allocation (without holds). */
+  load: () => Promise<Allocation>;
+  /** Wakes the daemon's loop (parked in poll(2)) when a rebuild is in. */
+  wake: () => void;
+  log: Logger;
+}
+
+/**
+ * When and how the daemon rebuilds its allocation while serving: every
+ * {@link RESYNC_INTERVAL_MS} with a shared store, and when asked (a
+ * collision, a pool that looked full); one {@link BackgroundRebuild} at a
+ * time, the changes made meanwhile recorded, and the requests that wait
+ * for it let on when it is in.
+ */
+export class Resync {
+  #o: ResyncOptions;
+  #at = Infinity;
+  #due = false;
+  #running: BackgroundRebuild | undefined;
+  #waiting: Carried[] = [];
+
+  /** A resync for a daemon. */
+  constructor(options: ResyncOptions) {
+    this.#o = options;
+  }
+
+  /** The allocation was just built from the store: the next rebuild is an interval away. */
+  loaded(): void {
+    if (this.#o.shared) this.#at = this.#o.now() + RESYNC_INTERVAL_MS;
+    this.#due = false;
+  }
+
+  /** Asks for a rebuild before the next pass (after the running one, if any). */
+  ask(): void {
+    this.#due = true;
+  }
+
+  /** Whether a rebuild is running. */
+  get running(): boolean {
+    return this.#running !== undefined;
+  }
+
+  /** Starts a rebuild when one is due and none runs (before a pass). */
+  maybeStart(): void {
+    if (!this.#running && (this.#due || this.#o.now() >= this.#at)) this.#start();
+  }
+
+  /** Records a change made to the current allocation, for the one being rebuilt. */
+  record(change: (allocation: Allocation) => void): void {
+    this.#running?.record(change);
+  }
+
+  /** Requests that look again once the store is read anew: a rebuild starts if none runs. */
+  wait(carried: readonly Carried[]): void {
+    this.#waiting.push(...carried);
+    if (!this.#running) this.#start();
+  }
+
+  /**
+   * Once a rebuild is in: the new allocation, with the held tables of
+   * `current` carried over (undefined when the rebuild failed, which is
+   * logged), and the requests that waited for it. Undefined while none is in.
+   */
+  take(
+    current: Allocation,
+  ): { allocation: Allocation | undefined; waiting: Carried[] } | undefined {
+    const running = this.#running;
+    if (!running?.done) return undefined;
+    this.#running = undefined;
+    const result = running.result();
+    let allocation: Allocation | undefined;
+    if (result instanceof Error) {
+      this.#o.log.error("cannot rebuild the allocation from the store", {
+        error: errorMessage(result),
+      });
+    } else {
+      carryHolds(result, current.holds, this.#o.log);
+      allocation = result;
+    }
+    this.#at = this.#o.now() + RESYNC_INTERVAL_MS;
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    return { allocation, waiting };
+  }
+
+  #start(): void {
+    this.#due = false;
+    this.#running = new BackgroundRebuild(this.#o.load, this.#o.wake);
   }
 }

@@ -7,6 +7,7 @@ import {
   loadAllocationInPages,
   REBUILD_PAGE,
   rebuildAllocation,
+  Resync,
 } from "./rebuild.ts";
 import { MemoryLogger } from "../../tests/helpers/log.ts";
 
@@ -85,6 +86,60 @@ Deno.test("BackgroundRebuild applies the changes recorded while it ran to its re
     const failed = new BackgroundRebuild(() => Promise.reject(new Error("no store")), () => {});
     await new Promise((r) => setTimeout(r, 10));
     assertEquals(String(failed.result()), "Error: no store");
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("Resync starts a rebuild when due or asked, and lets the waiting requests on when it is in", async () => {
+  const store = SqliteLeaseStore.open(":memory:");
+  try {
+    let now = 0;
+    let loads = 0;
+    let woken = 0;
+    const log = new MemoryLogger();
+    const resync = new Resync({
+      shared: true,
+      now: () => now,
+      load: () => {
+        loads++;
+        return loadAllocationInPages(config, store);
+      },
+      wake: () => woken++,
+      log,
+    });
+    const current = await loadAllocationInPages(config, store);
+    current.holdFree({
+      family: 2,
+      table: 10007,
+      address: "10.0.0.7",
+      ifname: "eth1",
+      until: 1000,
+      reason: "admin_release",
+    });
+    resync.loaded();
+    resync.maybeStart();
+    assertEquals([loads, resync.running], [0, false], "not due yet");
+    now = 5000;
+    resync.maybeStart();
+    assertEquals([loads, resync.running], [1, true]);
+    const carried = { datagram: undefined as never, attempt: 2, collisions: 0 };
+    resync.wait([carried]);
+    assertEquals(loads, 1, "the running rebuild serves the waiting request too");
+    assertEquals(resync.take(current), undefined, "still running");
+    await new Promise((r) => setTimeout(r, 10));
+    const taken = resync.take(current);
+    assertEquals(woken, 1);
+    assertEquals(taken?.waiting, [carried]);
+    assertEquals(
+      taken?.allocation?.heldFor({ family: 2, ifname: "eth1", address: "10.0.0.7" })?.table,
+      10007,
+    );
+    resync.maybeStart();
+    assertEquals(loads, 1, "the next one is an interval away");
+    resync.ask();
+    resync.maybeStart();
+    assertEquals(loads, 2, "asked for");
   } finally {
     await store.close();
   }
