@@ -1,6 +1,6 @@
 /**
  * A v1 peer driven over stdin, for tests that must send from another uid
- * (run by `unprivileged.ts` as that user): binds NAME (`-` autobinds),
+ * (run by `wire_peer.ts`, as that user): binds NAME (`-` autobinds),
  * then for each stdin line sends the line's bytes to SERVER and prints
  * the reply as one line (`null` when none came within 3 s). A line
  * `flood N JSON` sends JSON N times without waiting for replies and

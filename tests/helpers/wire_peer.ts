@@ -2,7 +2,10 @@
  * A v1 peer process (`peer_cli.ts`) run as another user, for tests of what
  * the server lets each uid do: the uid the server sees is then the
  * kernel's, not a claim. Staged with `stageAsUser()` (CI's clone may be
- * readable by root only), optionally inside a network namespace.
+ * readable by root only), optionally inside a network namespace. Unlike
+ * the agent tests' `peer.ts`, which prints everything it receives, this one
+ * pairs each request with its reply and can flood without reading any reply
+ * (a socket whose queue fills up).
  *
  * ```ts
  * await using staged = await stagePeer();
