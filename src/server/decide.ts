@@ -187,6 +187,17 @@ export function capRefusal(
   );
 }
 
+/**
+ * Whether `uid` may take back or confirm a held table: root, or the uid of
+ * the lease an admin release ended. A table held at start because the
+ * kernel's rules still route through it is root's (only root installs
+ * rules): another user's request or release for its identity would hand
+ * the table on, or free it, while those rules are in place.
+ */
+function mayEndHold(hold: Hold, uid: number | undefined): boolean {
+  return uid === 0 || (hold.uid !== undefined && uid === hold.uid);
+}
+
 /** Decides a request or a release. */
 export function decide(input: DecisionInput, policy: DecisionPolicy): Decision {
   return input.origin.request.cmd === Command.REQUEST
@@ -225,6 +236,18 @@ function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
         };
       }
       return { kind: "reply", answer: refusal(proposed.code, proposed.message), events: [] };
+    }
+    if (proposed.kind === "held" && !mayEndHold(proposed.hold, uid)) {
+      return {
+        kind: "reply",
+        answer: refusal(
+          "not_permitted",
+          `table ${proposed.table} is held for this identity's holder (${
+            proposed.hold.uid === undefined ? "root" : `uid ${proposed.hold.uid} or root`
+          }); uid ${uid ?? "unknown"} may not take it`,
+        ),
+        events: [],
+      };
     }
     claim = proposed;
   } else {
@@ -282,12 +305,9 @@ function decideRelease(input: DecisionInput): Decision {
     const refused = ownershipRefusal(lease, uid, "release");
     if (refused) return { kind: "reply", answer: refused, events: [] };
   }
-  // The release is also the holder's confirmation that its rules are gone:
-  // from the uid the lease was the taker's, or root (another user's
-  // "confirmation" would free a table whose rules are still in place).
+  // The release is also the holder's confirmation that its rules are gone.
   const hold = input.allocation.heldFor(origin.request.identity);
-  const confirms = hold && (hold.uid === undefined || uid === 0 || uid === hold.uid);
-  const held = endingHold(confirms ? hold : undefined);
+  const held = endingHold(hold && mayEndHold(hold, uid) ? hold : undefined);
   if (bound.length === 0) {
     return {
       kind: "reply",

@@ -252,19 +252,34 @@ const CASES: Case[] = [
     },
   },
   {
+    // Held at start for the kernel's rules, which only root installs: root's to take back.
     name: "a table held for the identity goes to it, before any reservation or pool table",
-    origin: request(),
+    origin: asUid(request(), 0),
     reservations: [reserved(100)],
     used: [[2, 100]],
     holds: [held(102), held(101, "10.0.0.9")],
     expected: {
       kind: "write",
-      leases: [fresh(102)],
+      leases: [{ ...fresh(102), uid: 0 }],
       claim: "held:102",
       ended: [],
       answer: { kind: "lease", table: 102, expiresAt: NOW + LEASE_MS },
-      events: [{ kind: "granted", lease: fresh(102), held: true, reserved: false }],
+      events: [{ kind: "granted", lease: { ...fresh(102), uid: 0 }, held: true, reserved: false }],
     },
+  },
+  {
+    name: "another user may not take a table held at start for an identity (its rules are root's)",
+    origin: request(),
+    holds: [held(102)],
+    expected: notPermitted(
+      "table 102 is held for this identity's holder (root); uid 1000 may not take it",
+    ),
+  },
+  {
+    name: "another user's release does not end a hold made at start",
+    origin: release(),
+    holds: [held(101)],
+    expected: { kind: "reply", answer: { kind: "released" }, events: [{ kind: "released" }] },
   },
   {
     name: "a table held for another identity is not proposed to this one",
@@ -281,7 +296,7 @@ const CASES: Case[] = [
   },
   {
     name: "a release of nothing ends the hold of the identity's table (the holder confirms)",
-    origin: release(),
+    origin: asUid(release(), 0),
     holds: [held(101)],
     expected: {
       kind: "reply",
