@@ -22,7 +22,7 @@ import { PskFileError } from "../../config/psk_file.ts";
 import { Holding } from "./holding.ts";
 import type { HoldOutcome } from "./lease.ts";
 import { identityName } from "../protocol/v1.ts";
-import { WarningLimiter } from "./warnings.ts";
+import { LimitedLog } from "../log/rate_limit.ts";
 import {
   AgentProtocolError,
   type AgentReply,
@@ -45,7 +45,7 @@ export class AgentControl {
   #socket: AbstractDatagramSocket;
   #log: Logger;
   #stopping = false;
-  #refusals: WarningLimiter;
+  #refusals: LimitedLog;
   #answered = new Map<string, { reply: AgentReply; at: number }>();
 
   /** Serves `socket` (bound to the agent's name, with SO_PASSCRED). */
@@ -53,9 +53,7 @@ export class AgentControl {
     this.#core = core;
     this.#socket = socket;
     this.#log = log;
-    this.#refusals = new WarningLimiter((level, message, fields) =>
-      log.log(level, message, fields)
-    );
+    this.#refusals = new LimitedLog(log, { burst: 1 });
   }
 
   /** From now on every request is answered `stopping`. */
@@ -189,13 +187,18 @@ export class AgentControl {
   /** Answers with an error, and logs it (one line per kind every 10 s). */
   #refuse(dg: Datagram, code: AgentProtocolError["code"], message: string): void {
     this.#reply(dg.sender, { op: "error", error: code, message });
-    this.#refusals.warn(code, "refused a message on the agent's socket", {
-      error: code,
-      reason: message,
-      from: describeAddress(dg.sender),
-      uid: dg.credentials?.uid,
-      pid: dg.credentials?.pid,
-    });
+    this.#refusals.warn(
+      code,
+      `uid=${dg.credentials?.uid}`,
+      "refused a message on the agent's socket",
+      {
+        error: code,
+        reason: message,
+        from: describeAddress(dg.sender),
+        uid: dg.credentials?.uid,
+        pid: dg.credentials?.pid,
+      },
+    );
   }
 
   #reply(to: Uint8Array<ArrayBuffer>, reply: AgentReply): void {

@@ -48,7 +48,7 @@ import { answerPeer } from "./peer_questions.ts";
 import type { HeldIdentity, HoldSpec } from "./protocol.ts";
 import type { RuleFailure, RuleKeeper } from "./rules.ts";
 import type { IdentityLog } from "./sinks.ts";
-import { WarningLimiter } from "./warnings.ts";
+import { LimitedLog } from "../log/rate_limit.ts";
 
 /** What a holding needs from the process that drives it. */
 export interface HoldingHost {
@@ -78,7 +78,7 @@ export class Holding {
   #host: HoldingHost;
   #io: IdentitySocket;
   #rules: LeaseRules;
-  #warnings: WarningLimiter;
+  #warnings: LimitedLog;
   #state: HeldIdentity["state"] | "ended" = "acquiring";
   #lease: Lease | null = null;
   #granting = false;
@@ -106,9 +106,8 @@ export class Holding {
       : parseIP(spec.identity.family, spec.identity.address);
     this.log = log;
     this.#host = host;
-    this.#warnings = new WarningLimiter((level, message, fields) =>
-      log.log(level, message, fields)
-    );
+    // One line per kind and sender every 10 s: a squatter or a rule fight cannot fill the log.
+    this.#warnings = new LimitedLog(log, { burst: 1 });
     this.#io = IdentitySocket.bind(spec, log, this.#warnings, () => this.fields);
     this.#rules = new LeaseRules({
       owner: this.name,
@@ -300,6 +299,7 @@ export class Holding {
 
   /** Closes the identity's socket (its name is free again) and gives its log sink back. */
   close(): void {
+    this.#warnings.close();
     this.#io[Symbol.dispose]();
     this.log.close();
   }

@@ -36,7 +36,7 @@ import { trustedServerUids } from "./trust.ts";
 import { Authenticator } from "../protocol/auth.ts";
 import { readPskFile } from "../../config/psk_file.ts";
 import { authentic } from "../client/peer.ts";
-import type { WarningLimiter } from "./warnings.ts";
+import type { LimitedLog } from "../log/rate_limit.ts";
 
 /** The socket of one identity, and whom it believes. */
 export class IdentitySocket implements Disposable {
@@ -47,14 +47,14 @@ export class IdentitySocket implements Disposable {
   #trusted: Set<number>;
   #auth: Authenticator | undefined;
   #log: IdentityLog;
-  #warnings: WarningLimiter;
+  #warnings: LimitedLog;
   #fields: () => Fields;
 
   private constructor(
     socket: AbstractDatagramSocket,
     spec: HoldSpec,
     log: IdentityLog,
-    warnings: WarningLimiter,
+    warnings: LimitedLog,
     fields: () => Fields,
   ) {
     this.socket = socket;
@@ -75,7 +75,7 @@ export class IdentitySocket implements Disposable {
   static bind(
     spec: HoldSpec,
     log: IdentityLog,
-    warnings: WarningLimiter,
+    warnings: LimitedLog,
     fields: () => Fields,
   ): IdentitySocket {
     authenticatorFor(spec); // a PSK file that cannot be used fails before the name is taken
@@ -148,6 +148,7 @@ export class IdentitySocket implements Disposable {
     if (uid === undefined || !this.#trusted.has(uid)) {
       this.#warnings.warn(
         "untrusted",
+        `uid=${uid}`,
         "ignoring a datagram from the server's name: its uid is not trusted",
         {
           ...this.#fields(),
@@ -162,6 +163,7 @@ export class IdentitySocket implements Disposable {
     if (this.#auth && !authentic(this.#auth, dg.data)) {
       this.#warnings.warn(
         "unauthenticated",
+        `uid=${uid}`,
         "ignoring a reply without a valid hmac (is the server's auth.psk_file this key?)",
         { ...this.#fields(), server: this.#spec.server, reply: new TextDecoder().decode(dg.data) },
       );
@@ -171,7 +173,7 @@ export class IdentitySocket implements Disposable {
     try {
       reply = decodeReply(dg.data);
     } catch (error) {
-      this.#warnings.warn("malformed", "ignoring a malformed reply", {
+      this.#warnings.warn("malformed", `uid=${uid}`, "ignoring a malformed reply", {
         ...this.#fields(),
         reason: errorMessage(error),
       });
@@ -180,6 +182,7 @@ export class IdentitySocket implements Disposable {
     if (reply.kind === "lease" && reply.table !== 0 && !isLeasableTable(reply.table)) {
       this.#warnings.warn(
         "kernel-table",
+        `uid=${uid}`,
         "not accepting a lease on a kernel table: treated as no lease",
         { ...this.#fields(), offered_table: reply.table },
       );

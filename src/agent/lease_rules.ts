@@ -15,7 +15,7 @@ import { errorMessage } from "../util/errors.ts";
 import type { HoldSpec } from "./protocol.ts";
 import { describeRule, leaseRules, type RuleFailure, type RuleKeeper, ruleKey } from "./rules.ts";
 import type { IdentityLog } from "./sinks.ts";
-import type { WarningLimiter } from "./warnings.ts";
+import type { LimitedLog } from "../log/rate_limit.ts";
 
 /** What a holding's rules need from the holding. */
 export interface LeaseRulesParts {
@@ -28,7 +28,7 @@ export interface LeaseRulesParts {
   /** Runs a sync of the keeper (the host routes its failures back here). */
   sync(): Promise<void>;
   log: IdentityLog;
-  warnings: WarningLimiter;
+  warnings: LimitedLog;
   /** The identity's log fields now (its table changes). */
   fields(): Fields;
 }
@@ -99,7 +99,7 @@ export class LeaseRules {
 
   /** One of the rules disappeared (deleted by hand, by another program); the keeper puts it back. */
   gone(rule: Rule, how: string): void {
-    this.#p.warnings.warn("rule-gone", `a rule of this lease ${how}; putting it back`, {
+    this.#p.warnings.warn("rule-gone", "kernel", `a rule of this lease ${how}; putting it back`, {
       ...this.#p.fields(),
       rule: describeRule(rule),
     });

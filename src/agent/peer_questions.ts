@@ -18,7 +18,7 @@ import {
   ProtocolError,
 } from "../protocol/v1.ts";
 import type { Datagram } from "../unix/abstract_socket.ts";
-import type { WarningLimiter } from "./warnings.ts";
+import type { LimitedLog } from "../log/rate_limit.ts";
 
 /** What answering needs of the holding. */
 export interface PeerContext {
@@ -28,7 +28,7 @@ export interface PeerContext {
   leaseExpires: number;
   fields: Fields;
   info(message: string, fields: Fields): void;
-  warnings: WarningLimiter;
+  warnings: LimitedLog;
   /** Sends from the identity's socket; a gone asker is ignored. */
   reply(data: Uint8Array<ArrayBuffer>, to: Uint8Array<ArrayBuffer>): void;
   /** Ends the lease; `requester` is answered from the identity's socket when done. */
@@ -43,14 +43,24 @@ export function answerPeer(dg: Datagram, ctx: PeerContext): void {
     request = decodeRequest(dg.data, dg.length);
   } catch (error) {
     if (!(error instanceof ProtocolError)) throw error;
-    ctx.warnings.warn("peer-malformed", "ignoring a malformed datagram", {
-      ...ctx.fields,
-      reason: error.message,
-    });
+    ctx.warnings.warn(
+      "peer-malformed",
+      `uid=${dg.credentials?.uid}`,
+      "ignoring a malformed datagram",
+      {
+        ...ctx.fields,
+        reason: error.message,
+      },
+    );
     return;
   }
   if (identityName(request.identity) !== ctx.name) {
-    ctx.warnings.warn("peer-other", "ignoring a question about another identity", ctx.fields);
+    ctx.warnings.warn(
+      "peer-other",
+      `uid=${dg.credentials?.uid}`,
+      "ignoring a question about another identity",
+      ctx.fields,
+    );
     return;
   }
   if (request.cmd === Command.REQUEST) {
@@ -60,10 +70,15 @@ export function answerPeer(dg: Datagram, ctx: PeerContext): void {
   }
   const uid = dg.credentials?.uid;
   if (uid === undefined || (uid !== 0 && uid !== Deno.uid())) {
-    ctx.warnings.warn("peer-refused", "refusing a release request from another user", {
-      ...ctx.fields,
-      uid,
-    });
+    ctx.warnings.warn(
+      "peer-refused",
+      `uid=${uid}`,
+      "refusing a release request from another user",
+      {
+        ...ctx.fields,
+        uid,
+      },
+    );
     ctx.reply(
       encodeError("not_permitted", `uid ${uid} may not release a lease of uid ${Deno.uid()}`),
       dg.sender,
