@@ -13,7 +13,8 @@ import { AddrFamily } from "../net/family.ts";
 import type { Rule } from "../netlink/rule.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { HoldSpec } from "./protocol.ts";
-import { describeRule, leaseRules, type RuleFailure, type RuleKeeper, ruleKey } from "./rules.ts";
+import { describeRule, leaseRules } from "../protocol/lease_rules.ts";
+import { type RuleFailure, type RuleKeeper, ruleKey } from "./rules.ts";
 import type { IdentityLog } from "./sinks.ts";
 import type { LimitedLog } from "../log/rate_limit.ts";
 

@@ -17,9 +17,7 @@ import { AddrFamily } from "../net/family.ts";
 import { formatIP } from "../net/ip.ts";
 import { NetlinkSocket } from "../netlink/connection.ts";
 import { decodeRule, encodeRuleDump, type Rule } from "../netlink/rule.ts";
-
-/** The priority of the clients' `from ADDRESS lookup TABLE` rule. */
-export const CLIENT_ADDRESS_RULE_PRIORITY = 10000;
+import { ADDRESS_RULE_PRIORITY } from "../protocol/lease_rules.ts";
 
 /** A table an address's traffic is routed through. */
 export interface RoutedTable {
@@ -36,7 +34,7 @@ export function routedTables(rules: readonly Rule[]): RoutedTable[] {
     if (rule.family !== AddrFamily.INET && rule.family !== AddrFamily.INET6) continue;
     const bits = rule.family === AddrFamily.INET ? 32 : 128;
     if (
-      rule.priority !== CLIENT_ADDRESS_RULE_PRIORITY || !rule.src || rule.src.prefix !== bits ||
+      rule.priority !== ADDRESS_RULE_PRIORITY || !rule.src || rule.src.prefix !== bits ||
       rule.src.address.byteLength * 8 !== bits || rule.dst || rule.iifname !== undefined
     ) {
       continue;
