@@ -1,13 +1,18 @@
 /**
  * `make bench`: prints the benchmark tables (Markdown, for the README).
  *
+ * `BENCH_SECONDS` sets the length of each throughput run (default 5);
+ * `BENCH_ONLY=server` prints only the SQLite server's figures (floor,
+ * throughput, memory, start-up).
+ *
  * @module
  */
 
 import { benchClient } from "./client.ts";
+import { loadAverage, nodeSqliteFloor, pythonFloor } from "./floor.ts";
 import { benchPostgres } from "./postgres.ts";
 import { benchResync } from "./resync.ts";
-import { benchStartup, benchThroughput, type Row } from "./server.ts";
+import { benchMemory, benchStartup, benchThroughput, type Row } from "./server.ts";
 import { pgAvailable } from "../tests/helpers/postgres.ts";
 
 /** Formats rows as a Markdown table. */
@@ -24,33 +29,68 @@ export function table(rows: Row[]): string {
   ].join("\n");
 }
 
+/** The floor for 3 s each, through `node:sqlite` and (when installed) Python's `sqlite3`. */
+async function floorRows(): Promise<Row[]> {
+  const dir = await Deno.makeTempDir({ prefix: "ta-bench-" });
+  try {
+    const rows: Row[] = [{
+      "one-row WAL/FULL commits": "node:sqlite",
+      "per second": nodeSqliteFloor(dir, 3000),
+    }];
+    const python = await pythonFloor(dir, 3000);
+    if (python !== undefined) {
+      rows.push({ "one-row WAL/FULL commits": "Python sqlite3", "per second": python });
+    }
+    return rows;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 if (import.meta.main) {
   const seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 5);
+  const serverOnly = Deno.env.get("BENCH_ONLY") === "server";
   console.log(
-    `table-allocator benchmarks (${Deno.build.target}, ${navigator.hardwareConcurrency} cores)\n`,
+    `table-allocator benchmarks (${Deno.build.target}, ${navigator.hardwareConcurrency} cores, ` +
+      `load average ${loadAverage()})\n`,
+  );
+  console.log("fsync floor, in the same temporary directory as the server's database\n");
+  console.log(`${table(await floorRows())}\n`);
+  console.log(
+    "Server: request/release over the real socket, each answered after its durable commit;",
   );
   console.log(
-    "Server: request/release over the real socket, durable commits (WAL, synchronous=FULL)\n",
+    "each row after a 1 s floor (node:sqlite) on the same disk; load = 1-minute load average\n",
   );
   const { rows, rss } = await benchThroughput(seconds);
   console.log(table(rows));
   console.log(`\nServer RSS after the load: ${rss} MiB\n`);
-  if (pgAvailable()) {
-    console.log("PostgreSQL backend: the same load, one server on a local PostgreSQL (fsync on)\n");
-    console.log(`${table(await benchPostgres(seconds))}\n`);
-    console.log(
-      "PostgreSQL backend: answers while the allocation is rebuilt every 5 s from 335,000 leases\n",
-    );
-    console.log(`${table(await benchResync(Math.max(seconds, 20)))}\n`);
-  } else {
-    console.log("PostgreSQL backend: skipped (needs root and Debian's postgresql package)\n");
-  }
+  console.log("Server memory with 100,000 bound leases\n");
+  const memory = await benchMemory();
+  const last = memory.at(-1)!;
+  console.log(table(memory));
+  console.log(`\ntarget RSS <= 64 MiB: ${Number(last["RSS MiB"]) <= 64 ? "met" : "missed"}\n`);
   console.log("Server start-up: spawn to first answered request\n");
-  console.log(table(await benchStartup()));
-  if (Deno.uid() === 0) {
-    console.log("\nClient: hook-style run in a network namespace (IPv4, with rules)\n");
-    console.log(table(await benchClient()));
-  } else {
-    console.log("\nClient: skipped (needs root for a network namespace)");
+  console.log(`${table(await benchStartup())}\n`);
+  if (!serverOnly) {
+    if (pgAvailable()) {
+      console.log(
+        "PostgreSQL backend: the same load, one server on a local PostgreSQL (fsync on)\n",
+      );
+      console.log(`${table(await benchPostgres(seconds))}\n`);
+      console.log(
+        "PostgreSQL backend: answers while the allocation is rebuilt every 5 s from 335,000 leases\n",
+      );
+      console.log(`${table(await benchResync(Math.max(seconds, 20)))}\n`);
+    } else {
+      console.log("PostgreSQL backend: skipped (needs root and Debian's postgresql package)\n");
+    }
+    if (Deno.uid() === 0) {
+      console.log("Client: hook-style run in a network namespace (IPv4, with rules)\n");
+      console.log(table(await benchClient()));
+    } else {
+      console.log("Client: skipped (needs root for a network namespace)");
+    }
   }
+  console.log(`\nload average at the end: ${loadAverage()}`);
 }

@@ -9,7 +9,7 @@
 
 import { startPostgres } from "../tests/helpers/postgres.ts";
 import { startServer } from "../tests/helpers/server.ts";
-import { drive, type Row } from "./server.ts";
+import { drive, driveRow, type Row } from "./server.ts";
 
 /**
  * Throughput and latency for 1, 8 and 32 clients against one server on
@@ -30,9 +30,7 @@ export async function benchPostgres(seconds: number): Promise<Row[]> {
     });
     const rows: Row[] = [];
     drive(server, 4, 1); // warm-up: connections, prepared statements, plans
-    for (const clients of [1, 8, 32]) {
-      rows.push({ backend: "postgres", ...drive(server, clients, seconds) });
-    }
+    for (const clients of [1, 8, 32]) rows.push(driveRow(drive(server, clients, seconds)));
     await server.stop();
     return rows;
   } finally {
