@@ -53,6 +53,7 @@ export {
   commitChange,
   ConcurrencyError,
   type ExpiryListener,
+  type FlushOptions,
   type Lease,
   type LeasePage,
   type LeaseState,
@@ -68,6 +69,7 @@ export {
   SCHEMA_VERSION,
   SqliteLeaseStore,
   type SqliteStoreOptions,
+  type WalStats,
 } from "./src/store/sqlite_store.ts";
 // The PostgreSQL backend loads its npm driver: openStore() imports it only when
 // a config asks for it; the class itself is in src/store/postgres_store.ts.

@@ -38,11 +38,21 @@ export interface StoreToken {
   readonly store: object;
   /** Spent by an update or {@link discardToken}. */
   used: boolean;
+  /**
+   * What the lookup read, in the backend's own form, for a backend that
+   * writes only the difference (the version check vouches it is current).
+   */
+  readonly rows?: unknown;
 }
 
-/** Issues a token for one update of `clientId` at `version`. */
-export function issueToken(store: object, clientId: string, version: number): LeaseToken {
-  const token: StoreToken = { clientId, version, store, used: false };
+/** Issues a token for one update of `clientId` at `version`; `rows` is what the lookup read. */
+export function issueToken(
+  store: object,
+  clientId: string,
+  version: number,
+  rows?: unknown,
+): LeaseToken {
+  const token: StoreToken = { clientId, version, store, used: false, rows };
   return token as unknown as LeaseToken;
 }
 

@@ -183,6 +183,17 @@ export class BadCursorError extends TypeError {
   }
 }
 
+/** Options of {@link LeaseStore.flush}. */
+export interface FlushOptions {
+  /**
+   * The caller has other work while the disk works (a server with more
+   * requests waiting): a store may then wait for the disk off the calling
+   * thread. Without it a store may block the thread for the sync, which is
+   * quicker when nothing else waits.
+   */
+  background?: boolean;
+}
+
 /** Storage of leases, keyed by client id. */
 export interface LeaseStore {
   /**
@@ -210,8 +221,9 @@ export interface LeaseStore {
   /**
    * Commits every update issued so far in one transaction. Stores group
    * concurrent updates themselves; calling this makes the commit happen now.
+   * Resolves once the commit is durable (its updates have resolved).
    */
-  flush(): Promise<void>;
+  flush(options?: FlushOptions): Promise<void>;
   /**
    * Leases in client-id order, one page at a time, optionally filtered.
    * Rejects with a {@link BadCursorError} for an `after` that no page

@@ -2,23 +2,41 @@
  * The embedded {@link LeaseStore}: one SQLite file through `node:sqlite`
  * (SQLite is compiled into Deno: no native library to ship).
  *
- * - WAL journal, `synchronous=FULL`: a commit is durable when it returns.
+ * - WAL journal; a commit is durable before anything it holds is
+ *   acknowledged. SQLite commits with `synchronous=NORMAL` (the WAL frames
+ *   are written, not waited for) and the store itself fdatasyncs the WAL
+ *   (`wal_sync.ts`): the same bytes reach the disk as with
+ *   `synchronous=FULL`, one sync per commit at most, and the caller may
+ *   wait for the disk off the main thread ({@link FlushOptions}).
  * - Group commit: updates run at once inside an open transaction; one
- *   COMMIT (one fsync) makes every update issued since durable, and only
+ *   COMMIT and one sync make every update issued since durable, and only
  *   then do their promises resolve.
- * - A commit that only removes leases (releases, expiry) is not fsynced:
- *   the next fsynced commit makes it durable with itself, because the WAL
- *   is written in order. A crash in between brings the removed leases
- *   back, to expire as usual; a table can never be leased twice, since
- *   the commit that gives it to someone else is fsynced. Releases are
+ * - A commit that holds no table (releases, expiry) is not synced: the
+ *   next synced commit makes it durable with itself, because the WAL is
+ *   written in order. A crash in between brings the removed leases back,
+ *   to expire as usual; a table can never be leased twice, since the
+ *   commit that gives it to someone else is synced. Releases are
  *   best-effort in the protocol anyway (the client exits after 1 s).
+ * - An update writes only what changed: a refresh or a release is one
+ *   UPDATE of the client's row (the lookup's rows travel with the token),
+ *   so it touches the row's page and the indexes of the columns it
+ *   changes, nothing else.
+ * - Checkpoints are the store's, off the commit path: SQLite's automatic
+ *   checkpoint (which runs inside a COMMIT, before its reply) only guards
+ *   the WAL's size; the store checkpoints from a timer
+ *   {@link CHECKPOINT_DELAY_MS} after the first commit that follows a
+ *   checkpoint, between passes. The WAL then starts over and is
+ *   overwritten in place: a sync that does not grow the file has no size
+ *   to record, which makes it cheaper.
  * - One writer: the process holds an exclusive lock on `<db>-lock` for as
  *   long as the store is open. A second server gets a clear error at start
  *   instead of silently diverging, and tokens can be checked against
  *   per-client versions held in memory. Other processes may still read
  *   the file (WAL readers never block the writer).
  * - Expiry is the store's: a timer on the earliest `expires_at` deletes
- *   leases the moment they expire and tells the expiry listeners.
+ *   leases the moment they expire and tells the expiry listeners. A commit
+ *   moves the timer only when it wrote an earlier expiry; a timer left on
+ *   a lease that was refreshed meanwhile finds nothing due and moves on.
  * - Proven writable at open: a durable write before the store is handed
  *   out, so a read-only file or a full disk fails at start, not at the
  *   first request.
@@ -33,12 +51,12 @@
  */
 
 import { DatabaseSync } from "node:sqlite";
-import { dirname } from "node:path";
 import type { AddrFamily } from "../net/family.ts";
 import { type CImportOptions, importCDatabase, lastWrittenMs } from "./c_database_import.ts";
 import {
   ConcurrencyError,
   type ExpiryListener,
+  type FlushOptions,
   holdsTable,
   type Lease,
   type LeasePage,
@@ -65,10 +83,13 @@ import {
 import { ExpiryNotifier, ExpiryTimer } from "./expiry.ts";
 import {
   ensureSchema,
+  PAGE_SIZE,
   prepareStatements,
   SCHEMA_VERSION,
   type Statements,
+  WAL_AUTOCHECKPOINT_PAGES,
 } from "./sqlite_schema.ts";
+import { WalSync } from "./wal_sync.ts";
 import { errorMessage } from "../util/errors.ts";
 import { FileIdentity, PathLock } from "./file_guard.ts";
 
@@ -77,6 +98,9 @@ export const FILE_CHECK_INTERVAL_MS = 250;
 
 export { DEFAULT_HISTORY_RETENTION_MS } from "./core.ts";
 export { SCHEMA_VERSION } from "./sqlite_schema.ts";
+
+/** How long after the first commit since the last checkpoint the store checkpoints. */
+export const CHECKPOINT_DELAY_MS = 200;
 
 /** Options of {@link SqliteLeaseStore.open}. */
 export interface SqliteStoreOptions {
@@ -98,17 +122,32 @@ interface Pending {
   expired?: Lease[];
 }
 
+/** What the store knows of its WAL, for tests and the benchmark. */
+export interface WalStats {
+  /** fdatasync calls on the WAL. */
+  syncs: number;
+  /** Checkpoints the store ran. */
+  checkpoints: number;
+}
+
 /**
  * Maps a SQLite failure to the API's errors: a constraint failure is a
  * plain Error (bad data); anything else (locked, disk full, I/O error,
  * read-only file) is a TransientError, because nothing was written.
  */
 function wrap(action: string, error: unknown): Error {
+  if (error instanceof TransientError || error instanceof StoreLostError) return error;
   const message = errorMessage(error);
   if (/constraint failed/i.test(message)) {
     return new Error(`${action}: ${message}`, { cause: error });
   }
   return new TransientError(`${action}: ${message}`, { cause: error });
+}
+
+/** Whether a new lease is the same row as a stored one (same key and identity columns). */
+function sameRow(row: LeaseRow, lease: Lease): boolean {
+  return row[4] === lease.table && row[1] === lease.family && row[2] === lease.ifname &&
+    row[3] === lease.address;
 }
 
 /** A {@link LeaseStore} in one SQLite file, owned by one process. */
@@ -119,12 +158,14 @@ export class SqliteLeaseStore implements LeaseStore {
   #versions = new Map<string, number>();
   #pending: Pending[] = [];
   #inTransaction = false;
-  #transactionDurable = false;
-  /** The connection's current `synchronous` setting: FULL (true) or NORMAL. */
-  #syncDurable = true;
-  /** Updates committed but not yet settled: they resolve at the next flush. */
-  #committed: Pending[] = [];
-  #flushTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The open transaction holds a table: it is synced before its updates resolve. */
+  #durable = false;
+  /** The earliest expiry of a bound lease written in the open transaction. */
+  #earliestWritten = Infinity;
+  /** A flush is queued for the updates of the open transaction. */
+  #flushQueued = false;
+  #checkpointTimer: ReturnType<typeof setTimeout> | undefined;
+  #checkpoints = 0;
   #expiry: ExpiryTimer;
   #listeners = new ExpiryNotifier();
   #closed = false;
@@ -137,6 +178,8 @@ export class SqliteLeaseStore implements LeaseStore {
   /** Set once the database file is gone: every call fails with it. */
   #lost: StoreLostError | undefined;
   #fatalListeners = new Set<(error: StoreLostError) => void>();
+  /** The WAL's fdatasync; none for an in-memory database. */
+  #wal: WalSync | undefined;
   /** The database file. */
   readonly path: string;
 
@@ -145,6 +188,7 @@ export class SqliteLeaseStore implements LeaseStore {
     path: string,
     lock: Deno.FsFile | undefined,
     guard: { identity: FileIdentity; pathLock: PathLock } | undefined,
+    wal: WalSync | undefined,
     options: SqliteStoreOptions,
   ) {
     this.#db = db;
@@ -155,6 +199,7 @@ export class SqliteLeaseStore implements LeaseStore {
       Deno.unrefTimer(timer);
       this.#guard = { ...guard, timer };
     }
+    this.#wal = wal;
     this.path = path;
     this.#now = options.now ?? Date.now;
     this.#historyRetentionMs = options.historyRetentionMs ?? DEFAULT_HISTORY_RETENTION_MS;
@@ -162,22 +207,22 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#q = prepareStatements(db);
     // Leases that expired while the server was down are reclaimed as soon
     // as the caller has had the chance to register its listeners.
-    this.#armExpiry(0);
+    this.#expiry.arm(this.#now());
   }
 
   /**
    * Opens (creating if needed) the database and its directory, takes the
-   * exclusive locks, checks the schema and proves with a durable write
-   * that the file can be written. Throws an Error naming the file and the
-   * reason: locked by another process, read-only, disk full, newer schema.
+   * exclusive lock and checks the schema. Throws an Error naming the file
+   * and the reason: locked by another process, unwritable, newer schema.
    */
   static open(path: string, options: SqliteStoreOptions = {}): SqliteLeaseStore {
     let db: DatabaseSync | undefined;
     let lock: Deno.FsFile | undefined;
     let pathLock: PathLock | undefined;
+    let wal: WalSync | undefined;
     try {
       if (path !== ":memory:") {
-        Deno.mkdirSync(dirname(path), { recursive: true });
+        Deno.mkdirSync(directoryOf(path), { recursive: true });
         lock = Deno.openSync(`${path}-lock`, { create: true, write: true });
         if (!lock.tryLockSync(true)) {
           throw new Error(
@@ -190,8 +235,12 @@ export class SqliteLeaseStore implements LeaseStore {
       // Read before opening: switching to WAL writes the file.
       const writtenAt = options.cImport ? lastWrittenMs(path) : 0;
       db = new DatabaseSync(path);
+      // Only a new database takes it (an existing one keeps its page size).
+      db.exec(`PRAGMA page_size = ${PAGE_SIZE}`);
       db.exec("PRAGMA journal_mode = WAL");
-      db.exec("PRAGMA synchronous = FULL");
+      // Durability is the store's: it syncs the WAL itself (see WalSync).
+      db.exec("PRAGMA synchronous = NORMAL");
+      db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
       // Waiting for a lock would block the event loop: fail at once with a
       // TransientError instead (only outside writers can hold the lock).
       db.exec("PRAGMA busy_timeout = 0");
@@ -203,13 +252,19 @@ export class SqliteLeaseStore implements LeaseStore {
       // transaction that changes nothing commits on a full disk: write.
       db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       db.exec("COMMIT");
+      // The open's write is made durable now (and proves the disk takes it).
+      if (path !== ":memory:") {
+        wal = new WalSync(`${path}-wal`);
+        wal.syncNow();
+      }
       if (imported) options.cImport?.onImported?.(imported);
       const guard = path === ":memory:" ? undefined : {
         identity: FileIdentity.of(path),
         pathLock: pathLock!,
       };
-      return new SqliteLeaseStore(db, path, lock, guard, options);
+      return new SqliteLeaseStore(db, path, lock, guard, wal, options);
     } catch (error) {
+      wal?.close();
       try {
         db?.close();
       } catch { /* closing after a failed open has nothing left to report */ }
@@ -220,19 +275,20 @@ export class SqliteLeaseStore implements LeaseStore {
   }
 
   lookup(clientId: string): Promise<LookupResult> {
-    if (this.#lost) return Promise.reject(this.#lost);
     try {
-      const leases = this.#read(clientId);
-      const token = issueToken(this, clientId, this.#versions.get(clientId) ?? 0);
-      return Promise.resolve({ leases, token });
+      this.#checkUsable();
+      const rows = this.#rows(clientId);
+      // The token keeps the rows (not the leases the caller may change) for #write.
+      const token = issueToken(this, clientId, this.#versions.get(clientId) ?? 0, rows);
+      return Promise.resolve({ leases: rows.map(leaseFromRow), token });
     } catch (error) {
       return Promise.reject(wrap(`cannot look up ${clientId}`, error));
     }
   }
 
   peek(clientId: string): Promise<Lease[]> {
-    if (this.#lost) return Promise.reject(this.#lost);
     try {
+      this.#checkUsable();
       return Promise.resolve(this.#read(clientId));
     } catch (error) {
       return Promise.reject(wrap(`cannot look up ${clientId}`, error));
@@ -240,10 +296,9 @@ export class SqliteLeaseStore implements LeaseStore {
   }
 
   update(clientId: string, leases: Lease[], leaseToken: LeaseToken): Promise<void> {
-    if (this.#closed) return Promise.reject(closedError());
-    if (this.#lost) return Promise.reject(this.#lost);
     let token;
     try {
+      this.#checkUsable();
       token = openToken(leaseToken, this, clientId);
     } catch (error) {
       return Promise.reject(error);
@@ -254,37 +309,12 @@ export class SqliteLeaseStore implements LeaseStore {
       return Promise.reject(new ConcurrencyError(clientId));
     }
     try {
-      // Only a lease that holds a table must be fsynced before the reply.
-      this.#begin(leases.some((l) => holdsTable(l.state)));
+      this.#begin();
     } catch (error) {
       return Promise.reject(wrap("cannot start a transaction", error));
     }
     try {
-      this.#q.savepoint.run();
-      try {
-        this.#q.delete.run(clientId);
-        const now = this.#now();
-        for (const l of leases) {
-          this.#q.insert.run(
-            clientId,
-            l.family,
-            l.ifname,
-            l.address,
-            l.table,
-            Math.round(l.expiresAt),
-            l.tag ?? null,
-            l.owner,
-            l.state,
-            l.uid,
-            now,
-          );
-        }
-        this.#q.releaseSavepoint.run();
-      } catch (error) {
-        this.#q.rollbackToSavepoint.run();
-        this.#q.releaseSavepoint.run();
-        throw error;
-      }
+      this.#write(clientId, token.rows as LeaseRow[] | undefined, leases);
     } catch (error) {
       token.used = true;
       if (/UNIQUE constraint failed/.test(errorMessage(error))) {
@@ -300,45 +330,100 @@ export class SqliteLeaseStore implements LeaseStore {
     }
     token.used = true;
     this.#versions.set(clientId, previousVersion + 1);
+    for (const l of leases) {
+      // Only a lease that holds a table must be synced before the reply.
+      if (holdsTable(l.state)) this.#durable = true;
+      if (l.state === "bound" && l.expiresAt < this.#earliestWritten) {
+        this.#earliestWritten = l.expiresAt;
+      }
+    }
     return new Promise((resolve, reject) => {
-      this.#pending.push({
-        resolve,
-        reject,
-        clientId,
-        previousVersion,
-      });
-      this.#flushTimer ??= setTimeout(() => this.flush().catch(() => {}), 0);
+      this.#pending.push({ resolve, reject, clientId, previousVersion });
+      // Updates issued together (in one run of the caller's code and the
+      // promise reactions it sets off) commit together unless flushed first.
+      if (!this.#flushQueued) {
+        this.#flushQueued = true;
+        queueMicrotask(() => {
+          if (this.#flushQueued) this.flush().catch(() => {});
+        });
+      }
     });
+  }
+
+  /**
+   * Replaces the client's rows `stored` (what the lookup read; the version
+   * check vouches that nothing changed since) with `leases`: a lease on a
+   * table the client has a row for is an UPDATE of that row's changed
+   * columns, the others are inserts, and rows left over are deleted. More
+   * than one statement runs inside a savepoint, so a failure undoes all.
+   */
+  #write(clientId: string, stored: readonly LeaseRow[] | undefined, leases: Lease[]): void {
+    const q = this.#q;
+    const now = this.#now();
+    const old = stored ?? this.#rows(clientId);
+    const kept = leases.map((l) => old.find((o) => sameRow(o, l)));
+    const dropped = old.filter((o) => !leases.some((l) => sameRow(o, l)));
+    const single = leases.length + dropped.length <= 1;
+    if (!single) q.savepoint.run();
+    try {
+      for (const o of dropped) q.deleteRow.run(clientId, o[4]);
+      leases.forEach((l, i) => {
+        const expiresAt = Math.round(l.expiresAt);
+        const tag = l.tag ?? null;
+        const was = kept[i];
+        // A refresh leaves the state alone, so the indexes filtered on it stay untouched.
+        const changes = was === undefined ? 0 : Number(
+          (was[8] === l.state && was[9] === l.uid
+            ? q.refreshRow.run(expiresAt, tag, l.owner, now, clientId, l.table)
+            : q.updateRow.run(expiresAt, tag, l.owner, l.state, l.uid, now, clientId, l.table))
+            .changes,
+        );
+        // No row to update: a new one, or history pruned since the lookup.
+        if (changes === 0) {
+          q.insert.run(
+            clientId,
+            l.family,
+            l.ifname,
+            l.address,
+            l.table,
+            expiresAt,
+            tag,
+            l.owner,
+            l.state,
+            l.uid,
+            now,
+          );
+        }
+      });
+      if (!single) q.releaseSavepoint.run();
+    } catch (error) {
+      if (!single) {
+        q.rollbackToSavepoint.run();
+        q.releaseSavepoint.run();
+      }
+      throw error;
+    }
   }
 
   releaseToken(leaseToken: LeaseToken): void {
     discardToken(leaseToken);
   }
 
-  flush(): Promise<void> {
-    if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
-    this.#flushTimer = undefined;
-    const failure = this.#inTransaction ? this.#commit() : undefined;
-    // Removals committed earlier (see #begin) settle now, after their durable successors.
-    const committed = this.#committed;
-    this.#committed = [];
-    for (const p of committed) {
-      if (p.expired) { for (const lease of p.expired) this.#listeners.announce(lease); }
-      p.resolve();
-    }
-    this.#armExpiry(failure ? 1000 : undefined);
-    return failure ? Promise.reject(failure) : Promise.resolve();
-  }
-
   /**
-   * Commits the open transaction. Its updates move to the committed list;
-   * on failure they are rejected and their version bumps undone (a
-   * TransientError leaves the token valid). Returns the failure.
+   * Commits the open transaction and, when it holds a table, syncs the WAL;
+   * then the updates resolve. With `background`, the sync runs on a worker
+   * thread and this resolves when it is done.
    */
-  #commit(): Error | undefined {
+  flush(options: FlushOptions = {}): Promise<void> {
+    this.#flushQueued = false;
+    if (!this.#inTransaction) return Promise.resolve();
     const pending = this.#pending;
+    const durable = this.#durable;
+    const earliest = this.#earliestWritten;
     this.#pending = [];
     this.#inTransaction = false;
+    this.#durable = false;
+    this.#earliestWritten = Infinity;
     try {
       // The last moment to notice the file is gone before anything is acknowledged.
       const lost = this.#checkFile();
@@ -348,19 +433,79 @@ export class SqliteLeaseStore implements LeaseStore {
       try {
         this.#db.exec("ROLLBACK");
       } catch { /* the transaction may already be gone; the versions below are what matters */ }
-      for (let i = pending.length - 1; i >= 0; i--) {
-        this.#versions.set(pending[i].clientId, pending[i].previousVersion);
-      }
-      const failure = error instanceof StoreLostError ? error : wrap("cannot commit", error);
-      for (const p of pending) p.reject(failure);
-      return failure;
+      return Promise.reject(this.#fail(pending, wrap("cannot commit", error)));
     }
-    this.#committed.push(...pending);
-    return undefined;
+    this.#committed(earliest);
+    const wal = this.#wal;
+    if (!durable || !wal) return Promise.resolve(this.#settle(pending));
+    if (!options.background) {
+      try {
+        wal.syncNow();
+      } catch (error) {
+        return Promise.reject(this.#fail(pending, wrap("cannot commit", error)));
+      }
+      return Promise.resolve(this.#settle(pending));
+    }
+    return wal.sync().then(
+      () => this.#settle(pending),
+      (error) => {
+        throw this.#fail(pending, wrap("cannot commit", error));
+      },
+    );
+  }
+
+  /** Resolves committed updates and announces what their commit expired. */
+  #settle(pending: Pending[]): void {
+    for (const p of pending) {
+      if (p.expired) { for (const lease of p.expired) this.#listeners.announce(lease); }
+      p.resolve();
+    }
+  }
+
+  /**
+   * A commit failed: its updates are rejected and their version bumps
+   * undone (a TransientError leaves their tokens valid). Returns the error.
+   */
+  #fail(pending: Pending[], failure: Error): Error {
+    for (let i = pending.length - 1; i >= 0; i--) {
+      this.#versions.set(pending[i].clientId, pending[i].previousVersion);
+    }
+    for (const p of pending) p.reject(failure);
+    this.#armBy(this.#now() + 1000);
+    return failure;
+  }
+
+  /** After a commit: the expiry timer and the next checkpoint. */
+  #committed(earliestExpiry: number): void {
+    if (earliestExpiry < Infinity) this.#armBy(earliestExpiry);
+    this.#checkpointTimer ??= setTimeout(() => this.#checkpoint(), CHECKPOINT_DELAY_MS);
+  }
+
+  /**
+   * Copies the WAL back into the database file (PASSIVE: never waits for
+   * readers), so the WAL starts over and stays small. Runs from a timer,
+   * between the daemon's passes, instead of inside a commit.
+   */
+  #checkpoint(): void {
+    this.#checkpointTimer = undefined;
+    if (this.#closed) return;
+    if (this.#inTransaction) {
+      // Updates wait for their flush (due first): try again after it.
+      this.#checkpointTimer = setTimeout(() => this.#checkpoint(), 0);
+      return;
+    }
+    try {
+      this.#q.checkpoint.run();
+      this.#checkpoints++;
+    } catch { /* a failed checkpoint leaves the WAL longer; SQLite's own one still bounds it */ }
+  }
+
+  /** fdatasync calls and checkpoints so far. */
+  get walStats(): WalStats {
+    return { syncs: this.#wal?.syncs ?? 0, checkpoints: this.#checkpoints };
   }
 
   list(options: ListOptions = {}): Promise<LeasePage> {
-    if (this.#lost) return Promise.reject(this.#lost);
     let limit, after;
     try {
       limit = pageLimit(options);
@@ -369,6 +514,7 @@ export class SqliteLeaseStore implements LeaseStore {
       return Promise.reject(error);
     }
     try {
+      this.#checkUsable();
       const states = stateFilter(options.state);
       const filters = {
         afterClient: after.clientId,
@@ -390,8 +536,8 @@ export class SqliteLeaseStore implements LeaseStore {
   }
 
   usedTables(): Promise<Array<[AddrFamily, number]>> {
-    if (this.#lost) return Promise.reject(this.#lost);
     try {
+      this.#checkUsable();
       return Promise.resolve(this.#q.used.all() as unknown as Array<[AddrFamily, number]>);
     } catch (error) {
       return Promise.reject(wrap("cannot read leased tables", error));
@@ -457,7 +603,8 @@ export class SqliteLeaseStore implements LeaseStore {
     } finally {
       this.#closed = true;
       this.#expiry.clear();
-      clearTimeout(this.#flushTimer);
+      clearTimeout(this.#checkpointTimer);
+      this.#wal?.close();
       this.#db.close();
       this.#lock?.close();
       if (this.#guard) {
@@ -467,45 +614,47 @@ export class SqliteLeaseStore implements LeaseStore {
     }
   }
 
-  #read(clientId: string): Lease[] {
-    return (this.#q.select.all(clientId) as unknown as LeaseRow[]).map(leaseFromRow);
+  /** Throws when the store is closed or a WAL sync failed (nothing may be acknowledged then). */
+  #checkUsable(): void {
+    if (this.#closed) throw closedError();
+    if (this.#lost) throw this.#lost;
+    const failure = this.#wal?.failure;
+    if (failure) throw failure;
   }
 
-  /**
-   * Makes sure a transaction is open that is fsynced at commit when
-   * `durable`. SQLite fixes the safety level when a transaction starts, so
-   * a write arriving in a transaction of removals commits those first
-   * (cheaply, without fsync) and opens a durable one.
-   */
-  #begin(durable: boolean): void {
-    if (this.#inTransaction) {
-      if (!durable || this.#transactionDurable) return;
-      this.#commit();
-    }
-    if (this.#syncDurable !== durable) {
-      (durable ? this.#q.syncFull : this.#q.syncNormal).run();
-      this.#syncDurable = durable;
-    }
+  #read(clientId: string): Lease[] {
+    return this.#rows(clientId).map(leaseFromRow);
+  }
+
+  #rows(clientId: string): LeaseRow[] {
+    return this.#q.select.all(clientId) as unknown as LeaseRow[];
+  }
+
+  /** Makes sure a transaction is open. */
+  #begin(): void {
+    if (this.#inTransaction) return;
     this.#q.beginStatement.run();
     this.#inTransaction = true;
-    this.#transactionDurable = durable;
   }
 
-  /** Sets the expiry timer on the earliest expiry (or after `delayMs`). */
-  #armExpiry(delayMs?: number): void {
+  /** Moves the expiry timer to `at` if it is armed later (or not at all). */
+  #armBy(at: number): void {
+    if (!this.#closed && at < this.#expiry.at) this.#expiry.arm(at);
+  }
+
+  /** Arms the expiry timer on the earliest stored expiry. */
+  #armFromStore(): void {
     if (this.#closed) return;
-    if (delayMs !== undefined) this.#expiry.arm(this.#now() + delayMs);
-    else {
-      const row = this.#q.nextExpiry.get() as unknown as [number | null];
-      this.#expiry.arm(row[0] ?? Infinity);
-    }
+    const row = this.#q.nextExpiry.get() as unknown as [number | null];
+    this.#expiry.arm(row[0] ?? Infinity);
   }
 
-  /** Deletes every expired lease in the current transaction and commits. */
+  /** Marks every expired lease in the current transaction and commits; re-arms on the next. */
   #expire(): void {
     if (this.#closed) return;
     try {
-      this.#begin(false);
+      this.#checkUsable();
+      this.#begin();
       const now = this.#now();
       this.#q.pruneHistory.run(now - this.#historyRetentionMs);
       const rows = this.#q.expireDue.all(now) as unknown as LeaseRow[];
@@ -528,9 +677,19 @@ export class SqliteLeaseStore implements LeaseStore {
         });
       }
     } catch {
-      this.#armExpiry(1000);
+      this.#expiry.arm(this.#now() + 1000);
       return;
     }
-    this.flush().catch(() => {/* flush re-arms the timer to try again */});
+    this.flush().then(
+      () => this.#armFromStore(),
+      () => {/* the failed commit re-armed the timer to try again */},
+    );
   }
+}
+
+/** The directory part of a file path (`.` for a bare name), without importing `node:path`. */
+function directoryOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  if (slash < 0) return ".";
+  return slash === 0 ? "/" : path.slice(0, slash);
 }

@@ -1,13 +1,15 @@
 import { DatabaseSync } from "node:sqlite";
 import {
+  assert,
   assertEquals,
   assertInstanceOf,
   assertMatch,
   assertThrowsType,
 } from "../../tests/helpers/assert.ts";
 import { lease, storeConformance } from "../../tests/helpers/store_conformance.ts";
-import { TransientError } from "./lease_store.ts";
-import { SCHEMA_VERSION, SqliteLeaseStore } from "./sqlite_store.ts";
+import { type Lease, TransientError } from "./lease_store.ts";
+import { PAGE_SIZE } from "./sqlite_schema.ts";
+import { CHECKPOINT_DELAY_MS, SCHEMA_VERSION, SqliteLeaseStore } from "./sqlite_store.ts";
 
 storeConformance("sqlite", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
@@ -32,16 +34,158 @@ async function withStore(
   }
 }
 
-Deno.test("SqliteLeaseStore uses WAL, synchronous FULL and a versioned schema", async () => {
+Deno.test("SqliteLeaseStore uses WAL, 1 KiB pages and a versioned schema", async () => {
   await withStore((_store, path) => {
     const db = new DatabaseSync(path, { readOnly: true });
     try {
       assertEquals(db.prepare("PRAGMA journal_mode").get(), { journal_mode: "wal" });
+      assertEquals(db.prepare("PRAGMA page_size").get(), { page_size: PAGE_SIZE });
       assertEquals(db.prepare("PRAGMA user_version").get(), { user_version: SCHEMA_VERSION });
     } finally {
       db.close();
     }
     return Promise.resolve();
+  });
+});
+
+Deno.test("SqliteLeaseStore keeps the page size of an existing database", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
+  try {
+    const path = `${dir}/old.db`;
+    const db = new DatabaseSync(path);
+    db.exec("PRAGMA page_size = 4096; CREATE TABLE other (x); DROP TABLE other");
+    db.close();
+    const store = SqliteLeaseStore.open(path);
+    const { token } = await store.lookup("2/eth1/10.0.0.1");
+    await Promise.all([
+      store.update("2/eth1/10.0.0.1", [lease("10.0.0.1", 10000)], token),
+      store.flush(),
+    ]);
+    await store.close();
+    const check = new DatabaseSync(path, { readOnly: true });
+    assertEquals(check.prepare("PRAGMA page_size").get(), { page_size: 4096 });
+    assertEquals(check.prepare("SELECT count(*) AS n FROM leases").get(), { n: 1 });
+    check.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Frames in the WAL now: `mxFrame` of the WAL-index header (SQLite's walformat, offset 16). */
+function walFrames(path: string): number {
+  const header = new Uint8Array(48);
+  const shm = Deno.openSync(`${path}-shm`, { read: true });
+  try {
+    shm.readSync(header);
+  } finally {
+    shm.close();
+  }
+  return new DataView(header.buffer).getUint32(16, true);
+}
+
+Deno.test("SqliteLeaseStore syncs a commit that holds a table before it resolves, and not one that ends leases", async () => {
+  await withStore(async (store) => {
+    const id = "2/eth1/10.0.0.1";
+    const before = store.walStats.syncs;
+    const a = await store.lookup(id);
+    let granted = false;
+    const grant = store.update(id, [lease("10.0.0.1", 10000)], a.token).then(() => granted = true);
+    const flushed = store.flush({ background: true });
+    await Promise.resolve();
+    assertEquals(granted, false, "not acknowledged before its sync");
+    await flushed;
+    await grant;
+    assertEquals(store.walStats.syncs, before + 1);
+    const b = await store.lookup(id);
+    const release = store.update(id, [{ ...b.leases[0], state: "released" }], b.token);
+    await store.flush();
+    await release;
+    assertEquals(store.walStats.syncs, before + 1, "a release becomes durable with the next sync");
+    assertEquals((await store.peek(id))[0].state, "released");
+  });
+});
+
+Deno.test("SqliteLeaseStore writes a refresh as one row's change, fewer pages than a grant", async () => {
+  await withStore(async (store, path) => {
+    const id = "2/eth1/10.0.0.1";
+    // No await lets a timer (a checkpoint, which restarts the WAL) run in between.
+    const write = async (next: (leases: Lease[]) => Lease[]) => {
+      const { leases, token } = await store.lookup(id);
+      const frames = walFrames(path);
+      const done = store.update(id, next(leases), token);
+      await store.flush();
+      await done;
+      return walFrames(path) - frames;
+    };
+    const granted = await write(() => [lease("10.0.0.1", 10000)]);
+    const refreshed = await write(([l]) => [{ ...l, expiresAt: l.expiresAt + 60_000 }]);
+    const released = await write(([l]) => [{ ...l, state: "released" }]);
+    assert(refreshed <= 2, `a refresh wrote ${refreshed} pages (the row, its expiry entry)`);
+    assert(refreshed < granted, `refresh ${refreshed} pages, grant ${granted}`);
+    assert(refreshed < released, `refresh ${refreshed} pages, release ${released}`);
+  });
+});
+
+Deno.test("SqliteLeaseStore writes the leases given, even ones the caller changed in place", async () => {
+  await withStore(async (store) => {
+    const id = "2/eth1/10.0.0.1";
+    const a = await store.lookup(id);
+    await Promise.all([store.update(id, [lease("10.0.0.1", 10000)], a.token), store.flush()]);
+    const { leases, token } = await store.lookup(id);
+    leases[0].state = "released"; // the lookup's own object
+    leases[0].expiresAt = 5;
+    await Promise.all([store.update(id, leases, token), store.flush()]);
+    assertEquals((await store.peek(id)).map((l) => [l.state, l.expiresAt]), [["released", 5]]);
+  });
+});
+
+Deno.test("SqliteLeaseStore writes a lease whose row went away after the lookup", async () => {
+  await withStore(async (store, path) => {
+    const id = "2/eth1/10.0.0.1";
+    const a = await store.lookup(id);
+    const history = { ...lease("10.0.0.1", 10000), state: "released" as const };
+    await Promise.all([store.update(id, [history], a.token), store.flush()]);
+    const { token } = await store.lookup(id);
+    // History may be pruned between a lookup and its update; here another connection does it.
+    const other = new DatabaseSync(path);
+    other.exec("DELETE FROM leases");
+    other.close();
+    await Promise.all([store.update(id, [lease("10.0.0.1", 10000)], token), store.flush()]);
+    assertEquals((await store.peek(id)).map((l) => l.state), ["bound"]);
+  });
+});
+
+Deno.test("SqliteLeaseStore checkpoints the WAL into the database file soon after a commit", async () => {
+  await withStore(async (store, path) => {
+    const dir = await Deno.makeTempDir({ prefix: "ta-ckpt-" });
+    // The database file alone (no WAL): what a checkpoint has copied back.
+    const fileRows = () => {
+      Deno.copyFileSync(path, `${dir}/copy.db`);
+      const db = new DatabaseSync(`${dir}/copy.db`, { readOnly: true });
+      try {
+        // The schema itself may still be in the WAL only.
+        const table = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'leases'").get();
+        if (!table) return 0;
+        return (db.prepare("SELECT count(*) AS n FROM leases").get() as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    };
+    try {
+      const ids = Array.from({ length: 5 }, (_, i) => `10.0.0.${i}`);
+      const lookups = await Promise.all(ids.map((a) => store.lookup(`2/eth1/${a}`)));
+      const writes = ids.map((a, i) =>
+        store.update(`2/eth1/${a}`, [lease(a, 10000 + i)], lookups[i].token)
+      );
+      await store.flush();
+      await Promise.all(writes);
+      assertEquals(fileRows(), 0, "the commit itself leaves the rows in the WAL");
+      await new Promise((r) => setTimeout(r, CHECKPOINT_DELAY_MS + 300));
+      assertEquals(store.walStats.checkpoints, 1);
+      assertEquals(fileRows(), 5);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   });
 });
 
