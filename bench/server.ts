@@ -5,11 +5,11 @@
  * same disk; the server's RSS with 100,000 bound leases; time from start
  * to the first answered request with 0, 10,000 and 100,000 stored leases.
  *
- * The load generator drives all its client sockets from one poll(2) loop,
- * so it costs little of the two cores it shares with the server. A send
- * that finds the server's queue full (EAGAIN: the kernel holds
- * `net.unix.max_dgram_qlen` datagrams, 10 by default) is counted and
- * retried after a millisecond, as a client would retry.
+ * The load generator (`tests/helpers/load.ts`, which tests use too)
+ * drives all its client sockets from one poll(2) loop, so it costs little
+ * of the two cores it shares with the server. A send that finds the
+ * server's queue full (EAGAIN: the kernel holds `net.unix.max_dgram_qlen`
+ * datagrams, 10 by default) is counted and retried after a millisecond.
  *
  * @module
  */
@@ -19,15 +19,14 @@ import { SqliteLeaseStore } from "../src/store/sqlite_store.ts";
 import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 import { requestBody } from "../tests/helpers/wire.ts";
 import { startServer } from "../tests/helpers/server.ts";
+import { drive, type DriveResult } from "../tests/helpers/load.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
+
+export { drive } from "../tests/helpers/load.ts";
 
 /** One row of a result table. */
 export interface Row {
   [column: string]: string | number;
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
 /** VmRSS of a process in MiB, one decimal. */
@@ -38,124 +37,6 @@ export function rssMiB(pid: number): number {
 }
 
 const encoder = new TextEncoder();
-const ERROR_REPLY = encoder.encode('"cmd":3');
-
-/** Whether a reply is an error reply (cmd 3), without decoding it. */
-function isError(data: Uint8Array): boolean {
-  search: for (let i = 0; i + ERROR_REPLY.length <= data.length; i++) {
-    for (let j = 0; j < ERROR_REPLY.length; j++) {
-      if (data[i + j] !== ERROR_REPLY[j]) continue search;
-    }
-    return true;
-  }
-  return false;
-}
-
-/**
- * Each client cycles through this many identities, as a host's interfaces
- * and addresses come back: a returning identity replaces its history row,
- * so the store holds about clients x identities rows, as in a deployment.
- */
-const IDENTITIES_PER_CLIENT = 64;
-
-/** What {@link drive} measured. */
-export interface DriveResult {
-  clients: number;
-  /** Answered messages (requests and releases) per second. */
-  opsPerSecond: number;
-  p50: number;
-  p99: number;
-  /** Sends that found the server's queue full and were retried. */
-  eagain: number;
-  /** Error replies (cmd 3). */
-  errors: number;
-}
-
-/**
- * Runs `clients` clients for `seconds`, each looping request then release
- * of its own identities, each next message sent as soon as the reply came.
- */
-export function drive(
-  server: { socketName: string },
-  clients: number,
-  seconds: number,
-): DriveResult {
-  const sockets = Array.from({ length: clients }, () => AbstractDatagramSocket.bind(null));
-  const fds = new Uint8Array(8 * clients);
-  const view = new DataView(fds.buffer);
-  sockets.forEach((s, i) => {
-    view.setInt32(8 * i, s.fd, true);
-    view.setInt16(8 * i + 4, POLLIN, true);
-  });
-  const bodies = sockets.map((_, i) =>
-    Array.from({ length: 2 * IDENTITIES_PER_CLIENT }, (_, k) => {
-      const n = k >> 1;
-      const address = `10.${i & 255}.${(i >> 8) * 64 + (n >> 8)}.${n & 255}`;
-      return encoder.encode(requestBody(address, { ifname: `b${i}`, cmd: k & 1 }));
-    })
-  );
-  let latencies = new Float64Array(1 << 16);
-  let answered = 0;
-  const sentAt = new Float64Array(clients);
-  const step = new Uint32Array(clients); // even: request next, odd: release next
-  const waiting = new Uint8Array(clients); // 1: a send is due (queue was full)
-  let waitingCount = 0;
-  let errors = 0;
-  let eagain = 0;
-
-  const send = (i: number) => {
-    if (waiting[i] === 0) sentAt[i] = performance.now();
-    const sent = sockets[i].sendToName(
-      bodies[i][step[i] % (2 * IDENTITIES_PER_CLIENT)],
-      server.socketName,
-    );
-    if (sent) {
-      if (waiting[i]) waitingCount--;
-      waiting[i] = 0;
-    } else {
-      eagain++;
-      if (!waiting[i]) waitingCount++;
-      waiting[i] = 1;
-    }
-  };
-
-  const start = performance.now();
-  const end = start + seconds * 1000;
-  for (let i = 0; i < clients; i++) send(i);
-  while (performance.now() < end) {
-    for (let i = 6; i < fds.length; i += 8) fds[i] = fds[i + 1] = 0;
-    const ready = pollBlocking(fds, waitingCount > 0 ? 1 : 100);
-    for (let i = 0; i < clients; i++) {
-      if (waiting[i]) {
-        send(i);
-        continue;
-      }
-      if (ready <= 0 || (fds[8 * i + 6] | fds[8 * i + 7]) === 0) continue;
-      const datagram = sockets[i].receive();
-      if (!datagram) continue;
-      if (answered === latencies.length) {
-        const grown = new Float64Array(latencies.length * 2);
-        grown.set(latencies);
-        latencies = grown;
-      }
-      latencies[answered++] = performance.now() - sentAt[i];
-      if (isError(datagram.data)) errors++;
-      step[i]++;
-      send(i);
-    }
-  }
-  const elapsed = (performance.now() - start) / 1000;
-  for (const s of sockets) s.close();
-  const sorted = latencies.subarray(0, answered).sort();
-  return {
-    clients,
-    opsPerSecond: Math.round(answered / elapsed),
-    p50: percentile(sorted, 0.5),
-    p99: percentile(sorted, 0.99),
-    eagain,
-    errors,
-  };
-}
 
 /** A {@link DriveResult} as a table row. */
 export function driveRow(r: DriveResult): Row {

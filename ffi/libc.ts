@@ -45,8 +45,8 @@ const SYMBOLS = {
 const EXTRA_SYMBOLS = {
   // int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  // The same poll(2), on the calling thread: for load generators and tools
-  // that have nothing else to run while they wait.
+  // The same poll(2), on the calling thread: for short waits that must not
+  // pay a hand-off between threads, and for tools with nothing else to run.
   poll_blocking: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   // char *strerror(int errnum)
   strerror: { parameters: ["i32"], result: "pointer" },
@@ -379,9 +379,10 @@ export async function poll(fds: Uint8Array<ArrayBuffer>, timeoutMs: number): Pro
 }
 
 /**
- * poll(2) on the calling thread: blocks the event loop, so only for
- * programs with nothing else to do while they wait (the benchmark's load
- * generator). Daemons use {@link poll}.
+ * poll(2) on the calling thread: blocks the event loop (no timer or signal
+ * listener runs meanwhile), so only for short, bounded waits (the daemon's
+ * wait right after a pass, the benchmark's load generator). Long waits use
+ * {@link poll}.
  */
 export function pollBlocking(fds: Uint8Array<ArrayBuffer>, timeoutMs: number): number {
   return libcExtra().poll_blocking(fds, BigInt(fds.byteLength / 8), timeoutMs);

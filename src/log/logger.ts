@@ -86,6 +86,8 @@ export class Logger {
   #file: Deno.FsFile | undefined;
   #syslog = false;
   #journal = false;
+  /** Lines held by {@link hold}, written at {@link release}. */
+  #held: string[] | undefined;
 
   /** Opens the sink; throws when the log file cannot be opened for appending. */
   constructor(options: LoggerOptions) {
@@ -146,14 +148,35 @@ export class Logger {
       syslog(SYSLOG_SEVERITY[level], body);
       return;
     }
-    const line = encoder.encode(
-      this.#journal
-        ? `<${SYSLOG_SEVERITY[level]}>${body}\n`
-        : `${new Date().toISOString()} ${level.toUpperCase()} ${body}\n`,
-    );
+    const line = this.#journal
+      ? `<${SYSLOG_SEVERITY[level]}>${body}\n`
+      : `${new Date().toISOString()} ${level.toUpperCase()} ${body}\n`;
+    if (this.#held) this.#held.push(line);
+    else this.#write(line);
+  }
+
+  /**
+   * Holds file and stderr lines until {@link release}, so that a burst of
+   * lines (a pass's lease events) costs one write. Syslog lines are not held.
+   */
+  hold(): void {
+    if (!this.#syslog) this.#held ??= [];
+  }
+
+  /** Writes the lines held since {@link hold} at once. */
+  release(): void {
+    const held = this.#held;
+    this.#held = undefined;
+    if (held && held.length > 0) this.#write(held.join(""));
+  }
+
+  #write(text: string): void {
+    const bytes = encoder.encode(text);
     try {
-      if (this.#file) this.#file.writeSync(line);
-      else Deno.stderr.writeSync(line);
+      // writeSync may write part of a large buffer: finish it.
+      for (let done = 0; done < bytes.length;) {
+        done += (this.#file ?? Deno.stderr).writeSync(bytes.subarray(done));
+      }
     } catch {
       // A log sink that fails (disk full, closed stderr) must not stop the daemon.
     }
@@ -161,6 +184,7 @@ export class Logger {
 
   /** Closes the file or the syslog connection; safe to call twice. */
   close(): void {
+    this.release();
     this.#file?.close();
     this.#file = undefined;
     if (this.#syslog) closelog();

@@ -35,7 +35,7 @@ import {
   type Races,
   storeFailure,
 } from "./decide.ts";
-import { fanOut, type LeaseObserver, LogObserver } from "./events.ts";
+import { fanOut, type LeaseEvent, type LeaseObserver, LogObserver } from "./events.ts";
 import { sendRevokeNotice } from "./notice.ts";
 import { holdAtStart } from "./readiness.ts";
 import { dumpRoutedTables } from "./kernel_rules.ts";
@@ -53,6 +53,13 @@ import { type Intake, type Job, sortBatch } from "./intake.ts";
 import type { DaemonOptions, DaemonStats } from "./daemon_options.ts";
 
 export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
+
+/**
+ * While a pass works, the socket is drained after every this many
+ * requests and replies: the kernel queues only `net.unix.max_dgram_qlen`
+ * datagrams (10 by default) and refuses further senders (EAGAIN).
+ */
+const PUMP_EVERY = 4;
 
 /** A write issued in this pass, waiting for the commit. */
 interface Write {
@@ -85,6 +92,8 @@ export class Daemon {
   /** Repeated lines per kind and sender, limited (`src/log/rate_limit.ts`). */
   #limited: LimitedLog;
   #replies: Replies;
+  /** What the observers hear of the current pass, once its replies are sent. */
+  #told: Array<() => void> = [];
   #options: DaemonOptions;
   #startedAt: number;
   /** A reload asked for by a signal, run by the loop. */
@@ -114,7 +123,11 @@ export class Daemon {
       socket: options.socket,
       log: options.logger,
       limited: this.#limited,
-      observer: this.#observer,
+      // Error replies are told with the pass's lease events, once the replies are sent.
+      observer: {
+        onLease: (event) => this.#tell([event]),
+        onErrorReply: (event) => this.#told.push(() => this.#observer.onErrorReply(event)),
+      },
       auth: options.auth,
       now: this.#now,
       monotonic: options.monotonicSeconds ?? (() => clockSeconds()),
@@ -295,11 +308,30 @@ export class Daemon {
     return run;
   }
 
-  /** One pass: sort the batch, look up, decide, commit, send. */
+  /**
+   * One pass: sort the batch, look up, decide, commit, send; then tell the
+   * observers (the log among them), so no reply waits for a log line.
+   */
   async #pass(batch: Carried[]): Promise<void> {
     this.#batches++;
     this.#options.metrics?.pass(batch.length);
     const out: Outgoing[] = [];
+    this.#replies.startPass();
+    try {
+      await this.#serve(batch, out);
+    } finally {
+      const told = this.#told;
+      this.#told = [];
+      this.#log.hold();
+      try {
+        for (const tell of told) tell();
+      } finally {
+        this.#log.release();
+      }
+    }
+  }
+
+  async #serve(batch: Carried[], out: Outgoing[]): Promise<void> {
     const { jobs, controls } = this.#sort(batch, out);
     const [lookups, held] = await Promise.all([
       Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId))),
@@ -336,13 +368,16 @@ export class Daemon {
       ) held.set(uid!, count + 1);
       const write = this.#enact(job, decision, token, out);
       if (write) writes.push(write);
+      if (i % PUMP_EVERY === PUMP_EVERY - 1) this.#receiver.pump();
     });
     if (writes.length > 0) await this.#commit(writes, out);
     const twins = new Map(jobs.filter((j) => j.twins.length > 0).map((j) => [j.datagram, j.twins]));
-    for (const [data, datagram] of out) {
+    // Each reply brings its client's next request: keep the kernel's queue empty meanwhile.
+    out.forEach(([data, datagram], i) => {
       this.#replies.send(data, datagram);
       for (const twin of twins.get(datagram) ?? []) this.#replies.send(data, twin.datagram);
-    }
+      if (i % PUMP_EVERY === PUMP_EVERY - 1) this.#receiver.pump();
+    });
     // Control requests are rare and not on the hot path: one at a time, after the leases.
     for (const { datagram, message } of controls) {
       this.#replies.send(await this.#controlReply(datagram, message), datagram);
@@ -419,7 +454,7 @@ export class Daemon {
         } else this.#carryJob(job, decision.races);
         return undefined;
       }
-      for (const event of decision.events) this.#observer.onLease(event);
+      this.#tell(decision.events);
       this.#endHolds(decision.endHolds, job);
       out.push([this.#replies.answer(decision.answer, job), job.datagram]);
       return undefined;
@@ -430,24 +465,38 @@ export class Daemon {
       this.#allocation.apply(claim);
       this.#resync.record((a) => a.markTaken(family, claim.table));
     }
-    return { job, decision, done: this.#store.update(job.clientId, decision.leases, token) };
+    const done = this.#store.update(job.clientId, decision.leases, token);
+    // Settled in #commit; the event loop may turn before (a sync off the main thread).
+    done.catch(() => {});
+    return { job, decision, done };
   }
 
   /**
    * Commits the pass's writes at once, then settles each: a durable write
    * frees its ended tables, is told to the observers and answered; a
    * failed one gives its table back and is retried or answered.
+   *
+   * When more requests wait or the socket is crowded (or the event loop
+   * has not run for a while), the commit's sync runs off the main thread
+   * and the socket keeps being drained meanwhile; a lone client's commit
+   * syncs on this thread, which is quicker than a hand-off.
    */
   async #commit(writes: Write[], out: Outgoing[]): Promise<void> {
     const started = performance.now();
-    await this.#store.flush().catch(() => {/* each write's promise carries the failure */});
+    const background = this.#receiver.pump() > 0 || this.#receiver.crowded ||
+      this.#receiver.starving;
+    const flushed = this.#store.flush({ background }).catch(() => {
+      /* each write's promise carries the failure */
+    });
+    if (background) await this.#receiver.receiveWhile(flushed);
+    else await flushed;
     const results = await Promise.allSettled(writes.map((w) => w.done));
     this.#options.metrics?.commitSeconds((performance.now() - started) / 1000);
     results.forEach((result, i) => {
       const { job, decision } = writes[i];
       if (result.status === "fulfilled") {
         for (const lease of decision.ended) this.#free(lease);
-        for (const event of decision.events) this.#observer.onLease(event);
+        this.#tell(decision.events);
         this.#endHolds(decision.endHolds, job);
         out.push([this.#replies.answer(decision.answer, job), job.datagram]);
         return;
@@ -499,6 +548,15 @@ export class Daemon {
           job.origin.request.cmd === Command.RELEASE ? "confirmed" : "superseded",
         );
       }
+    }
+  }
+
+  /** Tells the observers of lease events once the pass's replies are sent. */
+  #tell(events: readonly LeaseEvent[]): void {
+    if (events.length > 0) {
+      this.#told.push(() => {
+        for (const event of events) this.#observer.onLease(event);
+      });
     }
   }
 

@@ -21,7 +21,7 @@ import { SqliteLeaseStore } from "../store/sqlite_store.ts";
 import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import { Daemon, type DaemonOptions } from "./daemon.ts";
 import { MAX_ATTEMPTS, SERVER_OWNER } from "./decide.ts";
-import type { LeaseEvent } from "./events.ts";
+import type { LeaseEvent, LeaseObserver } from "./events.ts";
 
 /** Fails the updates `fail` returns an error for; everything else goes to the real store. */
 class FaultyStore implements LeaseStore {
@@ -70,6 +70,8 @@ interface HarnessOptions {
   start?: boolean;
   /** More daemon options (default: no kernel rules route anything at start). */
   daemon?: Partial<DaemonOptions>;
+  /** More observers, after the one that fills `events`. */
+  observers?: LeaseObserver[];
 }
 
 async function startDaemon(options: HarnessOptions = {}): Promise<Harness> {
@@ -97,7 +99,10 @@ async function startDaemon(options: HarnessOptions = {}): Promise<Harness> {
     socket,
     logger: log,
     sharedStore: options.sharedStore,
-    observers: [{ onLease: (e) => events.push(e), onErrorReply: () => {} }],
+    observers: [
+      { onLease: (e) => events.push(e), onErrorReply: () => {} },
+      ...options.observers ?? [],
+    ],
     // The test's own namespace may have rules of its own: the start sees none unless a test says so.
     routedTables: () => Promise.resolve([]),
     ...options.daemon,
@@ -408,4 +413,21 @@ Deno.test("Daemon.reload() applies new pools and keeps live leases; a bad config
   }
   assertEquals((await client.request("10.0.0.3")).table, 20001, "the running config stays");
   assertEquals(h.log.matching(/reload refused/).length, 2);
+});
+
+Deno.test("Daemon tells the observers of a pass only once its replies are sent", async () => {
+  // Each observer call looks whether the client already holds its reply.
+  const delivered: Array<[string, boolean]> = [];
+  const the: { client?: WireClient } = {};
+  const replyWaiting = () => the.client!.socket.readableNow(0);
+  await using h = await startDaemon({
+    observers: [{
+      onLease: (e) => delivered.push([e.kind, replyWaiting()]),
+      onErrorReply: (e) => delivered.push([e.code, replyWaiting()]),
+    }],
+  });
+  const client = the.client = h.client();
+  assertEquals((await client.request("10.0.0.1")).table, 10000);
+  assertEquals((await client.request("2001:db8::1", { family: 10 })).error, "family_disabled");
+  assertEquals(delivered, [["granted", true], ["family_disabled", true]]);
 });

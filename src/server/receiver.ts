@@ -1,7 +1,28 @@
 /**
- * The receive side of the daemon's loop: each pass's batch is what the
- * last pass carried over, then every datagram waiting on the socket. When
- * nothing waits, it spins briefly after a pass, then parks in poll(2).
+ * The receive side of the daemon's loop. Datagrams move from the kernel's
+ * queue into one of ours as soon as the daemon has a moment ({@link
+ * BatchReceiver.pump}): the kernel holds only `net.unix.max_dgram_qlen`
+ * datagrams (10 by default) and refuses senders beyond that, so draining it
+ * while a commit waits for the disk is what keeps a crowd of clients from
+ * an EAGAIN storm. Each pass's batch is what the last pass carried over,
+ * then what is queued.
+ *
+ * Waiting: right after a pass, a client that answers quickly (the next
+ * request after a reply) is waited for with poll(2) on the main thread, for
+ * at most {@link HOT_WAIT_MS}; the wake-up costs nothing but the kernel's.
+ * After that the daemon parks in poll(2) on a worker thread, which keeps
+ * the event loop (timers, signals, other outputs) running and costs a
+ * hand-off between threads on wake-up, paid only after a quiet moment.
+ *
+ * A busy loop never parks, and Deno runs due timers and signal listeners
+ * only when its event loop parks: {@link BatchReceiver.starving} tells the
+ * daemon to wait for its next sync off the main thread (which parks the
+ * loop for the disk's time anyway), and after {@link MAX_BUSY_MS} without
+ * one the receiver yields to the loop itself.
+ *
+ * Crowded ({@link BatchReceiver.crowded}: the kernel's queue was found
+ * full, so senders are being refused), the daemon also waits for its syncs
+ * off the main thread and drains the socket meanwhile.
  *
  * @module
  */
@@ -14,12 +35,34 @@ import type { Races } from "./decide.ts";
 /** Most datagrams handled in one pass (one transaction). */
 export const MAX_BATCH = 512;
 /**
- * After a pass, how long to keep trying a non-blocking receive before
- * parking in poll(2). Waking from poll costs a thread hand-off (about
- * 100 µs here); a client that answers quickly (the next request after a
- * reply) is caught by the spin instead. An idle server spins once, then sleeps.
+ * Most datagrams held in our queue; beyond it the kernel's queue fills and
+ * pushes back on senders (EAGAIN), as it would without ours.
  */
-export const SPIN_MICROSECONDS = 150;
+export const MAX_QUEUE = 4096;
+/**
+ * After a pass, how long to wait on the main thread before parking. A
+ * client's next request comes within tens of microseconds of its reply;
+ * timers and signals wait at most this long.
+ */
+export const HOT_WAIT_MS = 2;
+/** Busy this long without parking, the daemon's next sync parks the event loop. */
+export const STARVING_MS = 20;
+/** Busy this long without parking, the receiver yields to the event loop itself. */
+export const MAX_BUSY_MS = 100;
+/** After the kernel's queue was found full, the socket counts as crowded this long. */
+export const CROWDED_MS = 1000;
+
+/**
+ * How many datagrams the kernel queues for a unix datagram socket of this
+ * network namespace before it refuses senders (`net.unix.max_dgram_qlen`).
+ */
+function kernelQueueLength(): number {
+  try {
+    const value = Number(Deno.readTextFileSync("/proc/sys/net/unix/max_dgram_qlen").trim());
+    if (Number.isInteger(value) && value > 0) return value;
+  } catch { /* not Linux's /proc: the kernel's default */ }
+  return 10;
+}
 
 /** A datagram waiting for its pass, with the races it lost so far. */
 export interface Carried extends Races {
@@ -36,7 +79,13 @@ export class BatchReceiver {
   #socket: AbstractDatagramSocket;
   #log: Logger;
   #carry: Carried[] = [];
+  #queue: Carried[] = [];
   #justServed = false;
+  /** When the event loop last parked (performance.now()). */
+  #parkedAt = performance.now();
+  #kernelQueue = kernelQueueLength();
+  /** Until when the socket counts as crowded (performance.now()). */
+  #crowdedUntil = 0;
   /** Datagrams received so far. */
   received = 0;
 
@@ -51,57 +100,119 @@ export class BatchReceiver {
     this.#carry.push(carried);
   }
 
-  /** The last batch was served: the next wait starts with a short spin. */
+  /** The last batch was served: the next wait starts on the main thread. */
   served(): void {
     this.#justServed = true;
   }
 
-  /**
-   * The next batch: what was carried over, then every datagram waiting
-   * (up to {@link MAX_BATCH}). Empty after waiting in poll(2) until the
-   * socket became readable, {@link AbstractDatagramSocket.wake} was called
-   * or `timeoutMs` passed (-1: no timeout), so the loop can run its timers.
-   */
-  async next(timeoutMs = -1): Promise<Carried[]> {
-    const batch = this.#carry;
-    this.#carry = [];
-    const add = (datagram: Datagram) => {
-      batch.push({ datagram, attempt: 1, collisions: 0 });
-      this.received++;
-    };
-    try {
-      while (batch.length < MAX_BATCH) {
-        const datagram = this.#socket.receive();
-        if (!datagram) break;
-        add(datagram);
-      }
-      if (batch.length === 0) {
-        const datagram = this.#spin();
-        if (!datagram) {
-          await this.#socket.readable(timeoutMs);
-          return batch;
-        }
-        add(datagram);
-      }
-    } catch (error) {
-      this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return batch;
+  /** Datagrams received and waiting for a pass. */
+  get queued(): number {
+    return this.#queue.length;
   }
 
   /**
-   * Right after a pass, tries a non-blocking receive for
-   * {@link SPIN_MICROSECONDS}; otherwise returns null at once.
+   * The event loop has not parked for {@link STARVING_MS}: timers and
+   * signal listeners are waiting for it.
    */
-  #spin(): Datagram | null {
-    if (!this.#justServed) return null;
+  get starving(): boolean {
+    return performance.now() - this.#parkedAt >= STARVING_MS;
+  }
+
+  /**
+   * The kernel's queue was found full within {@link CROWDED_MS}: senders
+   * are likely being refused (EAGAIN), so every moment the daemon waits
+   * should be spent draining the socket.
+   */
+  get crowded(): boolean {
+    return performance.now() < this.#crowdedUntil;
+  }
+
+  /** The event loop just parked (the daemon waited for an operation off the main thread). */
+  parked(): void {
+    this.#parkedAt = performance.now();
+  }
+
+  /**
+   * Moves every datagram waiting in the kernel into our queue, without
+   * blocking (up to {@link MAX_QUEUE}); returns how many are queued.
+   */
+  pump(): number {
+    const queue = this.#queue;
+    let drained = 0;
+    try {
+      while (queue.length < MAX_QUEUE) {
+        const datagram = this.#socket.receive();
+        if (!datagram) break;
+        queue.push({ datagram, attempt: 1, collisions: 0 });
+        drained++;
+      }
+    } catch (error) {
+      this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
+    }
+    this.received += drained;
+    if (drained >= this.#kernelQueue) this.#crowdedUntil = performance.now() + CROWDED_MS;
+    return queue.length;
+  }
+
+  /**
+   * Receives until `done` settles: while a commit waits for the disk on
+   * another thread, the kernel's queue keeps being emptied into ours.
+   */
+  async receiveWhile(done: Promise<unknown>): Promise<void> {
+    let settled = false;
+    const stop = () => {
+      settled = true;
+      this.#socket.wake();
+    };
+    done.then(stop, stop);
+    while (!settled) {
+      try {
+        await this.#socket.readable(-1);
+      } catch (error) {
+        this.#log.error("cannot wait for the socket", { error: errorMessage(error) });
+        await done.catch(() => {});
+        break;
+      }
+      this.pump();
+    }
+    this.parked();
+  }
+
+  /**
+   * The next batch: what was carried over, then what is queued (up to
+   * {@link MAX_BATCH}). Empty after waiting until the socket became
+   * readable, {@link AbstractDatagramSocket.wake} was called or `timeoutMs`
+   * passed (-1: no timeout), so the loop can run its timers.
+   */
+  async next(timeoutMs = -1): Promise<Carried[]> {
+    if (performance.now() - this.#parkedAt >= MAX_BUSY_MS) {
+      // A timer's turn: the loop parks until it fires (about a millisecond).
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      this.parked();
+    }
+    if (this.#queue.length < MAX_BATCH) this.pump();
+    const batch = this.#carry;
+    this.#carry = [];
+    const room = MAX_BATCH - batch.length;
+    if (room > 0 && this.#queue.length > 0) {
+      const taken = this.#queue.length <= room ? this.#queue : this.#queue.slice(0, room);
+      this.#queue = taken === this.#queue ? [] : this.#queue.slice(room);
+      for (const carried of taken) batch.push(carried);
+    }
+    if (batch.length > 0) return batch;
+    const hot = this.#justServed;
     this.#justServed = false;
-    const until = performance.now() + SPIN_MICROSECONDS / 1000;
-    do {
-      const datagram = this.#socket.receive();
-      if (datagram) return datagram;
-    } while (performance.now() < until);
-    return null;
+    try {
+      const hotWait = timeoutMs < 0 ? HOT_WAIT_MS : Math.min(HOT_WAIT_MS, timeoutMs);
+      if (hot && this.#socket.readableNow(hotWait)) return this.next(timeoutMs);
+      if (hot && timeoutMs >= 0 && timeoutMs <= HOT_WAIT_MS) return batch; // the loop's timer is due
+      await this.#socket.readable(timeoutMs < 0 ? -1 : timeoutMs - (hot ? hotWait : 0));
+      this.parked();
+    } catch (error) {
+      this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
+      await new Promise((r) => setTimeout(r, 100));
+      this.parked();
+    }
+    return batch;
   }
 }

@@ -46,10 +46,17 @@ export class Replies {
   #c: RepliesContext;
   /** Error replies encoded so far. */
   errors = 0;
+  /** The monotonic and the wall clock, read at the first lease reply of a pass. */
+  #clock: { monotonic: number; now: number } | undefined;
 
   /** Answers through `context`. */
   constructor(context: RepliesContext) {
     this.#c = context;
+  }
+
+  /** A pass begins: its replies read the clocks anew (once). */
+  startPass(): void {
+    this.#clock = undefined;
   }
 
   /**
@@ -61,15 +68,14 @@ export class Replies {
     job: { datagram: Datagram; origin: ClientOrigin; signed: boolean },
   ): Uint8Array<ArrayBuffer> {
     switch (answer.kind) {
-      case "lease":
-        // The C client reads the expiry on its CLOCK_MONOTONIC_RAW.
+      case "lease": {
+        // The C client reads the expiry on its CLOCK_MONOTONIC_RAW; both clocks are read once a pass.
+        const clock = this.#clock ??= { monotonic: this.#c.monotonic(), now: this.#c.now() };
         return this.#seal(
-          encodeReply(
-            answer.table,
-            this.#c.monotonic() + (answer.expiresAt - this.#c.now()) / 1000,
-          ),
+          encodeReply(answer.table, clock.monotonic + (answer.expiresAt - clock.now) / 1000),
           job.signed,
         );
+      }
       case "released":
         return this.#seal(encodeReply(0, 0), job.signed);
       case "error":

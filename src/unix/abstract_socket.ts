@@ -20,6 +20,7 @@ import {
   MSG_DONTWAIT,
   MSG_TRUNC,
   poll,
+  pollBlocking,
   POLLIN,
   sendto,
   setsockoptInt,
@@ -217,6 +218,24 @@ export class AbstractDatagramSocket implements Disposable {
     if (this.#closed) return false;
     if (ready > 0 && (fds[14] | fds[15]) !== 0) eventfdDrain(this.#wakeFd);
     return ready > 0 && (fds[6] | fds[7]) !== 0;
+  }
+
+  /**
+   * Like {@link readable}, but waits on the calling thread: the event loop
+   * (timers, signals) is held for up to `timeoutMs`, and in exchange the
+   * wake-up costs no hand-off between threads. For short waits only. A
+   * {@link wake} ends the wait too, and stays pending for the next
+   * {@link readable} call, which returns at once.
+   */
+  readableNow(timeoutMs: number): boolean {
+    this.#assertOpen();
+    const fds = this.#pollFds;
+    fds[6] =
+      fds[7] =
+      fds[14] =
+      fds[15] =
+        0; // clear revents
+    return pollBlocking(fds, timeoutMs) > 0 && (fds[6] | fds[7]) !== 0;
   }
 
   /** Interrupts a pending {@link readable} call at once. */

@@ -1,0 +1,76 @@
+/**
+ * The receive side of the daemon's loop over a real abstract socket
+ * (random names, no root needed).
+ */
+
+import { assert, assertEquals } from "../../tests/helpers/assert.ts";
+import { MemoryLogger } from "../../tests/helpers/log.ts";
+import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
+import { BatchReceiver } from "./receiver.ts";
+
+function pair() {
+  const name = `ta-recv-${crypto.randomUUID().slice(0, 8)}`;
+  const server = AbstractDatagramSocket.bind(name, { passCredentials: true });
+  const client = AbstractDatagramSocket.bind(null);
+  const receiver = new BatchReceiver(server, new MemoryLogger());
+  const send = (text: string) => client.sendToName(new TextEncoder().encode(text), name);
+  return {
+    receiver,
+    server,
+    send,
+    [Symbol.dispose]() {
+      client.close();
+      server.close();
+    },
+  };
+}
+
+const texts = (batch: Array<{ datagram: { data: Uint8Array } }>) =>
+  batch.map((c) => new TextDecoder().decode(c.datagram.data));
+
+Deno.test("BatchReceiver: a batch is what was carried over, then every datagram waiting", async () => {
+  using p = pair();
+  p.send("a");
+  p.send("b");
+  assertEquals(p.receiver.pump(), 2, "both moved into the receiver's queue");
+  const first = await p.receiver.next();
+  assertEquals(texts(first), ["a", "b"]);
+  p.receiver.carry(first[1]);
+  p.send("c");
+  assertEquals(texts(await p.receiver.next()), ["b", "c"]);
+  assertEquals(p.receiver.received, 3);
+});
+
+Deno.test("BatchReceiver: the socket counts as crowded once its kernel queue was found full", () => {
+  using p = pair();
+  p.send("one");
+  p.receiver.pump();
+  assertEquals(p.receiver.crowded, false);
+  let sent = 0;
+  while (p.send(`n${sent}`)) sent++; // until the kernel refuses (EAGAIN)
+  assert(sent >= 2, `the kernel queued ${sent} datagrams`);
+  assertEquals(p.receiver.pump(), 1 + sent);
+  assertEquals(p.receiver.crowded, true);
+});
+
+Deno.test("BatchReceiver: an idle wait ends with an empty batch when the socket is woken", async () => {
+  using p = pair();
+  const waiting = p.receiver.next();
+  setTimeout(() => p.server.wake(), 20);
+  assertEquals(await waiting, []);
+});
+
+Deno.test("BatchReceiver: the wait right after a pass still ends for a datagram, and timers run after it", async () => {
+  using p = pair();
+  p.receiver.served();
+  let fired = false;
+  const timer = setTimeout(() => fired = true, 0);
+  // Nothing waits: the short wait on this thread ends, then the receiver parks
+  // (timers run) until the datagram sent from the timer below arrives.
+  setTimeout(() => p.send("late"), 30);
+  assertEquals(texts(await p.receiver.next().then((b) => b.length ? b : p.receiver.next())), [
+    "late",
+  ]);
+  assert(fired, "a timer due during the wait ran");
+  clearTimeout(timer);
+});
