@@ -63,6 +63,7 @@ export {
   type ListOptions,
   type LookupResult,
   StoreLostError,
+  type TableRun,
   TransientError,
 } from "./src/store/lease_store.ts";
 export {

@@ -37,6 +37,48 @@ Deno.test("Allocation.build() marks stored tables, reserved ones bound when list
   assertEquals(a.reservations.map((r) => r.table), [201, 900]);
 });
 
+Deno.test("Allocation.fromBound() marks bound runs by family, reserved tables bound, and counts the rest outside", () => {
+  const outside: Array<[number, number]> = [];
+  const a = Allocation.fromBound(
+    POOLS,
+    [reservation(201, "eth5"), reservation(900, "eth6")],
+    new Map([[2, [[100, 101], [200, 202], [555, 555], [900, 900]]], [10, [[100, 100]]]]),
+    (family, table) => outside.push([family, table]),
+  );
+  assertEquals(outside, [[2, 555], [10, 100]]);
+  assertEquals(a.outside, 2);
+  assertEquals([a.pools.pools[0].used, a.pools.pools[1].used], [2, 3]);
+  assertEquals([a.isReservedBound(2, 201), a.isReservedBound(2, 900)], [true, true]);
+  assertEquals((a.propose(eth("eth0", "x"), "wan") as Choice).table, 102);
+  assertEquals(a.propose(eth("eth0", "x"), undefined), {
+    code: "pool_exhausted",
+    message: "all 3 tables of pool default (200-202) are taken",
+  });
+});
+
+Deno.test("Allocation.fromBound() takes runs over several ranges, and what lies between them is outside", () => {
+  const pool: PoolConfig = {
+    name: "big",
+    family: 10,
+    ranges: [{ first: 1, last: 50_000 }, { first: 60_001, last: 110_000 }],
+    tags: [],
+    ifnames: [],
+  };
+  const outside: number[] = [];
+  const a = Allocation.fromBound(
+    [pool],
+    [],
+    new Map([[10, [[1, 50_001], [60_001, 110_000]]]]),
+    (_, table) => outside.push(table),
+  );
+  assertEquals(outside, [50_001], "in no range: a lease left outside by a config change");
+  assertEquals([a.pools.pools[0].used, a.pools.pools[0].free, a.outside], [100_000, 0, 1]);
+  assertEquals(a.propose({ family: 10, ifname: "x", address: "::1" }, undefined), {
+    code: "pool_exhausted",
+    message: "all 100000 tables of pool big (1-50000,60001-110000) are taken",
+  });
+});
+
 Deno.test("Allocation.propose() names a table without taking it; apply() takes it and undo() gives it back", () => {
   const a = Allocation.build(POOLS, [], []);
   const first = a.propose(eth("eth0", "10.0.0.1"), "wan");

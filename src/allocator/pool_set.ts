@@ -112,6 +112,15 @@ export class PoolSet {
     return this.pools.find((p) => p.family === family && p.contains(table));
   }
 
+  /** The range (of any pool of the family) a table belongs to. */
+  rangeOf(family: AddrFamily, table: number): TablePool | undefined {
+    for (const pool of this.pools) {
+      if (pool.family !== family) continue;
+      for (const range of pool.ranges) if (range.contains(table)) return range;
+    }
+    return undefined;
+  }
+
   /** Whether the family has any pool. */
   hasFamily(family: AddrFamily): boolean {
     return this.pools.some((p) => p.family === family);

@@ -43,6 +43,7 @@ class FaultyStore implements LeaseStore {
   list = (options?: Parameters<LeaseStore["list"]>[0]) => this.inner.list(options);
   usedTables = () => this.inner.usedTables();
   boundCount = (uid: number) => this.inner.boundCount(uid);
+  boundTables = () => this.inner.boundTables();
   onExpire = (listener: Parameters<LeaseStore["onExpire"]>[0]) => this.inner.onExpire(listener);
   close = () => this.inner.close();
 }

@@ -49,10 +49,10 @@ export async function rebuildAllocation(input: RebuildInput): Promise<Allocation
   for await (const r of listAll(store, { state: "reserved" })) reservations.push(r);
   const families = enabledFamilies(config.addrFamilies);
   let outside = 0;
-  const allocation = Allocation.build(
+  const allocation = Allocation.fromBound(
     config.pools,
     reservations,
-    await store.usedTables(),
+    await store.boundTables(),
     (family, table) => {
       if (!input.report || outside++ >= LOGGED) return;
       log.warn(

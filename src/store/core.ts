@@ -15,6 +15,7 @@ import {
   type LeaseState,
   type LeaseToken,
   type ListOptions,
+  type TableRun,
   TransientError,
 } from "./lease_store.ts";
 
@@ -172,4 +173,26 @@ export function pageOf(rows: readonly LeaseRow[], limit: number): LeasePage {
     leases: rows.map(leaseFromRow),
     next: rows.length === limit && last ? formatCursor(last[0], last[4]) : undefined,
   };
+}
+
+/**
+ * Runs of consecutive tables, ascending (a table listed twice counts
+ * once). Tables that come in ascending order, as an index lists them, are
+ * taken as they are; others are sorted first.
+ */
+export function runsOf(tables: readonly number[]): TableRun[] {
+  let sorted = tables;
+  for (let i = 1; i < tables.length; i++) {
+    if (tables[i] < tables[i - 1]) {
+      sorted = tables.toSorted((a, b) => a - b);
+      break;
+    }
+  }
+  const runs: TableRun[] = [];
+  let run: TableRun | undefined;
+  for (const table of sorted) {
+    if (run && table <= run[1] + 1) run[1] = Math.max(run[1], table);
+    else runs.push(run = [table, table]);
+  }
+  return runs;
 }

@@ -75,6 +75,9 @@ export interface Lease {
   state: LeaseState;
 }
 
+/** The tables `first` to `last`, both included. */
+export type TableRun = [first: number, last: number];
+
 /** An opaque handle from {@link LeaseStore.lookup}, good for one update. */
 export interface LeaseToken {
   /** The client id the token was issued for. */
@@ -240,6 +243,12 @@ export interface LeaseStore {
    * policy), counted on an index of non-root leases: cheap for any uid but 0.
    */
   boundCount(uid: number): Promise<number>;
+  /**
+   * The tables of the `bound` leases by family, as runs of consecutive
+   * tables in ascending order: the compact form of what an allocator marks
+   * taken at start (reservations, listed by {@link list}, are not in it).
+   */
+  boundTables(): Promise<Map<AddrFamily, TableRun[]>>;
   /** Registers a listener for reclaimed leases; returns the unregister function. */
   onExpire(listener: ExpiryListener): () => void;
   /**

@@ -24,6 +24,7 @@ import {
   type LeaseToken,
   type ListOptions,
   type LookupResult,
+  type TableRun,
   TransientError,
 } from "./lease_store.ts";
 import {
@@ -37,6 +38,7 @@ import {
   pageLimit,
   pageOf,
   parseCursor,
+  runsOf,
   stateFilter,
   type StoreToken,
 } from "./core.ts";
@@ -408,6 +410,23 @@ export class PostgresLeaseStore implements LeaseStore {
       return row.n as number;
     } catch (error) {
       throw this.#wrap("cannot count leases", error);
+    }
+  }
+
+  async boundTables(): Promise<Map<AddrFamily, TableRun[]>> {
+    if (this.#closed) throw closedError();
+    this.#assertUp();
+    try {
+      const rows = await timed(
+        this.#sql`
+        SELECT family, json_agg(table_id ORDER BY table_id)::text FROM leases
+        WHERE state = 'bound' GROUP BY family`.values(),
+        this.#queryTimeoutMs,
+      );
+      // One JSON text per family: the driver need not know the type of an aggregate.
+      return new Map(rows.map((r) => [r[0] as AddrFamily, runsOf(JSON.parse(r[1] as string))]));
+    } catch (error) {
+      throw this.#wrap("cannot read leased tables", error);
     }
   }
 

@@ -65,6 +65,7 @@ import {
   type ListOptions,
   type LookupResult,
   StoreLostError,
+  type TableRun,
   TransientError,
 } from "./lease_store.ts";
 import {
@@ -78,6 +79,7 @@ import {
   pageLimit,
   pageOf,
   parseCursor,
+  runsOf,
   stateFilter,
 } from "./core.ts";
 import { ExpiryNotifier, ExpiryTimer } from "./expiry.ts";
@@ -544,6 +546,53 @@ export class SqliteLeaseStore implements LeaseStore {
     }
   }
 
+  /**
+   * The runs written at the last clean close when nothing changed since
+   * (see `sqlite_schema.ts`), else every bound table, read in one query.
+   */
+  boundTables(): Promise<Map<AddrFamily, TableRun[]>> {
+    try {
+      this.#checkUsable();
+      const bound = new Map<AddrFamily, TableRun[]>();
+      for (const [family, first, last] of this.#q.boundRuns.all() as unknown as number[][]) {
+        const runs = bound.get(family as AddrFamily) ?? [];
+        runs.push([first, last]);
+        bound.set(family as AddrFamily, runs);
+      }
+      return Promise.resolve(bound.size > 0 ? bound : this.#scanBound());
+    } catch (error) {
+      return Promise.reject(wrap("cannot read leased tables", error));
+    }
+  }
+
+  /** Every bound table, as one JSON array per family built by SQLite (a row each costs more). */
+  #scanBound(): Map<AddrFamily, TableRun[]> {
+    const rows = this.#q.bound.all() as unknown as Array<[AddrFamily, string]>;
+    return new Map(rows.map(([family, tables]) => [family, runsOf(JSON.parse(tables))]));
+  }
+
+  /**
+   * Writes the bound tables as runs for the next start (`bound_runs`);
+   * the triggers empty it at the next change. Best effort: a start without
+   * it reads every bound lease instead.
+   */
+  #writeBoundRuns(): void {
+    if (!this.#wal || this.#wal.failure) return;
+    try {
+      this.#q.beginStatement.run();
+      try {
+        this.#q.clearBoundRuns.run();
+        for (const [family, runs] of this.#scanBound()) {
+          for (const [first, last] of runs) this.#q.putBoundRun.run(family, first, last);
+        }
+        this.#q.commitStatement.run();
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+    } catch { /* the next start scans the bound leases */ }
+  }
+
   boundCount(uid: number): Promise<number> {
     if (this.#lost) return Promise.reject(this.#lost);
     if (uid === 0) return this.#countRoot();
@@ -600,6 +649,7 @@ export class SqliteLeaseStore implements LeaseStore {
     if (this.#closed) return;
     try {
       await this.flush();
+      this.#writeBoundRuns();
     } finally {
       this.#closed = true;
       this.#expiry.clear();

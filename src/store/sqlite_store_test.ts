@@ -317,3 +317,70 @@ Deno.test("SqliteLeaseStore forgets released and expired leases after the histor
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SqliteLeaseStore writes the bound tables as runs at a clean close, and a start reads them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
+  const path = `${dir}/l.db`;
+  const runs = () => {
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return db.prepare("SELECT family, first, last FROM bound_runs ORDER BY family, first").all()
+        .map((r) => [r.family, r.first, r.last]);
+    } finally {
+      db.close();
+    }
+  };
+  try {
+    let store = SqliteLeaseStore.open(path);
+    for (const t of [10000, 10001, 10002, 10005]) {
+      const { token } = await store.lookup(`2/eth1/a${t}`);
+      await store.update(`2/eth1/a${t}`, [lease(`a${t}`, t)], token);
+    }
+    await store.close();
+    assertEquals(runs(), [[2, 10000, 10002], [2, 10005, 10005]]);
+    // What a start sees comes from the runs; a change of a bound lease empties them.
+    const other = new DatabaseSync(path);
+    other.exec("UPDATE bound_runs SET last = 10003 WHERE first = 10000");
+    other.close();
+    store = SqliteLeaseStore.open(path);
+    assertEquals(await store.boundTables(), new Map([[2, [[10000, 10003], [10005, 10005]]]]));
+    const refresh = await store.lookup("2/eth1/a10005");
+    await store.update(
+      "2/eth1/a10005",
+      [lease("a10005", 10005, Date.now() + 7200_000)],
+      refresh.token,
+    );
+    assertEquals(runs().length, 2, "a refresh changes no table: the runs stay");
+    const { token } = await store.lookup("2/eth1/a10009");
+    await store.update("2/eth1/a10009", [lease("a10009", 10009)], token);
+    assertEquals(runs(), [], "a grant empties them");
+    assertEquals(
+      await store.boundTables(),
+      new Map([[2, [[10000, 10002], [10005, 10005], [10009, 10009]]]]),
+      "read from the leases again",
+    );
+    await store.close();
+    assertEquals(runs(), [[2, 10000, 10002], [2, 10005, 10005], [2, 10009, 10009]]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SqliteLeaseStore: a change made by another writer while the server is down empties the runs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
+  const path = `${dir}/l.db`;
+  try {
+    let store = SqliteLeaseStore.open(path);
+    const { token } = await store.lookup("2/eth1/a");
+    await store.update("2/eth1/a", [lease("a", 10000)], token);
+    await store.close();
+    const other = new DatabaseSync(path);
+    other.exec("UPDATE leases SET state = 'released'"); // e.g. sqlite3 by hand
+    other.close();
+    store = SqliteLeaseStore.open(path);
+    assertEquals(await store.boundTables(), new Map());
+    await store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

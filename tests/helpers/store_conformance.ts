@@ -208,6 +208,7 @@ export function storeConformance(
     await store.update(id("10.0.6.2"), [lease("10.0.6.2", 10000)], c.token);
     assertEquals((await store.peek(id("10.0.6.1"))).map((l) => l.state), ["released"]);
     assertEquals(await store.usedTables(), [[2, 10000]]);
+    assertEquals(await store.boundTables(), new Map([[2, [[10000, 10000]]]]));
   });
 
   test("one bound and one reserved lease may share a table; two of a kind may not", async (store) => {
@@ -231,7 +232,28 @@ export function storeConformance(
       .catch((e) => e);
     assertInstanceOf(twice, ConcurrencyError);
     assertEquals((await store.usedTables()).toSorted(), [[2, 10007], [2, 10007]]);
+    assertEquals(
+      await store.boundTables(),
+      new Map([[2, [[10007, 10007]]]]),
+      "not the reservation",
+    );
     assertEquals((await store.list({ state: "reserved" })).leases, [reservation]);
+  });
+
+  test("boundTables() lists the bound tables by family, as runs of consecutive tables", async (store) => {
+    const put = async (client: string, l: Lease) => {
+      const { token } = await store.lookup(client);
+      await store.update(client, [l], token);
+    };
+    for (const t of [10024, 10020, 10021, 10030, 10022]) {
+      await put(id(`10.0.9.${t - 10000}`), lease(`10.0.9.${t - 10000}`, t));
+    }
+    await put("10/eth1/2001:db8::1", { ...lease("2001:db8::1", 10020), family: 10 });
+    await put(id("10.0.9.99"), { ...lease("10.0.9.99", 10023), state: "released" });
+    const bound = await store.boundTables();
+    assertEquals([...bound.keys()].toSorted((a, b) => a - b), [2, 10]);
+    assertEquals(bound.get(2), [[10020, 10022], [10024, 10024], [10030, 10030]]);
+    assertEquals(bound.get(10), [[10020, 10020]]);
   });
 
   test("a reserved lease never expires", async (store) => {
