@@ -257,6 +257,7 @@ export class Daemon {
       await this.#pass(batch);
       this.#receiver.served();
     }
+    this.#receiver.close();
     this.#unsubscribe();
     this.#limited.close();
   }

@@ -27,6 +27,7 @@
  * @module
  */
 
+import { mallocTrim } from "../../ffi/libc.ts";
 import type { Logger } from "../log/logger.ts";
 import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -51,6 +52,12 @@ export const STARVING_MS = 20;
 export const MAX_BUSY_MS = 100;
 /** After the kernel's queue was found full, the socket counts as crowded this long. */
 export const CROWDED_MS = 1000;
+/**
+ * When the receiver parks after work, malloc's free memory goes back to
+ * the kernel this much later (once the runtime's idle collection has
+ * freed the buffers of the burst), at most once per this interval.
+ */
+export const TRIM_DELAY_MS = 15_000;
 
 /**
  * How many datagrams the kernel queues for a unix datagram socket of this
@@ -86,6 +93,8 @@ export class BatchReceiver {
   #kernelQueue = kernelQueueLength();
   /** Until when the socket counts as crowded (performance.now()). */
   #crowdedUntil = 0;
+  #trimTimer: ReturnType<typeof setTimeout> | undefined;
+  #receivedAtTrim = 0;
   /** Datagrams received so far. */
   received = 0;
 
@@ -179,6 +188,28 @@ export class BatchReceiver {
   }
 
   /**
+   * About to park after work: in {@link TRIM_DELAY_MS}, malloc's free
+   * memory goes back to the kernel (a burst of requests leaves megabytes
+   * of freed buffers resident otherwise).
+   */
+  #trimLater(): void {
+    if (this.#trimTimer !== undefined || this.received === this.#receivedAtTrim) return;
+    this.#receivedAtTrim = this.received;
+    this.#trimTimer = setTimeout(() => {
+      this.#trimTimer = undefined;
+      try {
+        mallocTrim();
+      } catch { /* only memory: nothing to report */ }
+    }, TRIM_DELAY_MS);
+  }
+
+  /** Stops the receiver's timer (the daemon has stopped). */
+  close(): void {
+    clearTimeout(this.#trimTimer);
+    this.#trimTimer = undefined;
+  }
+
+  /**
    * The next batch: what was carried over, then what is queued (up to
    * {@link MAX_BATCH}). Empty after waiting until the socket became
    * readable, {@link AbstractDatagramSocket.wake} was called or `timeoutMs`
@@ -206,6 +237,7 @@ export class BatchReceiver {
       const hotWait = timeoutMs < 0 ? HOT_WAIT_MS : Math.min(HOT_WAIT_MS, timeoutMs);
       if (hot && this.#socket.readableNow(hotWait)) return this.next(timeoutMs);
       if (hot && timeoutMs >= 0 && timeoutMs <= HOT_WAIT_MS) return batch; // the loop's timer is due
+      this.#trimLater();
       await this.#socket.readable(timeoutMs < 0 ? -1 : timeoutMs - (hot ? hotWait : 0));
       this.parked();
     } catch (error) {

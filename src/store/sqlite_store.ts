@@ -81,6 +81,7 @@ import {
   parseCursor,
   runsOf,
   stateFilter,
+  type StoreToken,
 } from "./core.ts";
 import { ExpiryNotifier, ExpiryTimer } from "./expiry.ts";
 import {
@@ -91,6 +92,7 @@ import {
   type Statements,
   WAL_AUTOCHECKPOINT_PAGES,
 } from "./sqlite_schema.ts";
+import { Versions } from "./versions.ts";
 import { WalSync } from "./wal_sync.ts";
 import { errorMessage } from "../util/errors.ts";
 import { FileIdentity, PathLock } from "./file_guard.ts";
@@ -157,7 +159,8 @@ export class SqliteLeaseStore implements LeaseStore {
   #db: DatabaseSync;
   #now: () => number;
   #historyRetentionMs: number;
-  #versions = new Map<string, number>();
+  /** Versions of the clients in flight, for the tokens (see `versions.ts`). */
+  #versions = new Versions();
   #pending: Pending[] = [];
   #inTransaction = false;
   /** The open transaction holds a table: it is synced before its updates resolve. */
@@ -281,7 +284,7 @@ export class SqliteLeaseStore implements LeaseStore {
       this.#checkUsable();
       const rows = this.#rows(clientId);
       // The token keeps the rows (not the leases the caller may change) for #write.
-      const token = issueToken(this, clientId, this.#versions.get(clientId) ?? 0, rows);
+      const token = issueToken(this, clientId, this.#versions.issue(clientId), rows);
       return Promise.resolve({ leases: rows.map(leaseFromRow), token });
     } catch (error) {
       return Promise.reject(wrap(`cannot look up ${clientId}`, error));
@@ -305,9 +308,9 @@ export class SqliteLeaseStore implements LeaseStore {
     } catch (error) {
       return Promise.reject(error);
     }
-    const previousVersion = this.#versions.get(clientId) ?? 0;
-    if (token.used || token.version !== previousVersion) {
-      token.used = true;
+    if (token.used) return Promise.reject(new ConcurrencyError(clientId));
+    if (token.version !== this.#versions.current(clientId)) {
+      this.#spend(token);
       return Promise.reject(new ConcurrencyError(clientId));
     }
     try {
@@ -318,7 +321,7 @@ export class SqliteLeaseStore implements LeaseStore {
     try {
       this.#write(clientId, token.rows as LeaseRow[] | undefined, leases);
     } catch (error) {
-      token.used = true;
+      this.#spend(token);
       if (/UNIQUE constraint failed/.test(errorMessage(error))) {
         return Promise.reject(
           new ConcurrencyError(
@@ -330,8 +333,8 @@ export class SqliteLeaseStore implements LeaseStore {
       }
       return Promise.reject(wrap(`cannot update ${clientId}`, error));
     }
-    token.used = true;
-    this.#versions.set(clientId, previousVersion + 1);
+    this.#spend(token);
+    const previousVersion = this.#versions.bump(clientId);
     for (const l of leases) {
       // Only a lease that holds a table must be synced before the reply.
       if (holdsTable(l.state)) this.#durable = true;
@@ -408,7 +411,21 @@ export class SqliteLeaseStore implements LeaseStore {
   }
 
   releaseToken(leaseToken: LeaseToken): void {
-    discardToken(leaseToken);
+    const token = leaseToken as unknown as StoreToken;
+    if (token?.store === this) this.#spend(token);
+    else discardToken(leaseToken);
+  }
+
+  /** Marks a token used, once: its client's entry may go when nothing else is in flight. */
+  #spend(token: StoreToken): void {
+    if (token.used) return;
+    token.used = true;
+    this.#versions.spend(token.clientId);
+  }
+
+  /** Clients whose versions are held now: those with a token out or an update uncommitted. */
+  get clientsInFlight(): number {
+    return this.#versions.size;
   }
 
   /**
@@ -459,6 +476,7 @@ export class SqliteLeaseStore implements LeaseStore {
   /** Resolves committed updates and announces what their commit expired. */
   #settle(pending: Pending[]): void {
     for (const p of pending) {
+      this.#versions.committed(p.clientId);
       if (p.expired) { for (const lease of p.expired) this.#listeners.announce(lease); }
       p.resolve();
     }
@@ -470,7 +488,7 @@ export class SqliteLeaseStore implements LeaseStore {
    */
   #fail(pending: Pending[], failure: Error): Error {
     for (let i = pending.length - 1; i >= 0; i--) {
-      this.#versions.set(pending[i].clientId, pending[i].previousVersion);
+      this.#versions.undo(pending[i].clientId, pending[i].previousVersion);
     }
     for (const p of pending) p.reject(failure);
     this.#armBy(this.#now() + 1000);
@@ -716,8 +734,7 @@ export class SqliteLeaseStore implements LeaseStore {
         expiredBy.set(row[0], list);
       }
       for (const [clientId, expired] of expiredBy) {
-        const previousVersion = this.#versions.get(clientId) ?? 0;
-        this.#versions.set(clientId, previousVersion + 1);
+        const previousVersion = this.#versions.bump(clientId);
         this.#pending.push({
           resolve: () => {},
           reject: () => {},

@@ -7,7 +7,7 @@ import {
   assertThrowsType,
 } from "../../tests/helpers/assert.ts";
 import { lease, storeConformance } from "../../tests/helpers/store_conformance.ts";
-import { type Lease, TransientError } from "./lease_store.ts";
+import { ConcurrencyError, type Lease, TransientError } from "./lease_store.ts";
 import { PAGE_SIZE } from "./sqlite_schema.ts";
 import { CHECKPOINT_DELAY_MS, SCHEMA_VERSION, SqliteLeaseStore } from "./sqlite_store.ts";
 
@@ -383,4 +383,27 @@ Deno.test("SqliteLeaseStore: a change made by another writer while the server is
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("SqliteLeaseStore holds versions only for the clients in flight, not for every client served", async () => {
+  await withStore(async (store) => {
+    for (let i = 0; i < 50; i++) {
+      const id = `2/eth1/10.0.1.${i}`;
+      const { token } = await store.lookup(id);
+      await Promise.all([
+        store.update(id, [lease(`10.0.1.${i}`, 10000 + i)], token),
+        store.flush(),
+      ]);
+    }
+    assertEquals(store.clientsInFlight, 0);
+    const held = await store.lookup("2/eth1/10.0.1.7");
+    const other = await store.lookup("2/eth1/10.0.1.7");
+    assertEquals(store.clientsInFlight, 1, "a token is out");
+    const write = store.update("2/eth1/10.0.1.7", [lease("10.0.1.7", 10007, 1e13)], other.token);
+    await store.flush();
+    await write;
+    const stale = await store.update("2/eth1/10.0.1.7", held.leases, held.token).catch((e) => e);
+    assertInstanceOf(stale, ConcurrencyError); // the token from before the update stays stale
+    assertEquals(store.clientsInFlight, 0);
+  });
 });
