@@ -9,7 +9,8 @@
  * @module
  */
 
-import { parseCommandLine, UsageError } from "./src/cli/cli.ts";
+import { parseFlags } from "./src/cli/flags.ts";
+import { UsageError } from "./src/cli/usage.ts";
 import { ConfigError, loadConfig } from "./config/config.ts";
 import { ErrnoError } from "./ffi/libc.ts";
 import { Logger } from "./src/log/logger.ts";
@@ -70,18 +71,15 @@ function logImport(logger: Logger, report: ImportReport): void {
 
 /** Runs the server with command-line `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let values;
+  let values: { config?: string; check?: boolean; help?: boolean; version?: boolean };
   try {
-    ({ values } = parseCommandLine({
-      args,
-      options: {
-        config: { type: "string", short: "c" },
-        check: { type: "boolean", short: "t" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-      allowPositionals: false,
-    }));
+    // parseArgs' subset without node:util, whose loading is a tenth of the start.
+    values = parseFlags(args, {
+      config: { type: "string", short: "c" },
+      check: { type: "boolean", short: "t" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean", short: "V" },
+    }) as typeof values;
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     console.error(`${PROGRAM}: ${error.message}\n\n${USAGE}`);

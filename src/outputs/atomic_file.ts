@@ -7,8 +7,8 @@
  * @module
  */
 
-import { basename, dirname } from "node:path";
 import { errorMessage } from "../util/errors.ts";
+import { basename, dirname } from "../util/paths.ts";
 
 const encoder = new TextEncoder();
 /** The last write asked for, per path. */

@@ -18,7 +18,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { dirname, resolve } from "node:path";
+import { dirname, resolve } from "../util/paths.ts";
 import { ErrnoError } from "../../ffi/libc.ts";
 import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import { errorMessage } from "../util/errors.ts";

@@ -95,6 +95,7 @@ import {
 import { Versions } from "./versions.ts";
 import { WalSync } from "./wal_sync.ts";
 import { errorMessage } from "../util/errors.ts";
+import { dirname } from "../util/paths.ts";
 import { FileIdentity, PathLock } from "./file_guard.ts";
 
 /** How often an idle store checks that its database file is still its own. */
@@ -227,7 +228,7 @@ export class SqliteLeaseStore implements LeaseStore {
     let wal: WalSync | undefined;
     try {
       if (path !== ":memory:") {
-        Deno.mkdirSync(directoryOf(path), { recursive: true });
+        Deno.mkdirSync(dirname(path), { recursive: true });
         lock = Deno.openSync(`${path}-lock`, { create: true, write: true });
         if (!lock.tryLockSync(true)) {
           throw new Error(
@@ -752,11 +753,4 @@ export class SqliteLeaseStore implements LeaseStore {
       () => {/* the failed commit re-armed the timer to try again */},
     );
   }
-}
-
-/** The directory part of a file path (`.` for a bare name), without importing `node:path`. */
-function directoryOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  if (slash < 0) return ".";
-  return slash === 0 ? "/" : path.slice(0, slash);
 }
