@@ -36,6 +36,9 @@ const INDEXES_V2 = `
 CREATE UNIQUE INDEX leases_bound_table ON leases (family, table_id) WHERE state = 'bound';
 CREATE UNIQUE INDEX leases_reserved_table ON leases (family, table_id) WHERE state = 'reserved';
 CREATE INDEX leases_expiry ON leases (expires_at) WHERE state = 'bound';
+`;
+/** Version 2 had this one too; version 5 dropped it. */
+const HISTORY_INDEX_V2 = `
 CREATE INDEX leases_history ON leases (updated_at) WHERE state IN ('released', 'expired');
 `;
 
@@ -59,11 +62,17 @@ CREATE INDEX leases_uid ON leases (uid) WHERE state = 'bound' AND uid <> 0;
 `;
 
 /**
- * Version 5: the bound tables as runs, written at a clean close, so that a
- * start reads a few rows instead of every bound lease. Any change to the
- * set of bound tables, by whatever writer, empties it first (the triggers
- * cost a look at an empty table, and a refresh, which changes no table or
- * state, does not even fire them); an empty `bound_runs` means "scan".
+ * Version 5, for the hot path:
+ *
+ * - No index on history (`leases_history`): every grant and release
+ *   changed an entry of it, one more page per commit, for a prune that
+ *   needs no hurry. History is pruned by a sweep over the table instead,
+ *   a chunk at a time (`sqlite_store.ts`).
+ * - The bound tables as runs, written at a clean close, so that a start
+ *   reads a few rows instead of every bound lease. Any change to the set
+ *   of bound tables, by whatever writer, empties it first (the triggers
+ *   cost a look at an empty table, and a refresh, which changes no table or
+ *   state, does not even fire them); an empty `bound_runs` means "scan".
  */
 const BOUND_RUNS_V5 = `
 CREATE TABLE bound_runs (family INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL);
@@ -107,6 +116,7 @@ const MIGRATIONS: Record<number, string> = {
 DROP INDEX leases_family_table;
 DROP INDEX leases_expires_at;
 ${INDEXES_V2}
+${HISTORY_INDEX_V2}
 PRAGMA user_version = 2;
 `,
   2: `
@@ -119,6 +129,7 @@ ${INDEXES_V4}
 PRAGMA user_version = 4;
 `,
   4: `
+DROP INDEX leases_history;
 ${BOUND_RUNS_V5}
 PRAGMA user_version = 5;
 `,
@@ -152,7 +163,8 @@ export interface Statements {
   updateRow: StatementSync;
   nextExpiry: StatementSync;
   expireDue: StatementSync;
-  pruneHistory: StatementSync;
+  sweepChunkEnd: StatementSync;
+  pruneChunk: StatementSync;
   page: StatementSync;
   pageReserved: StatementSync;
   used: StatementSync;
@@ -209,8 +221,15 @@ export function prepareStatements(db: DatabaseSync): Statements {
       `UPDATE leases SET state = 'expired', updated_at = ?1
        WHERE state = 'bound' AND expires_at <= ?1 RETURNING ${LEASE_COLUMNS}`,
     ),
-    pruneHistory: prepare(
-      "DELETE FROM leases WHERE state IN ('released', 'expired') AND updated_at < ?",
+    // The history sweep, a chunk of the table at a time, in key order.
+    sweepChunkEnd: prepare(
+      `SELECT client_id, table_id FROM leases WHERE (client_id, table_id) > (?1, ?2)
+       ORDER BY client_id, table_id LIMIT 1 OFFSET ?3`,
+    ),
+    pruneChunk: prepare(
+      `DELETE FROM leases WHERE (client_id, table_id) > (?1, ?2)
+       AND (?3 IS NULL OR (client_id, table_id) <= (?3, ?4))
+       AND state IN ('released', 'expired') AND updated_at < ?5`,
     ),
     page: prepare(
       `SELECT ${LEASE_COLUMNS} FROM leases

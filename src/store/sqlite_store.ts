@@ -106,6 +106,8 @@ export { SCHEMA_VERSION } from "./sqlite_schema.ts";
 
 /** How long after the first commit since the last checkpoint the store checkpoints. */
 export const CHECKPOINT_DELAY_MS = 200;
+/** Rows the history sweep looks at in one go. */
+export const SWEEP_CHUNK = 500;
 
 /** Options of {@link SqliteLeaseStore.open}. */
 export interface SqliteStoreOptions {
@@ -172,6 +174,10 @@ export class SqliteLeaseStore implements LeaseStore {
   #flushQueued = false;
   #checkpointTimer: ReturnType<typeof setTimeout> | undefined;
   #checkpoints = 0;
+  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  #sweepEveryMs: number;
+  /** Where the history sweep goes on: after this key; undefined: from the start. */
+  #sweptTo: [string, number] | undefined;
   #expiry: ExpiryTimer;
   #listeners = new ExpiryNotifier();
   #closed = false;
@@ -210,6 +216,9 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#now = options.now ?? Date.now;
     this.#historyRetentionMs = options.historyRetentionMs ?? DEFAULT_HISTORY_RETENTION_MS;
     this.#expiry = new ExpiryTimer(this.#now, () => this.#expire());
+    // A full sweep takes at most about a hundredth of the retention (or 10 s a chunk).
+    this.#sweepEveryMs = Math.min(10_000, Math.max(20, this.#historyRetentionMs / 100));
+    this.#sweepTimer = setTimeout(() => this.#sweep(), this.#sweepEveryMs);
     this.#q = prepareStatements(db);
     // Leases that expired while the server was down are reclaimed as soon
     // as the caller has had the chance to register its listeners.
@@ -673,6 +682,7 @@ export class SqliteLeaseStore implements LeaseStore {
       this.#closed = true;
       this.#expiry.clear();
       clearTimeout(this.#checkpointTimer);
+      clearTimeout(this.#sweepTimer);
       this.#wal?.close();
       this.#db.close();
       this.#lock?.close();
@@ -718,6 +728,43 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#expiry.arm(row[0] ?? Infinity);
   }
 
+  /**
+   * Forgets the history rows (`released`, `expired`) older than the
+   * retention in the next {@link SWEEP_CHUNK} rows of the table, in key
+   * order, and schedules the next chunk: no index has to follow history
+   * on the hot path. Committed like expiry, without a sync.
+   */
+  #sweep(): void {
+    this.#sweepTimer = undefined;
+    if (this.#closed) return;
+    // Updates waiting for their flush come first; the sweep goes on next time.
+    if (!this.#inTransaction && !this.#wal?.failure) {
+      try {
+        this.#q.beginStatement.run();
+        try {
+          const [afterClient, afterTable] = this.#sweptTo ?? ["", -1];
+          const end = this.#q.sweepChunkEnd.get(afterClient, afterTable, SWEEP_CHUNK - 1) as
+            | [string, number]
+            | undefined;
+          const { changes } = this.#q.pruneChunk.run(
+            afterClient,
+            afterTable,
+            end?.[0] ?? null,
+            end?.[1] ?? null,
+            this.#now() - this.#historyRetentionMs,
+          );
+          this.#q.commitStatement.run();
+          if (Number(changes) > 0) this.#committed(Infinity);
+          this.#sweptTo = end ? [end[0], end[1]] : undefined;
+        } catch (error) {
+          this.#db.exec("ROLLBACK");
+          throw error;
+        }
+      } catch { /* locked by another writer: the next chunk tries again */ }
+    }
+    this.#sweepTimer = setTimeout(() => this.#sweep(), this.#sweepEveryMs);
+  }
+
   /** Marks every expired lease in the current transaction and commits; re-arms on the next. */
   #expire(): void {
     if (this.#closed) return;
@@ -725,7 +772,6 @@ export class SqliteLeaseStore implements LeaseStore {
       this.#checkUsable();
       this.#begin();
       const now = this.#now();
-      this.#q.pruneHistory.run(now - this.#historyRetentionMs);
       const rows = this.#q.expireDue.all(now) as unknown as LeaseRow[];
       // One pending entry per client, so a failed commit restores each version.
       const expiredBy = new Map<string, Lease[]>();

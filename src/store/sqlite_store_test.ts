@@ -7,9 +7,14 @@ import {
   assertThrowsType,
 } from "../../tests/helpers/assert.ts";
 import { lease, storeConformance } from "../../tests/helpers/store_conformance.ts";
-import { ConcurrencyError, type Lease, TransientError } from "./lease_store.ts";
+import { ConcurrencyError, type Lease, listAll, TransientError } from "./lease_store.ts";
 import { PAGE_SIZE } from "./sqlite_schema.ts";
-import { CHECKPOINT_DELAY_MS, SCHEMA_VERSION, SqliteLeaseStore } from "./sqlite_store.ts";
+import {
+  CHECKPOINT_DELAY_MS,
+  SCHEMA_VERSION,
+  SqliteLeaseStore,
+  SWEEP_CHUNK,
+} from "./sqlite_store.ts";
 
 storeConformance("sqlite", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
@@ -287,6 +292,19 @@ Deno.test("SqliteLeaseStore migrates a version 1 database and keeps its leases b
     }
     const check = new DatabaseSync(path, { readOnly: true });
     assertEquals(check.prepare("PRAGMA user_version").get(), { user_version: SCHEMA_VERSION });
+    const names = check.prepare(
+      "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') AND sql IS NOT NULL",
+    ).all().map((r) => r.name).toSorted();
+    assertEquals(names, [
+      "bound_runs_delete",
+      "bound_runs_insert",
+      "bound_runs_update",
+      "leases_bound_table",
+      "leases_expiry",
+      "leases_reservations",
+      "leases_reserved_table",
+      "leases_uid",
+    ], "as a new database has them: no history index (version 5)");
     check.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -295,7 +313,7 @@ Deno.test("SqliteLeaseStore migrates a version 1 database and keeps its leases b
 
 Deno.test("SqliteLeaseStore forgets released and expired leases after the history retention", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
-  const store = SqliteLeaseStore.open(`${dir}/l.db`, { historyRetentionMs: 200 });
+  const store = SqliteLeaseStore.open(`${dir}/l.db`, { historyRetentionMs: 300 });
   try {
     const a = await store.lookup("2/eth1/10.0.0.1");
     await store.update(
@@ -305,13 +323,17 @@ Deno.test("SqliteLeaseStore forgets released and expired leases after the histor
     );
     const b = await store.lookup("2/eth1/10.0.0.2");
     await store.update("2/eth1/10.0.0.2", [lease("10.0.0.2", 10001, Date.now() + 500)], b.token);
+    const c = await store.lookup("2/eth1/10.0.0.3");
+    await store.update("2/eth1/10.0.0.3", [lease("10.0.0.3", 10002)], c.token);
     assertEquals((await store.list({ state: "released" })).leases.length, 1);
-    // The expiry at 500 ms prunes history older than 200 ms and keeps the new expired lease.
-    await new Promise((r) => setTimeout(r, 800));
-    assertEquals((await store.list()).leases.map((l) => [l.address, l.state]), [[
-      "10.0.0.2",
-      "expired",
-    ]]);
+    const states = async () =>
+      (await store.list()).leases.map((l) => [l.address, l.state]).toSorted();
+    // Just after the expiry at 500 ms: the release (older than 300 ms) is gone, the expiry not yet.
+    await new Promise((r) => setTimeout(r, 650));
+    assertEquals(await states(), [["10.0.0.2", "expired"], ["10.0.0.3", "bound"]]);
+    // Once it is older than the retention, the expired lease goes too; bound leases stay.
+    await new Promise((r) => setTimeout(r, 600));
+    assertEquals(await states(), [["10.0.0.3", "bound"]]);
   } finally {
     await store.close();
     await Deno.remove(dir, { recursive: true });
@@ -406,4 +428,39 @@ Deno.test("SqliteLeaseStore holds versions only for the clients in flight, not f
     assertInstanceOf(stale, ConcurrencyError); // the token from before the update stays stale
     assertEquals(store.clientsInFlight, 0);
   });
+});
+
+Deno.test("SqliteLeaseStore sweeps history out a chunk at a time, and nothing else", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
+  let now = 1_000_000;
+  const store = SqliteLeaseStore.open(`${dir}/l.db`, {
+    historyRetentionMs: 1000,
+    now: () => now,
+  });
+  try {
+    const count = 3 * SWEEP_CHUNK;
+    const writes = [];
+    for (let i = 0; i < count; i++) {
+      const address = `10.1.${i >> 8}.${i & 255}`;
+      const { token } = await store.lookup(`2/eth1/${address}`);
+      const l = lease(address, 10000 + i, now + 3600_000);
+      writes.push(
+        store.update(`2/eth1/${address}`, [i % 2 ? l : { ...l, state: "released" }], token),
+      );
+    }
+    await store.flush();
+    await Promise.all(writes);
+    now += 5000; // every release is older than the retention now
+    const deadline = Date.now() + 5000;
+    while ((await store.list({ state: "released", limit: 1 })).leases.length > 0) {
+      assert(Date.now() < deadline, "the sweep did not finish");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const bound = [];
+    for await (const l of listAll(store)) bound.push(l.state);
+    assertEquals([bound.length, new Set(bound)], [count / 2, new Set(["bound"])]);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
