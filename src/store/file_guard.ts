@@ -17,8 +17,8 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { dirname, resolve } from "../util/paths.ts";
+import { sha256, toHex } from "../util/sha256.ts";
 import { ErrnoError } from "../../ffi/libc.ts";
 import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -79,7 +79,7 @@ export class FileIdentity {
  * any path into a socket name.
  */
 export function pathLockName(realPath: string): string {
-  const digest = createHash("sha256").update(realPath).digest("hex").slice(0, 32);
+  const digest = toHex(sha256(new TextEncoder().encode(realPath))).slice(0, 32);
   return `table-allocator-db-${digest}`;
 }
 
