@@ -134,9 +134,31 @@ export class TablePool {
       );
     }
     const level0 = this.#levels[0];
-    for (let bit = first - this.first; bit <= last - this.first; bit++) {
-      if ((level0[bit >>> 5] & (1 << (bit & 31))) === 0) onTaken(this.first + bit);
+    const end = last - this.first;
+    for (let bit = first - this.first; bit <= end;) {
+      const word = bit >>> 5;
+      if ((bit & 31) === 0 && bit + 31 <= end && level0[word] === 0xffff_ffff) {
+        // 32 free tables at once: the word empties, the levels above learn it once.
+        level0[word] = 0;
+        this.#used += 32;
+        this.#emptied(1, word);
+        bit += 32;
+        continue;
+      }
+      if ((level0[word] & (1 << (bit & 31))) === 0) onTaken(this.first + bit);
       else this.#clear(bit);
+      bit++;
+    }
+  }
+
+  /** Word `index` of level `k - 1` has no free bit left: clear its bit in the levels from `k` up. */
+  #emptied(k: number, index: number): void {
+    for (; k < this.#levels.length; k++) {
+      const level = this.#levels[k];
+      const word = index >>> 5;
+      level[word] &= ~(1 << (index & 31));
+      if (level[word] !== 0) break;
+      index = word;
     }
   }
 

@@ -79,3 +79,20 @@ Deno.test("TablePool agrees with a naive model under random operations", () => {
   }
   assertEquals(pool.used, taken.size);
 });
+
+Deno.test("TablePool.takeRange() takes whole words and single tables alike, and reports tables taken before", () => {
+  const pool = new TablePool(100, 1000);
+  pool.take(150);
+  const before: number[] = [];
+  pool.takeRange(101, 900, (t) => before.push(t));
+  assertEquals(before, [150]);
+  assertEquals(pool.used, 800);
+  assertEquals(pool.lowestFree(), 100);
+  pool.allocate();
+  assertEquals(pool.lowestFree(), 901, "the summary levels know every taken word");
+  for (let t = 101; t <= 900; t++) assert(!pool.isFree(t), `${t} taken`);
+  pool.release(500);
+  assertEquals(pool.allocate(), 500);
+  pool.takeRange(901, 1099, () => {});
+  assertEquals([pool.free, pool.lowestFree()], [0, undefined]);
+});
