@@ -1,0 +1,238 @@
+/**
+ * Side by side: the server of several git revisions under the same load,
+ * in one run, runs of each interleaved round by round so that a change of
+ * the machine's load hits every revision alike; the fsync floor is measured
+ * before each run on the same disk. Prints one row per revision and client
+ * count (medians over the rounds), and start-up with 100,000 stored leases.
+ *
+ *     deno run -A bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] REV...
+ *
+ * Each revision is exported with `git archive` into a temporary directory
+ * and started from there with this Deno; a revision's own store code seeds
+ * its database. This is how the README's table of what each change bought
+ * was made.
+ *
+ * @module
+ */
+
+import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
+import { drive, type DriveResult } from "../tests/helpers/load.ts";
+import { requestBody } from "../tests/helpers/wire.ts";
+import { loadAverage, nodeSqliteFloor } from "./floor.ts";
+import { table } from "./main.ts";
+import type { Row } from "./server.ts";
+import { rssMiB } from "./server.ts";
+
+interface Tree {
+  rev: string;
+  dir: string;
+}
+
+async function exportRevision(rev: string, root: string): Promise<Tree> {
+  const dir = `${root}/${rev.replace(/[^\w.-]/g, "_")}`;
+  await Deno.mkdir(dir, { recursive: true });
+  const archive = new Deno.Command("git", { args: ["archive", rev], stdout: "piped" }).spawn();
+  const untar = new Deno.Command("tar", { args: ["-x", "-C", dir], stdin: "piped" }).spawn();
+  await archive.stdout.pipeTo(untar.stdin);
+  if (!(await archive.status).success || !(await untar.status).success) {
+    throw new Error(`cannot export revision ${rev}`);
+  }
+  return { rev, dir };
+}
+
+interface Running {
+  tree: Tree;
+  socketName: string;
+  process: Deno.ChildProcess;
+  work: string;
+}
+
+/** Writes the server's config into `work` and spawns the revision's server; does not wait. */
+async function spawnFrom(tree: Tree, work: string, numTables = 100_000): Promise<Running> {
+  const socketName = `ta-cmp-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.writeTextFile(
+    `${work}/server.json`,
+    JSON.stringify({
+      socket_path: socketName,
+      table_offset: 10000,
+      num_tables: numTables,
+      table_timeout: 3600,
+      db_path: `${work}/leases.db`,
+      log_path: `${work}/server.log`,
+      addr_families: { inet: true, inet6: true, unspec: true },
+    }),
+  );
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${tree.dir}/server.ts`, "-c", `${work}/server.json`],
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  return { tree, socketName, process, work };
+}
+
+/** Spawns the revision's server and waits for its `ready` line. */
+async function startFrom(tree: Tree, work: string): Promise<Running> {
+  const server = await spawnFrom(tree, work);
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      if ((await Deno.readTextFile(`${work}/server.log`)).includes(" ready ")) return server;
+    } catch { /* not written yet */ }
+    if (Date.now() > deadline) {
+      await stop(server);
+      throw new Error(`the server of ${tree.rev} did not start`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function stop(server: Running): Promise<void> {
+  try {
+    server.process.kill("SIGTERM");
+  } catch { /* gone */ }
+  await server.process.status;
+}
+
+/** Seeds `count` bound leases with the revision's own store (its schema). */
+async function seedWith(tree: Tree, dbPath: string, count: number): Promise<void> {
+  const script = `
+    const { SqliteLeaseStore } = await import(${
+    JSON.stringify(`${tree.dir}/src/store/sqlite_store.ts`)
+  });
+    const store = SqliteLeaseStore.open(${JSON.stringify(dbPath)});
+    const expiresAt = Date.now() + 24 * 3600_000;
+    for (let i = 0; i < ${count}; i++) {
+      const address = \`10.\${i >> 16}.\${(i >> 8) & 255}.\${i & 255}\`;
+      const clientId = \`2/eth\${i % 100}/\${address}\`;
+      const { token } = await store.lookup(clientId);
+      void store.update(clientId, [{ family: 2, ifname: \`eth\${i % 100}\`, address, table: 10000 + i,
+        expiresAt, tag: undefined, owner: "bench", state: "bound", uid: 0 }], token);
+      if (i % 10000 === 9999) await store.flush();
+    }
+    await store.flush();
+    await store.close();`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`seeding with ${tree.rev}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** Milliseconds from spawn to the first answered request. */
+async function startupMs(tree: Tree, work: string): Promise<number> {
+  using client = AbstractDatagramSocket.bind(null);
+  const body = new TextEncoder().encode(requestBody("192.0.2.1", { ifname: "first" }));
+  const started = performance.now();
+  const server = await spawnFrom(tree, work, 200_000);
+  try {
+    for (;;) {
+      try {
+        client.sendToName(body, server.socketName);
+      } catch { /* not bound yet */ }
+      if (await client.readable(1) && client.receive()) return performance.now() - started;
+    }
+  } finally {
+    await stop(server);
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = values.toSorted((a, b) => a - b);
+  return sorted[sorted.length >> 1];
+};
+
+if (import.meta.main) {
+  const options: Record<string, string> = { clients: "1,32,256", seconds: "3", rounds: "3" };
+  const revs: string[] = [];
+  for (let i = 0; i < Deno.args.length; i++) {
+    const arg = Deno.args[i];
+    if (arg.startsWith("--") && arg.slice(2) in options) options[arg.slice(2)] = Deno.args[++i];
+    else revs.push(arg);
+  }
+  if (revs.length === 0) {
+    console.error("usage: bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] REV...");
+    Deno.exit(2);
+  }
+  const clientCounts = options.clients.split(",").map(Number);
+  const seconds = Number(options.seconds);
+  const rounds = Number(options.rounds);
+  const root = await Deno.makeTempDir({ prefix: "ta-compare-" });
+  try {
+    const trees = await Promise.all(revs.map((rev) => exportRevision(rev, root)));
+    console.log(`load average at the start: ${loadAverage()}\n`);
+    const results = new Map<string, DriveResult[]>();
+    const floors: number[] = [];
+    const rss = new Map<string, number>();
+    const servers: Running[] = [];
+    try {
+      for (const tree of trees) {
+        const work = await Deno.makeTempDir({ dir: root, prefix: "work-" });
+        const server = await startFrom(tree, work);
+        servers.push(server);
+        drive(server, 4, 1); // warm-up
+      }
+      for (let round = 0; round < rounds; round++) {
+        for (const clients of clientCounts) {
+          const order = round % 2 ? [...servers].reverse() : servers;
+          for (const server of order) {
+            floors.push(nodeSqliteFloor(server.work, 300));
+            const key = `${server.tree.rev} ${clients}`;
+            results.set(key, [...results.get(key) ?? [], drive(server, clients, seconds)]);
+          }
+        }
+      }
+      for (const server of servers) rss.set(server.tree.rev, rssMiB(server.process.pid));
+    } finally {
+      for (const server of servers) await stop(server);
+    }
+    const rows: Row[] = [];
+    for (const tree of trees) {
+      for (const clients of clientCounts) {
+        const runs = results.get(`${tree.rev} ${clients}`)!;
+        rows.push({
+          revision: tree.rev,
+          clients,
+          "ops/s": median(runs.map((r) => r.opsPerSecond)),
+          "p99 ms": Number(median(runs.map((r) => r.p99)).toFixed(2)),
+          EAGAIN: median(runs.map((r) => r.eagain)),
+        });
+      }
+    }
+    console.log(table(rows));
+    console.log(
+      `\nfsync floor (node:sqlite, one-row commits/s), median of the runs: ${median(floors)}`,
+    );
+    const startup: Row[] = [];
+    const seeded = new Map<string, string>();
+    for (const tree of trees) {
+      const db = `${root}/${tree.rev.replace(/[^\w.-]/g, "_")}-seed.db`;
+      await seedWith(tree, db, 100_000);
+      seeded.set(tree.rev, db);
+    }
+    const times = new Map<string, number[]>();
+    for (let round = 0; round < 5; round++) {
+      for (const tree of trees) {
+        const work = await Deno.makeTempDir({ dir: root, prefix: "start-" });
+        await Deno.copyFile(seeded.get(tree.rev)!, `${work}/leases.db`);
+        times.set(tree.rev, [...times.get(tree.rev) ?? [], await startupMs(tree, work)]);
+        await Deno.remove(work, { recursive: true });
+      }
+    }
+    for (const tree of trees) {
+      startup.push({
+        revision: tree.rev,
+        "start with 100,000 leases, median ms": Math.round(median(times.get(tree.rev)!)),
+        "RSS after the load MiB": rss.get(tree.rev) ?? "",
+      });
+    }
+    console.log(`\n${table(startup)}\n\nload average at the end: ${loadAverage()}`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
