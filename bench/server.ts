@@ -176,7 +176,7 @@ function refreshAll(server: { socketName: string }, count: number): void {
 }
 
 /** How long the memory figure waits after the refresh burst: V8 shrinks its heap when idle. */
-const SETTLE_MS = 20_000;
+const SETTLE_MS = 30_000;
 
 /**
  * RSS of a server holding 100,000 bound leases: right after start; right
