@@ -1,0 +1,186 @@
+/**
+ * The SQLite store's group commit: the open transaction its updates run
+ * in, and the one COMMIT (and sync) that makes them durable before their
+ * promises resolve.
+ *
+ * - WAL journal; a commit is durable before anything it holds is
+ *   acknowledged. SQLite commits with `synchronous=NORMAL` (the WAL frames
+ *   are written, not waited for) and the store itself fdatasyncs the WAL
+ *   (`wal_sync.ts`): the same bytes reach the disk as with
+ *   `synchronous=FULL`, one sync per commit at most, and the caller may
+ *   wait for the disk off the main thread ({@link FlushOptions}).
+ * - Group commit: updates run at once inside an open transaction; one
+ *   COMMIT and one sync make every update issued since durable, and only
+ *   then do their promises resolve.
+ * - A commit that holds no table (releases, expiry) is not synced: the
+ *   next synced commit makes it durable with itself, because the WAL is
+ *   written in order. A crash in between brings the removed leases back,
+ *   to expire as usual; a table can never be leased twice, since the
+ *   commit that gives it to someone else is synced. Releases are
+ *   best-effort in the protocol anyway (the client exits after 1 s).
+ *
+ * @module
+ */
+
+import type { DatabaseSync } from "node:sqlite";
+import { type FlushOptions, holdsTable, type Lease, type StoreLostError } from "./lease_store.ts";
+import type { Statements } from "./sqlite_schema.ts";
+import type { Versions } from "./versions.ts";
+import type { WalSync } from "./wal_sync.ts";
+import { wrap } from "./sqlite_errors.ts";
+
+interface Pending {
+  resolve: () => void;
+  reject: (error: Error) => void;
+  /** Undo of the in-memory version bump, when the commit fails. */
+  clientId: string;
+  previousVersion: number;
+  /** Leases reclaimed by expiry, announced after the commit. */
+  expired?: Lease[];
+}
+
+/** What the group commit works with: the store's connection, versions and timers. */
+export interface GroupCommitOptions {
+  db: DatabaseSync;
+  q: Statements;
+  /** The WAL's fdatasync; none for an in-memory database (nothing to sync). */
+  wal: WalSync | undefined;
+  /** The store's client versions: a commit confirms its bumps, a failure undoes them. */
+  versions: Versions;
+  /** Tells the expiry listeners of a lease reclaimed, once its commit is made. */
+  announce: (lease: Lease) => void;
+  /** The store's last look at its file before a commit: the loss, if any. */
+  checkFile: () => StoreLostError | undefined;
+  /** After a commit: the earliest bound expiry it wrote (Infinity: none). */
+  committed: (earliestExpiry: number) => void;
+  /** After a failed commit (its expiries are to be tried again). */
+  failed: () => void;
+}
+
+/** The open transaction of a `SqliteLeaseStore` and the updates waiting for its commit. */
+export class GroupCommit {
+  #o: GroupCommitOptions;
+  #pending: Pending[] = [];
+  #inTransaction = false;
+  /** The open transaction holds a table: it is synced before its updates resolve. */
+  #durable = false;
+  /** The earliest expiry of a bound lease written in the open transaction. */
+  #earliestWritten = Infinity;
+  /** A flush is queued for the updates of the open transaction. */
+  #flushQueued = false;
+
+  /** A group commit over the store's parts. */
+  constructor(options: GroupCommitOptions) {
+    this.#o = options;
+  }
+
+  /** Whether a transaction is open (its updates wait for their flush). */
+  get inTransaction(): boolean {
+    return this.#inTransaction;
+  }
+
+  /** Makes sure a transaction is open. */
+  begin(): void {
+    if (this.#inTransaction) return;
+    this.#o.q.beginStatement.run();
+    this.#inTransaction = true;
+  }
+
+  /**
+   * Queues an update written in the open transaction (its version bumped
+   * from `previousVersion`): resolves once the commit that holds it is
+   * durable, rejects when that commit fails. Updates issued together (in
+   * one run of the caller's code and the promise reactions it sets off)
+   * commit together unless flushed first.
+   */
+  add(clientId: string, previousVersion: number, leases: Lease[]): Promise<void> {
+    for (const l of leases) {
+      // Only a lease that holds a table must be synced before the reply.
+      if (holdsTable(l.state)) this.#durable = true;
+      if (l.state === "bound" && l.expiresAt < this.#earliestWritten) {
+        this.#earliestWritten = l.expiresAt;
+      }
+    }
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ resolve, reject, clientId, previousVersion });
+      if (!this.#flushQueued) {
+        this.#flushQueued = true;
+        queueMicrotask(() => {
+          if (this.#flushQueued) this.flush().catch(() => {});
+        });
+      }
+    });
+  }
+
+  /** Queues the leases of one client that expiry reclaimed, announced after the commit. */
+  addExpired(clientId: string, previousVersion: number, expired: Lease[]): void {
+    this.#pending.push({ resolve: () => {}, reject: () => {}, clientId, previousVersion, expired });
+  }
+
+  /**
+   * Commits the open transaction and, when it holds a table, syncs the WAL;
+   * then the updates resolve. With `background`, the sync runs on a worker
+   * thread and this resolves when it is done.
+   */
+  flush(options: FlushOptions = {}): Promise<void> {
+    this.#flushQueued = false;
+    if (!this.#inTransaction) return Promise.resolve();
+    const pending = this.#pending;
+    const durable = this.#durable;
+    const earliest = this.#earliestWritten;
+    this.#pending = [];
+    this.#inTransaction = false;
+    this.#durable = false;
+    this.#earliestWritten = Infinity;
+    try {
+      // The last moment to notice the file is gone before anything is acknowledged.
+      const lost = this.#o.checkFile();
+      if (lost) throw lost;
+      this.#o.q.commitStatement.run();
+    } catch (error) {
+      try {
+        this.#o.db.exec("ROLLBACK");
+      } catch { /* the transaction may already be gone; the versions below are what matters */ }
+      return Promise.reject(this.#fail(pending, wrap("cannot commit", error)));
+    }
+    this.#o.committed(earliest);
+    const wal = this.#o.wal;
+    if (!durable || !wal) return Promise.resolve(this.#settle(pending));
+    if (!options.background) {
+      try {
+        wal.syncNow();
+      } catch (error) {
+        return Promise.reject(this.#fail(pending, wrap("cannot commit", error)));
+      }
+      return Promise.resolve(this.#settle(pending));
+    }
+    return wal.sync().then(
+      () => this.#settle(pending),
+      (error) => {
+        throw this.#fail(pending, wrap("cannot commit", error));
+      },
+    );
+  }
+
+  /** Resolves committed updates and announces what their commit expired. */
+  #settle(pending: Pending[]): void {
+    for (const p of pending) {
+      this.#o.versions.committed(p.clientId);
+      if (p.expired) { for (const lease of p.expired) this.#o.announce(lease); }
+      p.resolve();
+    }
+  }
+
+  /**
+   * A commit failed: its updates are rejected and their version bumps
+   * undone (a TransientError leaves their tokens valid). Returns the error.
+   */
+  #fail(pending: Pending[], failure: Error): Error {
+    for (let i = pending.length - 1; i >= 0; i--) {
+      this.#o.versions.undo(pending[i].clientId, pending[i].previousVersion);
+    }
+    for (const p of pending) p.reject(failure);
+    this.#o.failed();
+    return failure;
+  }
+}
