@@ -5,10 +5,11 @@
  * after the commit that holds its lease; an error reply (cmd 3) says why
  * a request could not be served. Receiving (`receiver.ts`), sorting the
  * batch (`intake.ts`: decoding, authentication, one job per identity), the
- * pass (lookups, decisions, commit) and the replies (`replies.ts`) are
- * separate steps; what happened is told to the observers (`events.ts`),
- * the log among them. With a shared store the allocation is rebuilt in the
- * background (`rebuild.ts`).
+ * pass (lookups, decisions), carrying out its decisions and the commit
+ * (`pass_writes.ts`), the replies (`replies.ts`) and the control requests
+ * (`control_desk.ts`) are separate steps; what happened is told to the
+ * observers (`events.ts`), the log among them. With a shared store the
+ * allocation is rebuilt in the background (`rebuild.ts`).
  *
  * Between passes the loop keeps time: held tables whose deadline passed
  * go back to their pools, a reload asked for by SIGHUP runs, and systemd
@@ -21,35 +22,27 @@ import { clockSeconds } from "../../ffi/libc.ts";
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
 import { familyName } from "../net/family.ts";
-import { Command, ProtocolError } from "../protocol/v1.ts";
-import { decodeControlRequest } from "../control/protocol.ts";
-import { type Allocation, choiceFamily, type Hold } from "../allocator/allocation.ts";
+import { Command } from "../protocol/v1.ts";
+import type { Allocation } from "../allocator/allocation.ts";
 import { LimitedLog } from "../log/rate_limit.ts";
-import { type ControlContext, ControlHandler } from "./control.ts";
+import { ControlDesk } from "./control_desk.ts";
 import { syncConfigReservations } from "./reservations.ts";
-import {
-  decide,
-  decideFailure,
-  type Decision,
-  type DecisionPolicy,
-  type Races,
-  storeFailure,
-} from "./decide.ts";
+import { decide, type DecisionPolicy, storeFailure } from "./decide.ts";
 import { fanOut, type LeaseEvent, type LeaseObserver, LogObserver } from "./events.ts";
-import { sendRevokeNotice } from "./notice.ts";
 import { holdAtStart } from "./readiness.ts";
 import { dumpRoutedTables } from "./kernel_rules.ts";
 import { runReload } from "./reload.ts";
-import { logHoldEnded, Upkeep } from "./upkeep.ts";
+import { Upkeep } from "./upkeep.ts";
 import { loadAllocationInPages, rebuildAllocation, Resync } from "./rebuild.ts";
 import { metricsSnapshot } from "./views.ts";
 import type { MetricsSnapshot } from "../metrics/server_metrics.ts";
 import type { ReloadView } from "../control/protocol.ts";
-import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.ts";
-import type { Lease, LeaseStore, LeaseToken } from "../store/lease_store.ts";
+import type { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
+import type { Lease, LeaseStore } from "../store/lease_store.ts";
 import { BatchReceiver, type Carried } from "./receiver.ts";
 import { Replies } from "./replies.ts";
 import { type Intake, type Job, sortBatch } from "./intake.ts";
+import { type Outgoing, PassWrites, type Write } from "./pass_writes.ts";
 import type { DaemonOptions, DaemonStats } from "./daemon_options.ts";
 
 export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
@@ -60,16 +53,6 @@ export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daem
  * datagrams (10 by default) and refuses further senders (EAGAIN).
  */
 const PUMP_EVERY = 4;
-
-/** A write issued in this pass, waiting for the commit. */
-interface Write {
-  job: Job;
-  decision: Extract<Decision, { kind: "write" }>;
-  done: Promise<void>;
-}
-
-/** A reply to send at the end of the pass. */
-type Outgoing = [Uint8Array<ArrayBuffer>, Datagram];
 
 /** The allocation daemon. */
 export class Daemon {
@@ -83,8 +66,8 @@ export class Daemon {
   #allocation!: Allocation;
   /** Rebuilds of the allocation while serving (a shared store). */
   #resync: Resync;
-  #control: ControlHandler;
-  #controlContext: ControlContext;
+  /** Answers `table-allocator-ctl`. */
+  #control: ControlDesk;
   #receiver: BatchReceiver;
   #stopping = false;
   #unsubscribe: () => void = () => {};
@@ -101,6 +84,8 @@ export class Daemon {
   /** The reload running (or done), so that reloads run one after the other. */
   #reloading: Promise<unknown> = Promise.resolve();
   #upkeep: Upkeep;
+  /** Carries out the decisions of the passes. */
+  #writes: PassWrites;
 
   private constructor(options: DaemonOptions) {
     this.#options = options;
@@ -133,28 +118,15 @@ export class Daemon {
       monotonic: options.monotonicSeconds ?? (() => clockSeconds()),
     });
     this.#policy = this.#policyOf(options.config);
-    this.#controlContext = {
-      config: options.config,
-      store: options.store,
+    this.#control = new ControlDesk(options, {
       allocation: () => this.#allocation,
-      log: options.logger,
       observer: this.#observer,
+      replies: this.#replies,
       startedAt: this.#startedAt,
-      storeDescription: options.storeDescription ?? "sqlite",
       now: this.#now,
       metrics: options.metrics && (() => options.metrics!.render(this.snapshot())),
       reload: () => this.reload(),
-      revoke: (lease) => {
-        const auth = options.auth;
-        sendRevokeNotice(
-          this.#socket,
-          lease,
-          this.#log,
-          auth?.require ? (data) => auth.authenticator.seal(data) : undefined,
-        );
-      },
-    };
-    this.#control = new ControlHandler(this.#controlContext);
+    });
     this.#resync = new Resync({
       shared: options.sharedStore ?? false,
       now: this.#now,
@@ -167,6 +139,19 @@ export class Daemon {
       now: this.#now,
       log: this.#log,
       notifier: options.notifier,
+    });
+    this.#writes = new PassWrites({
+      store: options.store,
+      receiver: this.#receiver,
+      replies: this.#replies,
+      resync: this.#resync,
+      log: options.logger,
+      allocation: () => this.#allocation,
+      policy: () => this.#policy,
+      auth: options.auth,
+      metrics: options.metrics,
+      free: (lease) => this.#free(lease),
+      tell: (events) => this.#tell(events),
     });
   }
 
@@ -300,7 +285,7 @@ export class Daemon {
         adopt: async (c) => {
           this.#config = c;
           this.#policy = this.#policyOf(c);
-          this.#controlContext.config = c;
+          this.#control.config = c;
           await this.#options.onConfig?.(c);
         },
       }, { ...this.#options, log: this.#log })
@@ -367,11 +352,11 @@ export class Daemon {
         typeof count === "number" && decision.kind === "write" &&
         decision.events[0]?.kind === "granted"
       ) held.set(uid!, count + 1);
-      const write = this.#enact(job, decision, token, out);
+      const write = this.#writes.enact(job, decision, token, out);
       if (write) writes.push(write);
       if (i % PUMP_EVERY === PUMP_EVERY - 1) this.#receiver.pump();
     });
-    if (writes.length > 0) await this.#commit(writes, out);
+    if (writes.length > 0) await this.#writes.commit(writes, out);
     const twins = new Map(jobs.filter((j) => j.twins.length > 0).map((j) => [j.datagram, j.twins]));
     // Each reply brings its client's next request: keep the kernel's queue empty meanwhile.
     out.forEach(([data, datagram], i) => {
@@ -381,7 +366,7 @@ export class Daemon {
     });
     // Control requests are rare and not on the hot path: one at a time, after the leases.
     for (const { datagram, message } of controls) {
-      this.#replies.send(await this.#controlReply(datagram, message), datagram);
+      this.#replies.send(await this.#control.reply(datagram, message), datagram);
       // A reservation or an admin release changed the allocation in a way
       // the running rebuild may not have read: read the store once more.
       if (this.#resync.running) this.#resync.ask();
@@ -425,131 +410,8 @@ export class Daemon {
         datagram,
       ]);
     }
-    for (const job of intake.waiting) this.#carryJob(job, job);
+    for (const job of intake.waiting) this.#writes.carry(job, job);
     return intake;
-  }
-
-  /** Puts a job and its twins into the next pass (or `into`), with the races they lost. */
-  #carryJob(job: Job, races: Races, into?: Carried[]): void {
-    for (const j of [job, ...job.twins]) {
-      const carried: Carried = {
-        datagram: j.datagram,
-        ...races,
-        verdict: this.#options.auth ? (j.signed ? "authentic" : "unsigned") : undefined,
-      };
-      if (into) into.push(carried);
-      else this.#receiver.carry(carried);
-    }
-  }
-
-  /** Carries out a decision up to its write, which it returns. */
-  #enact(job: Job, decision: Decision, token: LeaseToken, out: Outgoing[]): Write | undefined {
-    if (decision.kind !== "write") {
-      this.#store.releaseToken(token);
-      if (decision.kind === "retry") {
-        if (decision.rebuild) {
-          // It looks again once the store is read anew.
-          const carried: Carried[] = [];
-          this.#carryJob(job, decision.races, carried);
-          this.#resync.wait(carried);
-        } else this.#carryJob(job, decision.races);
-        return undefined;
-      }
-      this.#tell(decision.events);
-      this.#endHolds(decision.endHolds, job);
-      out.push([this.#replies.answer(decision.answer, job), job.datagram]);
-      return undefined;
-    }
-    const claim = decision.claim;
-    if (claim) {
-      const family = choiceFamily(claim);
-      this.#allocation.apply(claim);
-      this.#resync.record((a) => a.markTaken(family, claim.table));
-    }
-    const done = this.#store.update(job.clientId, decision.leases, token);
-    // Settled in #commit; the event loop may turn before (a sync off the main thread).
-    done.catch(() => {});
-    return { job, decision, done };
-  }
-
-  /**
-   * Commits the pass's writes at once, then settles each: a durable write
-   * frees its ended tables, is told to the observers and answered; a
-   * failed one gives its table back and is retried or answered.
-   *
-   * When more requests wait or the socket is crowded (or the event loop
-   * has not run for a while), the commit's sync runs off the main thread
-   * and the socket keeps being drained meanwhile; a lone client's commit
-   * syncs on this thread, which is quicker than a hand-off.
-   */
-  async #commit(writes: Write[], out: Outgoing[]): Promise<void> {
-    const started = performance.now();
-    const background = this.#receiver.pump() > 0 || this.#receiver.crowded ||
-      this.#receiver.starving;
-    const flushed = this.#store.flush({ background }).catch(() => {
-      /* each write's promise carries the failure */
-    });
-    if (background) await this.#receiver.receiveWhile(flushed);
-    else await flushed;
-    const results = await Promise.allSettled(writes.map((w) => w.done));
-    this.#options.metrics?.commitSeconds((performance.now() - started) / 1000);
-    results.forEach((result, i) => {
-      const { job, decision } = writes[i];
-      if (result.status === "fulfilled") {
-        for (const lease of decision.ended) this.#free(lease);
-        this.#tell(decision.events);
-        this.#endHolds(decision.endHolds, job);
-        out.push([this.#replies.answer(decision.answer, job), job.datagram]);
-        return;
-      }
-      const { claim } = decision;
-      const failure = decideFailure(result.reason, job, claim, this.#policy.sharedStore);
-      if (claim) {
-        const family = choiceFamily(claim);
-        this.#allocation.undo(claim);
-        this.#resync.record((a) => a.free(family, claim.table));
-        if (failure.markTaken) {
-          this.#allocation.markTaken(family, claim.table);
-          this.#resync.record((a) => a.markTaken(family, claim.table));
-        }
-      }
-      if (failure.rebuild) this.#resync.ask();
-      if (failure.kind === "retry") this.#carryJob(job, failure.races);
-      else out.push([this.#replies.answer(failure.answer, job), job.datagram]);
-    });
-  }
-
-  async #controlReply(
-    datagram: Datagram,
-    message: Record<string, unknown>,
-  ): Promise<Uint8Array<ArrayBuffer>> {
-    const uid = datagram.credentials?.uid;
-    if (uid !== 0) {
-      return this.#replies.reject(
-        "not_permitted",
-        `control requests are answered only to root (uid 0), got uid ${uid ?? "unknown"}`,
-        datagram,
-      );
-    }
-    try {
-      return await this.#control.handle(decodeControlRequest(message), uid);
-    } catch (error) {
-      if (!(error instanceof ProtocolError)) throw error;
-      return this.#replies.reject(error.code, error.message, datagram);
-    }
-  }
-
-  /** Ends the holds a decision names: a release confirms; a request needs them no more. */
-  #endHolds(holds: Hold[] | undefined, job: Job): void {
-    for (const hold of holds ?? []) {
-      if (this.#allocation.endHold(hold.family, hold.table)) {
-        logHoldEnded(
-          this.#log,
-          hold,
-          job.origin.request.cmd === Command.RELEASE ? "confirmed" : "superseded",
-        );
-      }
-    }
   }
 
   /** Tells the observers of lease events once the pass's replies are sent. */
