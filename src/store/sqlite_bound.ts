@@ -25,7 +25,7 @@ export function readBoundTables(q: Statements): Map<AddrFamily, TableRun[]> {
 }
 
 /** Every bound table, as one JSON array per family built by SQLite (a row each costs more). */
-export function scanBound(q: Statements): Map<AddrFamily, TableRun[]> {
+function scanBound(q: Statements): Map<AddrFamily, TableRun[]> {
   const rows = q.bound.all() as unknown as Array<[AddrFamily, string]>;
   return new Map(rows.map(([family, tables]) => [family, runsOf(JSON.parse(tables))]));
 }

@@ -67,7 +67,7 @@ CREATE INDEX leases_uid ON leases (uid) WHERE state = 'bound' AND uid <> 0;
  * - No index on history (`leases_history`): every grant and release
  *   changed an entry of it, one more page per commit, for a prune that
  *   needs no hurry. History is pruned by a sweep over the table instead,
- *   a chunk at a time (`sqlite_store.ts`).
+ *   a chunk at a time (`sqlite_upkeep.ts`).
  * - The bound tables as runs, written at a clean close, so that a start
  *   reads a few rows instead of every bound lease. Any change to the set
  *   of bound tables, by whatever writer, empties it first (the triggers
