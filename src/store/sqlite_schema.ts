@@ -11,7 +11,7 @@ import { LEASE_COLUMNS } from "./core.ts";
 /**
  * SQLite's own checkpoint, which runs inside the COMMIT that crosses it,
  * only bounds the WAL (32 MiB of pages): the store checkpoints between
- * passes, long before (see `sqlite_store.ts`).
+ * passes, long before (see `sqlite_upkeep.ts`).
  */
 export const WAL_AUTOCHECKPOINT_PAGES = 8192;
 
