@@ -4,8 +4,9 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
-import { readLeases, SERVER_PATH, startServer } from "./helpers/server.ts";
-import { requestBody, WireClient } from "./helpers/wire.ts";
+import { assertAllStored, stopUnderCrowd } from "./helpers/crowd.ts";
+import { SERVER_PATH, startServer } from "./helpers/server.ts";
+import { WireClient } from "./helpers/wire.ts";
 import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 import { DatabaseSync } from "node:sqlite";
 import { errorMessage } from "../src/util/errors.ts";
@@ -120,31 +121,10 @@ Deno.test("a lease outside the pools after a config change is kept, logged, and 
 
 Deno.test("SIGTERM under load: every acknowledged lease is in the database afterwards", async () => {
   await using server = await startServer({ config: { num_tables: 100_000 } });
-  const acknowledged = new Map<string, number>();
-  let stop = false;
-  const worker = async (w: number) => {
-    using client = new WireClient(server.socketName);
-    for (let i = 0; !stop; i++) {
-      const address = `10.${w}.${i >> 8}.${i & 255}`;
-      try {
-        await client.send(requestBody(address));
-      } catch {
-        break; // the server is gone (ECONNREFUSED)
-      }
-      const reply = await client.receive(500);
-      if (reply?.cmd === 2) acknowledged.set(address, reply.table as number);
-    }
-  };
-  const workers = Array.from({ length: 8 }, (_, w) => worker(w));
-  await new Promise((r) => setTimeout(r, 700));
-  const status = await server.stop("SIGTERM");
-  stop = true;
-  await Promise.all(workers);
+  const { acknowledged, status } = await stopUnderCrowd(server, 8, 700, "SIGTERM");
   assertEquals(status.code, 0);
   assertMatch(server.output(), /INFO stopped /);
-  assert(acknowledged.size > 50, `only ${acknowledged.size} leases acknowledged`);
-  const stored = new Map(readLeases(server.dbPath).map((l) => [l.address, l.table]));
-  for (const [address, table] of acknowledged) assertEquals(stored.get(address), table, address);
+  assertAllStored(server, acknowledged);
 });
 
 Deno.test("a locked database is answered with store_failure, nothing is acknowledged, and service resumes", async () => {

@@ -7,8 +7,9 @@
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { startLoad } from "./helpers/load.ts";
-import { readLeases, startServer } from "./helpers/server.ts";
-import { requestBody, WireClient } from "./helpers/wire.ts";
+import { assertAllStored, stopUnderCrowd } from "./helpers/crowd.ts";
+import { startServer } from "./helpers/server.ts";
+import { WireClient } from "./helpers/wire.ts";
 
 for (const clients of [1, 32]) {
   Deno.test(`under a load of ${clients} busy client(s), an expired lease is still reclaimed on time`, async () => {
@@ -41,27 +42,6 @@ Deno.test("kill -9 under a crowd of 24 clients: every acknowledged lease is in t
   // More senders than the kernel queues (10): the server is crowded, so its
   // commits wait for the disk off the main thread while it keeps receiving.
   await using server = await startServer({ config: { num_tables: 100_000 } });
-  const acknowledged = new Map<string, number>();
-  let stop = false;
-  const worker = async (w: number) => {
-    using client = new WireClient(server.socketName);
-    for (let i = 0; !stop; i++) {
-      const address = `10.${w}.${i >> 8}.${i & 255}`;
-      try {
-        await client.send(requestBody(address));
-      } catch {
-        break; // the server is gone (ECONNREFUSED)
-      }
-      const reply = await client.receive(500);
-      if (reply?.cmd === 2) acknowledged.set(address, reply.table as number);
-    }
-  };
-  const workers = Array.from({ length: 24 }, (_, w) => worker(w));
-  await new Promise((r) => setTimeout(r, 1000));
-  await server.stop("SIGKILL");
-  stop = true;
-  await Promise.all(workers);
-  assert(acknowledged.size > 50, `only ${acknowledged.size} leases acknowledged`);
-  const stored = new Map(readLeases(server.dbPath).map((l) => [l.address, l.table]));
-  for (const [address, table] of acknowledged) assertEquals(stored.get(address), table, address);
+  const { acknowledged } = await stopUnderCrowd(server, 24, 1000, "SIGKILL");
+  assertAllStored(server, acknowledged);
 });
