@@ -204,12 +204,7 @@ export class AbstractDatagramSocket implements Disposable {
    */
   async readable(timeoutMs: number): Promise<boolean> {
     this.#assertOpen();
-    const fds = this.#pollFds;
-    fds[6] =
-      fds[7] =
-      fds[14] =
-      fds[15] =
-        0; // clear revents
+    const fds = this.#clearedPollFds();
     // poll(2) takes whole milliseconds; negative or infinite: wait until something happens.
     const timeout = Number.isFinite(timeoutMs) && timeoutMs >= 0
       ? Math.min(Math.ceil(timeoutMs), 2 ** 31 - 1)
@@ -229,13 +224,19 @@ export class AbstractDatagramSocket implements Disposable {
    */
   readableNow(timeoutMs: number): boolean {
     this.#assertOpen();
+    const fds = this.#clearedPollFds();
+    return pollBlocking(fds, timeoutMs) > 0 && (fds[6] | fds[7]) !== 0;
+  }
+
+  /** The pollfd pair (socket, wake eventfd) with their `revents` cleared for the next poll. */
+  #clearedPollFds(): Uint8Array<ArrayBuffer> {
     const fds = this.#pollFds;
     fds[6] =
       fds[7] =
       fds[14] =
       fds[15] =
-        0; // clear revents
-    return pollBlocking(fds, timeoutMs) > 0 && (fds[6] | fds[7]) !== 0;
+        0;
+    return fds;
   }
 
   /** Interrupts a pending {@link readable} call at once. */
