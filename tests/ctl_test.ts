@@ -45,7 +45,7 @@ async function json(server: ServerHandle, ...args: string[]): Promise<Record<str
 /** Data rows of a human-readable table (header and footer lines left out). */
 function rows(stdout: string): string[][] {
   const lines = stdout.trimEnd().split("\n");
-  assertMatch(lines[0], /^FAMILY +IFNAME +ADDRESS +TABLE +STATE +EXPIRES +TAG +OWNER$/);
+  assertMatch(lines[0], /^FAMILY +IFNAME +ADDRESS +TABLE +STATE +EXPIRES +TAG +OWNER +UID$/);
   return lines.slice(1).filter((l) => !l.startsWith("more leases")).map((l) =>
     // EXPIRES is "ISO (in 59m 3s)": keep it one cell.
     l.replace(/ \((in [^)]*|expired)\)/, (m) => m.replaceAll(" ", "_")).split(/ +/)

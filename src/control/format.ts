@@ -109,7 +109,8 @@ export function formatStatus(status: StatusView): string {
 /**
  * One row per lease, with a header; `empty` is printed when there are
  * none. EXPIRES is {@link formatExpiry}; for a released lease, when it was
- * released (a history row's `expires_at` is when the lease ended).
+ * released (a history row's `expires_at` is when the lease ended). UID is
+ * the uid that took the lease: who else may end it is decided by it.
  */
 export function formatLeases(
   leases: readonly LeaseView[],
@@ -118,7 +119,7 @@ export function formatLeases(
 ): string {
   if (leases.length === 0) return empty;
   return formatColumns([
-    ["FAMILY", "IFNAME", "ADDRESS", "TABLE", "STATE", "EXPIRES", "TAG", "OWNER"],
+    ["FAMILY", "IFNAME", "ADDRESS", "TABLE", "STATE", "EXPIRES", "TAG", "OWNER", "UID"],
     ...leases.map((l) => [
       familyName(l.family),
       l.ifname,
@@ -131,6 +132,7 @@ export function formatLeases(
         : formatExpiry(l.expires_at, now),
       l.tag ?? "-",
       l.owner,
+      String(l.uid),
     ]),
   ]);
 }

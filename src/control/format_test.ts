@@ -151,7 +151,7 @@ Deno.test("formatStatus() lists the server's facts, then its pools", () => {
 Deno.test("formatLeases() shows every field, expiry as ISO time plus time left, the release time once released", () => {
   assertEquals(
     formatLeases([
-      lease({ tag: "wan" }),
+      lease({ tag: "wan", uid: 1000 }),
       lease({
         family: 10,
         ifname: "eth0",
@@ -162,15 +162,27 @@ Deno.test("formatLeases() shows every field, expiry as ISO time plus time left, 
         owner: "table-allocator-ctl",
         uid: 0,
       }),
-      lease({ address: "192.0.2.11", table: 10001, state: "released", expires_at: NOW - 5000 }),
-      lease({ address: "192.0.2.12", table: 10002, state: "expired", expires_at: NOW - 1000 }),
+      lease({
+        address: "192.0.2.11",
+        table: 10001,
+        state: "released",
+        expires_at: NOW - 5000,
+        uid: 1000,
+      }),
+      lease({
+        address: "192.0.2.12",
+        table: 10002,
+        state: "expired",
+        expires_at: NOW - 1000,
+        uid: 1000,
+      }),
     ], NOW),
     [
-      "FAMILY  IFNAME  ADDRESS     TABLE  STATE     EXPIRES                           TAG  OWNER",
-      "inet    eth1    192.0.2.10  10000  bound     2024-11-21T19:59:03Z (in 59m 3s)  wan  table-allocator-server",
-      "inet6   eth0    *           10005  reserved  never                             -    table-allocator-ctl",
-      "inet    eth1    192.0.2.11  10001  released  2024-11-21T18:59:55Z (released)   -    table-allocator-server",
-      "inet    eth1    192.0.2.12  10002  expired   2024-11-21T18:59:59Z (expired)    -    table-allocator-server",
+      "FAMILY  IFNAME  ADDRESS     TABLE  STATE     EXPIRES                           TAG  OWNER                   UID",
+      "inet    eth1    192.0.2.10  10000  bound     2024-11-21T19:59:03Z (in 59m 3s)  wan  table-allocator-server  1000",
+      "inet6   eth0    *           10005  reserved  never                             -    table-allocator-ctl     0",
+      "inet    eth1    192.0.2.11  10001  released  2024-11-21T18:59:55Z (released)   -    table-allocator-server  1000",
+      "inet    eth1    192.0.2.12  10002  expired   2024-11-21T18:59:59Z (expired)    -    table-allocator-server  1000",
       "",
     ].join("\n"),
   );
