@@ -27,6 +27,7 @@ import {
 } from "../../ffi/libc.ts";
 import { decodeAgentRequest, encodeAgentRequest, type HoldSpec } from "./protocol.ts";
 import { errorMessage } from "../util/errors.ts";
+import { syncDirectory } from "../util/sync_directory.ts";
 
 /** Where state files live. */
 export const RUN_DIR = "/run/table-allocator";
@@ -155,10 +156,5 @@ export function writeState(path: string, records: readonly HeldRecord[], cookie:
     file.close();
   }
   Deno.renameSync(temporary, path);
-  const directory = Deno.openSync(dir, { read: true });
-  try {
-    directory.syncSync();
-  } finally {
-    directory.close();
-  }
+  syncDirectory(dir);
 }

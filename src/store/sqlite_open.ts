@@ -26,6 +26,7 @@ import {
 import { WalSync } from "./wal_sync.ts";
 import { errorMessage } from "../util/errors.ts";
 import { dirname } from "../util/paths.ts";
+import { syncDirectory } from "../util/sync_directory.ts";
 import { FileIdentity, PathLock } from "./file_guard.ts";
 import type { StoreGuard } from "./sqlite_upkeep.ts";
 
@@ -100,6 +101,10 @@ export function openDatabase<T>(
     if (path !== ":memory:") {
       wal = new WalSync(`${path}-wal`);
       wal.syncNow();
+      // A new database or WAL file is on disk only once its directory
+      // entry is: SQLite syncs the directory at the WAL's first sync under
+      // synchronous=FULL, and the store's own sync must do the same.
+      syncDirectory(dirname(path));
     }
     if (imported) options.cImport?.onImported?.(imported);
     const guard = path === ":memory:" ? undefined : {
