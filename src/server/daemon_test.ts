@@ -1,15 +1,14 @@
 /**
- * The daemon in-process: a real abstract socket (random name, no root
- * needed), an SQLite store in memory, and a store wrapper where a test
+ * The daemon in-process (`tests/helpers/daemon.ts`: a real abstract
+ * socket, an SQLite store in memory), and a store wrapper where a test
  * needs a failure on cue.
  */
 
 import { assert, assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
-import { MemoryLogger } from "../../tests/helpers/log.ts";
+import { kinds, startDaemon } from "../../tests/helpers/daemon.ts";
 import { requestBody, WireClient } from "../../tests/helpers/wire.ts";
 import { validateConfig } from "../../config/config.ts";
 import { encodeControlRequest } from "../control/protocol.ts";
-import { MAX_REQUEST_BYTES } from "../protocol/v1.ts";
 import {
   ConcurrencyError,
   type Lease,
@@ -17,11 +16,7 @@ import {
   type LeaseToken,
   TransientError,
 } from "../store/lease_store.ts";
-import { SqliteLeaseStore } from "../store/sqlite_store.ts";
-import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
-import { Daemon, type DaemonOptions } from "./daemon.ts";
 import { MAX_ATTEMPTS, SERVER_OWNER } from "./decide.ts";
-import type { LeaseEvent, LeaseObserver } from "./events.ts";
 
 /** Fails the updates `fail` returns an error for; everything else goes to the real store. */
 class FaultyStore implements LeaseStore {
@@ -48,92 +43,6 @@ class FaultyStore implements LeaseStore {
   close = () => this.inner.close();
 }
 
-interface Harness extends AsyncDisposable {
-  daemon: Daemon;
-  /** The real store under any wrapper. */
-  store: SqliteLeaseStore;
-  socketName: string;
-  log: MemoryLogger;
-  events: LeaseEvent[];
-  /** Starts serving (unless started already). */
-  run(): void;
-  client(): WireClient;
-}
-
-interface HarnessOptions {
-  config?: Record<string, unknown>;
-  /** Wraps the store the daemon uses. */
-  wrap?: (store: LeaseStore) => LeaseStore;
-  sharedStore?: boolean;
-  /** Runs before the daemon is created (leases already stored). */
-  before?: (store: SqliteLeaseStore) => Promise<void>;
-  /** Start serving at once (default true). */
-  start?: boolean;
-  /** More daemon options (default: no kernel rules route anything at start). */
-  daemon?: Partial<DaemonOptions>;
-  /** More observers, after the one that fills `events`. */
-  observers?: LeaseObserver[];
-}
-
-async function startDaemon(options: HarnessOptions = {}): Promise<Harness> {
-  const socketName = `ta-unit-${crypto.randomUUID().slice(0, 8)}`;
-  const config = validateConfig({
-    socket_path: socketName,
-    table_offset: 10000,
-    num_tables: 4,
-    table_timeout: 3600,
-    db_path: ":memory:",
-    addr_families: { inet: true },
-    ...options.config,
-  });
-  const store = SqliteLeaseStore.open(":memory:");
-  await options.before?.(store);
-  const socket = AbstractDatagramSocket.bind(socketName, {
-    passCredentials: true,
-    receiveBufferSize: MAX_REQUEST_BYTES,
-  });
-  const log = new MemoryLogger();
-  const events: LeaseEvent[] = [];
-  const daemon = await Daemon.create({
-    config,
-    store: options.wrap?.(store) ?? store,
-    socket,
-    logger: log,
-    sharedStore: options.sharedStore,
-    observers: [
-      { onLease: (e) => events.push(e), onErrorReply: () => {} },
-      ...options.observers ?? [],
-    ],
-    // The test's own namespace may have rules of its own: the start sees none unless a test says so.
-    routedTables: () => Promise.resolve([]),
-    ...options.daemon,
-  });
-  let running: Promise<void> | undefined;
-  const clients: WireClient[] = [];
-  const harness: Harness = {
-    daemon,
-    store,
-    socketName,
-    log,
-    events,
-    run: () => void (running ??= daemon.run()),
-    client() {
-      const client = new WireClient(socketName);
-      clients.push(client);
-      return client;
-    },
-    async [Symbol.asyncDispose]() {
-      daemon.stop();
-      await running;
-      for (const client of clients) client[Symbol.dispose]();
-      socket.close();
-      await store.close();
-    },
-  };
-  if (options.start ?? true) harness.run();
-  return harness;
-}
-
 /** Writes a lease straight into the store, as another server sharing it would. */
 async function putLease(store: LeaseStore, address: string, table: number | undefined) {
   const clientId = `2/eth9/${address}`;
@@ -151,8 +60,6 @@ async function putLease(store: LeaseStore, address: string, table: number | unde
   }];
   await store.update(clientId, leases, token);
 }
-
-const kinds = (events: LeaseEvent[]) => events.map((e) => `${e.kind} ${e.lease?.table ?? 0}`);
 
 Deno.test("Daemon grants, refreshes and releases over its socket, telling observers once durable", async () => {
   await using h = await startDaemon();
