@@ -5,11 +5,17 @@
  * after the commit that holds its lease; an error reply (cmd 3) says why
  * a request could not be served. Receiving (`receiver.ts`), sorting the
  * batch (`intake.ts`: decoding, authentication, one job per identity), the
- * pass (lookups, decisions), carrying out its decisions and the commit
- * (`pass_writes.ts`), the replies (`replies.ts`) and the control requests
- * (`control_desk.ts`) are separate steps; what happened is told to the
- * observers (`events.ts`), the log among them. With a shared store the
- * allocation is rebuilt in the background (`rebuild.ts`).
+ * pass up to its commit (`pass.ts`: lookups, decisions), carrying out its
+ * decisions and the commit (`pass_writes.ts`), the replies (`replies.ts`)
+ * and the control requests (`control_desk.ts`) are separate steps; what
+ * happened is told to the observers (`events.ts`), the log among them.
+ * With a shared store the allocation is rebuilt in the background
+ * (`rebuild.ts`).
+ *
+ * Passes overlap by one (see {@link Daemon.run}): while a pass waits for
+ * its commit's sync off the main thread, the next one is prepared and
+ * committed, and its sync is chained after the first. Replies still go
+ * out only once their own sync has ended, and in order.
  *
  * Between passes the loop keeps time: held tables whose deadline passed
  * go back to their pools, a reload asked for by SIGHUP runs, and systemd
@@ -22,12 +28,11 @@ import { clockSeconds } from "../../ffi/libc.ts";
 import { enabledFamilies, type ServerConfig } from "../../config/config.ts";
 import type { Logger } from "../log/logger.ts";
 import { familyName } from "../net/family.ts";
-import { Command } from "../protocol/v1.ts";
 import type { Allocation } from "../allocator/allocation.ts";
 import { LimitedLog } from "../log/rate_limit.ts";
 import { ControlDesk } from "./control_desk.ts";
 import { syncConfigReservations } from "./reservations.ts";
-import { decide, type DecisionPolicy, storeFailure } from "./decide.ts";
+import type { DecisionPolicy } from "./decide.ts";
 import { fanOut, type LeaseEvent, type LeaseObserver, LogObserver } from "./events.ts";
 import { holdAtStart } from "./readiness.ts";
 import { dumpRoutedTables } from "./kernel_rules.ts";
@@ -41,18 +46,11 @@ import type { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import type { Lease, LeaseStore } from "../store/lease_store.ts";
 import { BatchReceiver, type Carried } from "./receiver.ts";
 import { Replies } from "./replies.ts";
-import { type Intake, type Job, sortBatch } from "./intake.ts";
-import { type Outgoing, PassWrites, type Write } from "./pass_writes.ts";
+import { PassWrites } from "./pass_writes.ts";
+import { emptyPass, type Pass, type PassContext, preparePass, PUMP_EVERY } from "./pass.ts";
 import type { DaemonOptions, DaemonStats } from "./daemon_options.ts";
 
 export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
-
-/**
- * While a pass works, the socket is drained after every this many
- * requests and replies: the kernel queues only `net.unix.max_dgram_qlen`
- * datagrams (10 by default) and refuses further senders (EAGAIN).
- */
-const PUMP_EVERY = 4;
 
 /** The allocation daemon. */
 export class Daemon {
@@ -75,8 +73,11 @@ export class Daemon {
   /** Repeated lines per kind and sender, limited (`src/log/rate_limit.ts`). */
   #limited: LimitedLog;
   #replies: Replies;
-  /** What the observers hear of the current pass, once its replies are sent. */
-  #told: Array<() => void> = [];
+  /**
+   * The pass being worked on: what its observers are to hear goes to it,
+   * told once its replies are sent.
+   */
+  #current: Pass = emptyPass();
   #options: DaemonOptions;
   #startedAt: number;
   /** A reload asked for by a signal, run by the loop. */
@@ -86,6 +87,8 @@ export class Daemon {
   #upkeep: Upkeep;
   /** Carries out the decisions of the passes. */
   #writes: PassWrites;
+  /** What each pass works with (`pass.ts`). */
+  #passContext: PassContext;
 
   private constructor(options: DaemonOptions) {
     this.#options = options;
@@ -111,7 +114,7 @@ export class Daemon {
       // Error replies are told with the pass's lease events, once the replies are sent.
       observer: {
         onLease: (event) => this.#tell([event]),
-        onErrorReply: (event) => this.#told.push(() => this.#observer.onErrorReply(event)),
+        onErrorReply: (event) => this.#current.told.push(() => this.#observer.onErrorReply(event)),
       },
       auth: options.auth,
       now: this.#now,
@@ -153,6 +156,16 @@ export class Daemon {
       free: (lease) => this.#free(lease),
       tell: (events) => this.#tell(events),
     });
+    this.#passContext = {
+      store: options.store,
+      receiver: this.#receiver,
+      replies: this.#replies,
+      writes: this.#writes,
+      allocation: () => this.#allocation,
+      policy: () => this.#policy,
+      auth: options.auth,
+      now: this.#now,
+    };
   }
 
   #policyOf(config: ServerConfig): DecisionPolicy {
@@ -223,31 +236,73 @@ export class Daemon {
     return this.#allocation;
   }
 
-  /** Serves until {@link stop} is called; in-flight work is committed before it returns. */
+  /**
+   * Serves until {@link stop} is called; in-flight work is committed and
+   * answered before it returns.
+   *
+   * Pipelined, depth 1: while one pass waits for its sync off the main
+   * thread, the next runs up to its commit, whose sync the store chains
+   * after the first (`commitsInOrder`); the first pass's replies go out
+   * when its sync ends, then the second's when its own does. Reloads,
+   * control requests and rebuilds see no pass in flight.
+   */
   async run(): Promise<void> {
-    while (!this.#stopping) {
-      const rebuilt = this.#resync.take(this.#allocation);
-      if (rebuilt) {
-        if (rebuilt.allocation) this.#allocation = rebuilt.allocation;
-        for (const carried of rebuilt.waiting) this.#receiver.carry(carried);
+    /** The pass waiting for its sync while the loop goes on. */
+    let flight: Pass | undefined;
+    try {
+      while (!this.#stopping) {
+        let batch: Carried[];
+        if (flight) {
+          // Wait for its sync, or for a request to work on meanwhile.
+          const synced = await this.#receiver.receiveWhile(flight.synced, true);
+          if (synced || this.#stopping || this.#reloadDue) {
+            await this.#finish(flight);
+            flight = undefined;
+            continue;
+          }
+          batch = await this.#receiver.next(); // a request waits: at once
+        } else {
+          const rebuilt = this.#resync.take(this.#allocation);
+          if (rebuilt) {
+            if (rebuilt.allocation) this.#allocation = rebuilt.allocation;
+            for (const carried of rebuilt.waiting) this.#receiver.carry(carried);
+          }
+          batch = await this.#receiver.next(this.#upkeep.idleTimeout());
+        }
+        this.#upkeep.tick();
+        if (this.#reloadDue && !flight) {
+          this.#reloadDue = false;
+          await this.reload().catch(() => {/* refused: logged */});
+        }
+        if (batch.length === 0) continue;
+        this.#resync.maybeStart();
+        const pass = await this.#begin(batch, flight !== undefined);
+        if (flight) await this.#finish(flight);
+        flight = undefined;
+        if (this.#mayOverlap(pass)) flight = pass;
+        else await this.#finish(pass);
       }
-      const batch = await this.#receiver.next(this.#upkeep.idleTimeout());
-      this.#upkeep.tick();
-      if (this.#reloadDue) {
-        this.#reloadDue = false;
-        await this.reload().catch(() => {/* refused: logged */});
-      }
-      if (batch.length === 0) continue;
-      this.#resync.maybeStart();
-      await this.#pass(batch);
-      this.#receiver.served();
+    } finally {
+      if (flight) await this.#finish(flight);
+      this.#receiver.close();
+      this.#unsubscribe();
+      this.#limited.close();
     }
-    this.#receiver.close();
-    this.#unsubscribe();
-    this.#limited.close();
   }
 
-  /** Stops receiving; {@link run} returns after the current pass is committed and answered. */
+  /**
+   * Whether the next pass may run while this one waits for its sync: its
+   * sync runs off the main thread, the store keeps commits in order, and
+   * it has no control requests (they expect every pass before them done).
+   * A shared store's flush is its COMMIT, and its rebuilds swap the
+   * allocation between passes: it stays sequential.
+   */
+  #mayOverlap(pass: Pass): boolean {
+    return pass.background && pass.controls.length === 0 &&
+      this.#store.commitsInOrder === true && !this.#options.sharedStore;
+  }
+
+  /** Stops receiving; {@link run} returns once the passes in flight are committed and answered. */
   stop(): void {
     this.#stopping = true;
     this.#socket.wake();
@@ -295,129 +350,75 @@ export class Daemon {
   }
 
   /**
-   * One pass: sort the batch, look up, decide, commit, send; then tell the
-   * observers (the log among them), so no reply waits for a log line.
+   * A pass up to its commit: sort the batch, look up, decide, write,
+   * commit. Its sync may still run when this returns ({@link finish}).
+   * `overlapping`: an earlier pass waits for its sync meanwhile.
    */
-  async #pass(batch: Carried[]): Promise<void> {
+  async #begin(batch: Carried[], overlapping: boolean): Promise<Pass> {
     this.#batches++;
     this.#options.metrics?.pass(batch.length);
-    const out: Outgoing[] = [];
+    const pass = emptyPass();
+    this.#current = pass;
     this.#replies.startPass();
     try {
-      await this.#serve(batch, out);
+      await preparePass(this.#passContext, batch, pass, overlapping);
+    } catch (error) {
+      this.#tellPass(pass);
+      throw error;
+    }
+    return pass;
+  }
+
+  /**
+   * The rest of a pass: once its sync ends, settle its writes, send its
+   * replies and answer its control requests; then tell the observers (the
+   * log among them), so no reply waits for a log line.
+   */
+  async #finish(pass: Pass): Promise<void> {
+    try {
+      if (pass.background) await this.#receiver.receiveWhile(pass.synced);
+      else await pass.synced;
+      this.#current = pass;
+      // Its replies go out now: they read the clocks anew.
+      this.#replies.startPass();
+      if (pass.writes.length > 0) await this.#writes.settle(pass.writes, pass.out);
+      // Each reply brings its client's next request: keep the kernel's queue empty meanwhile.
+      pass.out.forEach(([data, datagram], i) => {
+        this.#replies.send(data, datagram);
+        for (const twin of pass.twins.get(datagram) ?? []) {
+          this.#replies.send(data, twin.datagram);
+        }
+        if (i % PUMP_EVERY === PUMP_EVERY - 1) this.#receiver.pump();
+      });
+      // Control requests are rare and not on the hot path: one at a time, after the leases.
+      for (const { datagram, message } of pass.controls) {
+        this.#replies.send(await this.#control.reply(datagram, message), datagram);
+        // A reservation or an admin release changed the allocation in a way
+        // the running rebuild may not have read: read the store once more.
+        if (this.#resync.running) this.#resync.ask();
+      }
     } finally {
-      const told = this.#told;
-      this.#told = [];
-      this.#log.hold();
-      try {
-        for (const tell of told) tell();
-      } finally {
-        this.#log.release();
-      }
+      this.#tellPass(pass);
+      this.#receiver.served();
     }
   }
 
-  async #serve(batch: Carried[], out: Outgoing[]): Promise<void> {
-    const { jobs, controls } = this.#sort(batch, out);
-    const [lookups, held] = await Promise.all([
-      Promise.allSettled(jobs.map((job) => this.#store.lookup(job.clientId))),
-      this.#countHeld(jobs),
-    ]);
-    const writes: Write[] = [];
-    lookups.forEach((lookup, i) => {
-      const job = jobs[i];
-      if (lookup.status === "rejected") {
-        out.push([this.#replies.answer(storeFailure(lookup.reason), job), job.datagram]);
-        return;
-      }
-      const { leases, token } = lookup.value;
-      const uid = job.origin.credentials?.uid;
-      const count = uid === undefined ? undefined : held.get(uid);
-      if (count instanceof Error && !leases.some((l) => l.state === "bound")) {
-        this.#store.releaseToken(token);
-        out.push([this.#replies.answer(storeFailure(count), job), job.datagram]);
-        return;
-      }
-      const decision = decide({
-        origin: job.origin,
-        leases,
-        allocation: this.#allocation,
-        now: this.#now(),
-        attempt: job.attempt,
-        collisions: job.collisions,
-        uidLeases: typeof count === "number" ? count : undefined,
-      }, this.#policy);
-      // The pass's own grants count against the cap of its later requests.
-      if (
-        typeof count === "number" && decision.kind === "write" &&
-        decision.events[0]?.kind === "granted"
-      ) held.set(uid!, count + 1);
-      const write = this.#writes.enact(job, decision, token, out);
-      if (write) writes.push(write);
-      if (i % PUMP_EVERY === PUMP_EVERY - 1) this.#receiver.pump();
-    });
-    if (writes.length > 0) await this.#writes.commit(writes, out);
-    const twins = new Map(jobs.filter((j) => j.twins.length > 0).map((j) => [j.datagram, j.twins]));
-    // Each reply brings its client's next request: keep the kernel's queue empty meanwhile.
-    out.forEach(([data, datagram], i) => {
-      this.#replies.send(data, datagram);
-      for (const twin of twins.get(datagram) ?? []) this.#replies.send(data, twin.datagram);
-      if (i % PUMP_EVERY === PUMP_EVERY - 1) this.#receiver.pump();
-    });
-    // Control requests are rare and not on the hot path: one at a time, after the leases.
-    for (const { datagram, message } of controls) {
-      this.#replies.send(await this.#control.reply(datagram, message), datagram);
-      // A reservation or an admin release changed the allocation in a way
-      // the running rebuild may not have read: read the store once more.
-      if (this.#resync.running) this.#resync.ask();
+  /** Tells the observers what they are to hear of a pass. */
+  #tellPass(pass: Pass): void {
+    const told = pass.told;
+    pass.told = [];
+    this.#log.hold();
+    try {
+      for (const tell of told) tell();
+    } finally {
+      this.#log.release();
     }
-  }
-
-  /**
-   * The bound leases of each non-root uid that asks for a lease in this
-   * pass (the cap), or the store's failure to count them. Root's requests,
-   * nearly all of them, cost nothing here.
-   */
-  async #countHeld(jobs: Job[]): Promise<Map<number, number | Error>> {
-    const uids = new Set<number>();
-    for (const job of jobs) {
-      const uid = job.origin.credentials?.uid;
-      if (
-        uid !== undefined && uid !== 0 && job.origin.request.cmd === Command.REQUEST &&
-        this.#policy.maxLeasesPerUid > 0
-      ) uids.add(uid);
-    }
-    const held = new Map<number, number | Error>();
-    await Promise.all([...uids].map(async (uid) => {
-      try {
-        held.set(uid, await this.#store.boundCount(uid));
-      } catch (error) {
-        held.set(uid, error instanceof Error ? error : new Error(String(error)));
-      }
-    }));
-    return held;
-  }
-
-  /**
-   * Sorts the batch (`intake.ts`): what is refused at once is answered,
-   * the messages that wait for the next pass are carried to it.
-   */
-  #sort(batch: Carried[], out: Outgoing[]): Pick<Intake, "jobs" | "controls"> {
-    const intake = sortBatch(batch, this.#policy, this.#options.auth);
-    for (const { answer, datagram, request, signed } of intake.refused) {
-      out.push([
-        this.#replies.reject(answer.code, answer.message, datagram, request, signed),
-        datagram,
-      ]);
-    }
-    for (const job of intake.waiting) this.#writes.carry(job, job);
-    return intake;
   }
 
   /** Tells the observers of lease events once the pass's replies are sent. */
   #tell(events: readonly LeaseEvent[]): void {
     if (events.length > 0) {
-      this.#told.push(() => {
+      this.#current.told.push(() => {
         for (const event of events) this.#observer.onLease(event);
       });
     }

@@ -1,9 +1,9 @@
 /**
  * How the daemon's pass carries out its decisions (`decide.ts`): a write
- * claims its table and goes to the store; once the pass's one commit has
- * settled, a durable write frees the tables it ended, is told to the
- * observers and answered, and a failed one gives its table back and is
- * retried or answered. A retry is carried to the next pass (or to the end
+ * claims its table and goes to the store; the pass's writes are committed
+ * at once (`flush`), and once that commit is durable (`settle`) a durable
+ * write frees the tables it ended, is told to the observers and answered,
+ * and a failed one gives its table back and is retried or answered. A retry is carried to the next pass (or to the end
  * of a rebuild), with its twins and the races it lost.
  *
  * @module
@@ -31,6 +31,14 @@ export interface Write {
   job: Job;
   decision: Extract<Decision, { kind: "write" }>;
   done: Promise<void>;
+}
+
+/** A pass's commit, made; its sync may still run. */
+export interface Flushed {
+  /** Settles (never rejects) once the commit is durable or has failed. */
+  synced: Promise<void>;
+  /** Whether the sync runs off the main thread, so that other work may go on meanwhile. */
+  background: boolean;
 }
 
 /** What the writes work with: the daemon's parts and its state now. */
@@ -101,32 +109,45 @@ export class PassWrites {
       resync.record((a) => a.markTaken(family, claim.table));
     }
     const done = store.update(job.clientId, decision.leases, token);
-    // Settled in commit(); the event loop may turn before (a sync off the main thread).
+    // Settled in settle(); the event loop may turn before (a sync off the main thread).
     done.catch(() => {});
     return { job, decision, done };
   }
 
   /**
-   * Commits the pass's writes at once, then settles each: a durable write
-   * frees its ended tables, is told to the observers and answered; a
-   * failed one gives its table back and is retried or answered.
+   * Commits the pass's writes at once (the COMMIT runs before this
+   * returns); the returned sync settles once that commit is durable or
+   * failed, and each write's own promise says which. {@link settle} them
+   * after it.
    *
-   * When more requests wait or the socket is crowded (or the event loop
-   * has not run for a while), the commit's sync runs off the main thread
-   * and the socket keeps being drained meanwhile; a lone client's commit
-   * syncs on this thread, which is quicker than a hand-off.
+   * When more requests wait, the socket is crowded, the event loop has not
+   * run for a while, or an earlier pass is still waiting for its sync
+   * (`overlapping`), the sync runs off the main thread and the daemon
+   * keeps working meanwhile; a lone client's commit syncs on this thread,
+   * which is quicker than a hand-off.
    */
-  async commit(writes: Write[], out: Outgoing[]): Promise<void> {
-    const { receiver, replies, resync } = this.#c;
+  flush(overlapping: boolean): Flushed {
+    const { receiver } = this.#c;
     const started = performance.now();
-    const background = receiver.pump() > 0 || receiver.crowded || receiver.starving;
-    const flushed = this.#c.store.flush({ background }).catch(() => {
-      /* each write's promise carries the failure */
-    });
-    if (background) await receiver.receiveWhile(flushed);
-    else await flushed;
+    const background = receiver.pump() > 0 || receiver.crowded || receiver.starving ||
+      overlapping;
+    const synced = this.#c.store.flush({ background }).then(
+      () => {},
+      () => {/* each write's promise carries the failure */},
+    );
+    // Timed when the sync ends, not when the daemon gets round to the replies.
+    synced.then(() => this.#c.metrics?.commitSeconds((performance.now() - started) / 1000));
+    return { synced, background };
+  }
+
+  /**
+   * After the pass's sync ({@link flush}): a durable write frees its ended
+   * tables, is told to the observers and answered; a failed one gives its
+   * table back and is retried or answered.
+   */
+  async settle(writes: Write[], out: Outgoing[]): Promise<void> {
+    const { replies, resync } = this.#c;
     const results = await Promise.allSettled(writes.map((w) => w.done));
-    this.#c.metrics?.commitSeconds((performance.now() - started) / 1000);
     results.forEach((result, i) => {
       const { job, decision } = writes[i];
       if (result.status === "fulfilled") {

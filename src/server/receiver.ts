@@ -88,6 +88,8 @@ export class BatchReceiver {
   #carry: Carried[] = [];
   #queue: Carried[] = [];
   #justServed = false;
+  /** A wait for the socket in {@link receiveWhile} is in progress. */
+  #polling = false;
   /** When the event loop last parked (performance.now()). */
   #parkedAt = performance.now();
   #kernelQueue = kernelQueueLength();
@@ -163,28 +165,45 @@ export class BatchReceiver {
     return queue.length;
   }
 
+  /** Datagrams waiting for a pass: carried over, or received and queued. */
+  get waiting(): number {
+    return this.#carry.length + this.#queue.length;
+  }
+
   /**
    * Receives until `done` settles: while a commit waits for the disk on
-   * another thread, the kernel's queue keeps being emptied into ours.
+   * another thread, the kernel's queue keeps being emptied into ours. With
+   * `untilWork`, returns as soon as a datagram waits for a pass, so that
+   * the daemon can work on the next pass meanwhile. Returns whether `done`
+   * has settled.
    */
-  async receiveWhile(done: Promise<unknown>): Promise<void> {
+  async receiveWhile(done: Promise<unknown>, untilWork = false): Promise<boolean> {
     let settled = false;
     const stop = () => {
       settled = true;
-      this.#socket.wake();
+      // Only a poll in progress needs waking; a wake-up left pending would end the next wait early.
+      if (this.#polling) this.#socket.wake();
     };
     done.then(stop, stop);
-    while (!settled) {
+    // A settled promise's reactions run only at the next turn: let them.
+    await Promise.resolve();
+    let parked = false;
+    while (!settled && !(untilWork && this.waiting > 0)) {
+      this.#polling = true;
       try {
         await this.#socket.readable(-1);
       } catch (error) {
         this.#log.error("cannot wait for the socket", { error: errorMessage(error) });
         await done.catch(() => {});
-        break;
+        settled = true;
+      } finally {
+        this.#polling = false;
       }
+      parked = true;
       this.pump();
     }
-    this.parked();
+    if (parked) this.parked();
+    return settled;
   }
 
   /**

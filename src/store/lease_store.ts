@@ -228,6 +228,15 @@ export interface LeaseStore {
    */
   flush(options?: FlushOptions): Promise<void>;
   /**
+   * The store's commits become durable in the order they were made, and
+   * {@link flush} makes its COMMIT before it returns (only the wait for
+   * the disk may remain): a later commit's durability implies every
+   * earlier one's, and a failed sync fails every commit after it. A caller
+   * may then issue the next updates and flush again while an earlier
+   * flush still waits. Optional; absent, flush one batch at a time.
+   */
+  readonly commitsInOrder?: boolean;
+  /**
    * Leases in client-id order, one page at a time, optionally filtered.
    * Rejects with a {@link BadCursorError} for an `after` that no page
    * returned, and a RangeError for a `limit` that is not a positive integer.

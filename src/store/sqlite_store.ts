@@ -144,6 +144,9 @@ export class SqliteLeaseStore implements LeaseStore {
     return openDatabase(path, options, (opened) => new SqliteLeaseStore(opened, path, options));
   }
 
+  /** The WAL is appended and synced in order (`wal_sync.ts`); the COMMIT runs inside flush(). */
+  readonly commitsInOrder = true;
+
   lookup(clientId: string): Promise<LookupResult> {
     try {
       this.#checkUsable();
