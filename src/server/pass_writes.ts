@@ -3,8 +3,9 @@
  * claims its table and goes to the store; the pass's writes are committed
  * at once (`flush`), and once that commit is durable (`settle`) a durable
  * write frees the tables it ended, is told to the observers and answered,
- * and a failed one gives its table back and is retried or answered. A retry is carried to the next pass (or to the end
- * of a rebuild), with its twins and the races it lost.
+ * and a failed one gives its table back and is retried or answered. A
+ * retry is carried to the next pass (or to the end of a rebuild), with its
+ * twins and the races it lost.
  *
  * @module
  */

@@ -185,7 +185,7 @@ export class BatchReceiver {
       if (this.#polling) this.#socket.wake();
     };
     done.then(stop, stop);
-    // A settled promise's reactions run only at the next turn: let them.
+    // Reactions to a promise already settled run once this function yields: let them.
     await Promise.resolve();
     let parked = false;
     while (!settled && !(untilWork && this.waiting > 0)) {
