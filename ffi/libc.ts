@@ -89,6 +89,7 @@ export const Errno = {
   EAGAIN: 11,
   ENOMEM: 12,
   EACCES: 13,
+  EFAULT: 14,
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
@@ -100,8 +101,23 @@ export const Errno = {
   EADDRINUSE: 98,
   ENETUNREACH: 101,
   ENOBUFS: 105,
+  ENOTSOCK: 88,
+  ENOTCONN: 107,
   ECONNREFUSED: 111,
 } as const;
+
+/** The errno values recvmsg(2) gives for a datagram socket (its manual page). */
+const RECVMSG_ERRNOS: ReadonlySet<number> = new Set([
+  Errno.EAGAIN,
+  Errno.EBADF,
+  Errno.ECONNREFUSED,
+  Errno.EINTR,
+  Errno.EINVAL,
+  Errno.ENOMEM,
+  Errno.ENOTCONN,
+  Errno.ENOTSOCK,
+  Errno.EFAULT,
+]);
 
 const ERRNO_NAMES = new Map<number, string>(
   Object.entries(Errno).map(([name, value]) => [value, name]),
@@ -277,19 +293,37 @@ export class MessageReceiver {
    * Receives one datagram with `flags` (MSG_TRUNC reports the full
    * length), or returns null when nothing is waiting (EAGAIN, EINTR);
    * every other failure throws an {@link ErrnoError}.
+   *
+   * An errno that recvmsg(2) does not give for a datagram socket is not
+   * believed at once: the call is made once more, and that call's result
+   * counts. Long-running holders saw a lone ENOENT here (Linux 6.18, a
+   * socket with SO_PASSCRED, under load) where the retry found the queue
+   * empty; thrown, it would have ended a process that holds every lease
+   * of its namespace.
    */
   receive(fd: number, flags: number): ReceivedMessage | null {
+    let rc = this.#recvmsg(fd, flags);
+    let code = rc < 0 ? errno() : 0;
+    if (rc < 0 && !RECVMSG_ERRNOS.has(code)) {
+      rc = this.#recvmsg(fd, flags);
+      code = rc < 0 ? errno() : 0;
+    }
+    if (rc >= 0) return this.#message(rc);
+    if (code === Errno.EAGAIN || code === Errno.EINTR) return null;
+    throw new ErrnoError("recvmsg", code);
+  }
+
+  #recvmsg(fd: number, flags: number): number {
     const msg = this.#msg;
     // The kernel shrinks these to what it wrote: reset them for every call.
     msg.setUint32(8, this.#name.byteLength, true);
     msg.setBigUint64(40, BigInt(this.#control.byteLength), true);
     msg.setInt32(48, 0, true);
-    const rc = Number(libc().recvmsg(fd, this.#msghdr, flags));
-    if (rc < 0) {
-      const code = errno();
-      if (code === Errno.EAGAIN || code === Errno.EINTR) return null;
-      throw new ErrnoError("recvmsg", code);
-    }
+    return Number(libc().recvmsg(fd, this.#msghdr, flags));
+  }
+
+  #message(rc: number): ReceivedMessage {
+    const msg = this.#msg;
     return {
       data: this.#data.slice(0, Math.min(rc, this.#data.byteLength)),
       length: rc,

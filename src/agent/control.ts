@@ -63,7 +63,19 @@ export class AgentControl {
 
   /** Reads and answers every waiting message. */
   onReadable(): void {
-    for (let dg = this.#socket.receive(); dg !== null; dg = this.#socket.receive()) {
+    for (;;) {
+      let dg: Datagram | null;
+      try {
+        dg = this.#socket.receive();
+      } catch (error) {
+        // One failed read loses at most that datagram (its sender retries); the
+        // agent goes on: poll(2) reports the socket again while anything waits.
+        this.#refusals.warn("receive", "kernel", "cannot read from the agent's socket", {
+          reason: errorMessage(error),
+        });
+        return;
+      }
+      if (dg === null) return;
       this.#handle(dg);
     }
   }

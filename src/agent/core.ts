@@ -202,7 +202,23 @@ export class HoldingCore implements HoldingHost, Disposable {
         deadline - performance.now(),
       );
       if (ready.has(this.#events.fd)) this.#readEvents();
-      for (const fd of ready) this.#watched.get(fd)?.();
+      for (const fd of ready) this.#dispatch(fd);
+    }
+  }
+
+  /**
+   * Runs the handler of a readable descriptor. A handler that throws is a
+   * bug or a failure of that one socket: it is logged, and the loop goes on
+   * holding every other identity.
+   */
+  #dispatch(fd: number): void {
+    try {
+      this.#watched.get(fd)?.();
+    } catch (error) {
+      this.#options.log.error("a socket's handler failed; the agent goes on", {
+        fd,
+        reason: errorMessage(error),
+      });
     }
   }
 
@@ -240,12 +256,14 @@ export class HoldingCore implements HoldingHost, Disposable {
     try {
       messages = this.#events.receive();
     } catch (error) {
-      if (!(error instanceof ErrnoError && error.errno === Errno.ENOBUFS)) throw error;
-      // Notifications were dropped and cannot be replayed: ask the kernel for
-      // the state they would have told.
+      // Notifications were dropped (ENOBUFS) or could not be read, and cannot
+      // be replayed: ask the kernel for the state they would have told.
+      const lost = error instanceof ErrnoError && error.errno === Errno.ENOBUFS;
       this.#options.log.warn(
-        "netlink notifications were lost; checking the interfaces, addresses and rules",
-        { reason: error.message },
+        `${
+          lost ? "netlink notifications were lost" : "cannot read netlink notifications"
+        }; checking the interfaces, addresses and rules`,
+        { reason: errorMessage(error) },
       );
       this.rules.forgetKernel();
       void this.#resynchronise();
