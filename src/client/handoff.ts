@@ -30,6 +30,11 @@ export const RESEND_MS = 2000;
 export const ANSWER_MS = 15_000;
 /** How often a client looks for the name of an agent it started. */
 const START_POLL_MS = 20;
+/**
+ * An agent started this long ago that still does not answer is started
+ * again: the first may have lost a race and left, or ended at once.
+ */
+export const AGENT_RESTART_MS = 2000;
 /** The agent's own log when a client starts it: `-l` with this path (tests), else syslog. */
 export const AGENT_LOG_ENV = "TABLE_ALLOCATOR_AGENT_LOG";
 
@@ -134,6 +139,7 @@ export async function handOff(options: ClientOptions, entryModule: string): Prom
   try {
     let sendAt = performance.now();
     let startedAt: number | null = null;
+    let lastStart = 0;
     let deadline = Infinity;
     for (;;) {
       if (interrupted) {
@@ -147,12 +153,16 @@ export async function handOff(options: ClientOptions, entryModule: string): Prom
         sendAt = now + (sent === "sent" ? RESEND_MS : START_POLL_MS);
         if (sent !== "no-agent" && deadline === Infinity) deadline = now + ANSWER_MS;
         if (sent === "no-agent") {
-          // Nobody on the agent's name: start one (once), then look for it.
+          // Nobody on the agent's name: start one, then look for it (and
+          // start another now and then while none answers).
           if (startedAt === null) {
             startAgent(entryModule);
-            startedAt = now;
+            startedAt = lastStart = now;
           } else if (now - startedAt > AGENT_START_MS) {
             return failure(`the host agent did not start within ${AGENT_START_MS / 1000} s`);
+          } else if (now - lastStart > AGENT_RESTART_MS) {
+            startAgent(entryModule);
+            lastStart = now;
           }
         }
       }
