@@ -176,7 +176,14 @@ export class Resync {
   #at = Infinity;
   #due = false;
   #running: BackgroundRebuild | undefined;
+  /** Requests let on when the running rebuild is in. */
   #waiting: Carried[] = [];
+  /**
+   * Requests that asked while a rebuild ran: that one may have read the
+   * store before the change they need (another server's release), so they
+   * wait for the next, started as soon as the running one is in.
+   */
+  #waitingNext: Carried[] = [];
 
   /** A resync for a daemon. */
   constructor(options: ResyncOptions) {
@@ -209,10 +216,18 @@ export class Resync {
     this.#running?.record(change);
   }
 
-  /** Requests that look again once the store is read anew: a rebuild starts if none runs. */
+  /**
+   * Requests that look again once the store is read anew, by a rebuild
+   * that starts after they asked: now if none runs, else right after the
+   * running one.
+   */
   wait(carried: readonly Carried[]): void {
+    if (this.#running) {
+      this.#waitingNext.push(...carried);
+      return;
+    }
     this.#waiting.push(...carried);
-    if (!this.#running) this.#start();
+    this.#start();
   }
 
   /**
@@ -238,7 +253,9 @@ export class Resync {
     }
     this.#at = this.#o.now() + RESYNC_INTERVAL_MS;
     const waiting = this.#waiting;
-    this.#waiting = [];
+    this.#waiting = this.#waitingNext;
+    this.#waitingNext = [];
+    if (this.#waiting.length > 0) this.#start();
     return { allocation, waiting };
   }
 
