@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals } from "../../tests/helpers/assert.ts";
-import { kinds, startDaemon } from "../../tests/helpers/daemon.ts";
+import { ForwardingStore, kinds, startDaemon } from "../../tests/helpers/daemon.ts";
 import { requestBody, type WireClient } from "../../tests/helpers/wire.ts";
 import {
   type FlushOptions,
@@ -36,7 +36,7 @@ function gate(): Gate {
  * it has. Commits are in order, as a WAL's: a failed sync fails every
  * later one.
  */
-class GatedStore implements LeaseStore {
+class GatedStore extends ForwardingStore {
   readonly commitsInOrder = true;
   /** One gate per flush, in order. */
   readonly gates: Gate[] = [];
@@ -47,9 +47,7 @@ class GatedStore implements LeaseStore {
   #failure: Error | undefined;
   #open = false;
 
-  constructor(readonly inner: LeaseStore) {}
-
-  update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void> {
+  override update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void> {
     this.onUpdate(++this.#updates);
     const write = this.inner.update(clientId, leases, token);
     write.catch(() => {});
@@ -58,7 +56,7 @@ class GatedStore implements LeaseStore {
     return settled.promise;
   }
 
-  flush(options?: FlushOptions): Promise<void> {
+  override flush(options?: FlushOptions): Promise<void> {
     const writes = this.#unflushed;
     this.#unflushed = [];
     const synced = gate();
@@ -82,16 +80,6 @@ class GatedStore implements LeaseStore {
     this.#failure = error;
     for (const g of this.gates.slice(i)) g.fail(error);
   }
-
-  lookup = (clientId: string) => this.inner.lookup(clientId);
-  peek = (clientId: string) => this.inner.peek(clientId);
-  releaseToken = (token: LeaseToken) => this.inner.releaseToken(token);
-  list = (options?: Parameters<LeaseStore["list"]>[0]) => this.inner.list(options);
-  usedTables = () => this.inner.usedTables();
-  boundCount = (uid: number) => this.inner.boundCount(uid);
-  boundTables = () => this.inner.boundTables();
-  onExpire = (listener: Parameters<LeaseStore["onExpire"]>[0]) => this.inner.onExpire(listener);
-  close = () => this.inner.close();
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
-import { kinds, startDaemon } from "../../tests/helpers/daemon.ts";
+import { ForwardingStore, kinds, startDaemon } from "../../tests/helpers/daemon.ts";
 import { requestBody, WireClient } from "../../tests/helpers/wire.ts";
 import { validateConfig } from "../../config/config.ts";
 import { encodeControlRequest } from "../control/protocol.ts";
@@ -19,28 +19,20 @@ import {
 import { MAX_ATTEMPTS, SERVER_OWNER } from "./decide.ts";
 
 /** Fails the updates `fail` returns an error for; everything else goes to the real store. */
-class FaultyStore implements LeaseStore {
+class FaultyStore extends ForwardingStore {
   updates = 0;
   constructor(
-    readonly inner: LeaseStore,
+    inner: LeaseStore,
     readonly fail: (clientId: string, leases: Lease[], n: number) => Error | undefined,
-  ) {}
-  lookup = (clientId: string) => this.inner.lookup(clientId);
-  peek = (clientId: string) => this.inner.peek(clientId);
-  update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void> {
+  ) {
+    super(inner);
+  }
+  override update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void> {
     const error = this.fail(clientId, leases, ++this.updates);
     if (!error) return this.inner.update(clientId, leases, token);
     this.inner.releaseToken(token);
     return Promise.reject(error);
   }
-  releaseToken = (token: LeaseToken) => this.inner.releaseToken(token);
-  flush = () => this.inner.flush();
-  list = (options?: Parameters<LeaseStore["list"]>[0]) => this.inner.list(options);
-  usedTables = () => this.inner.usedTables();
-  boundCount = (uid: number) => this.inner.boundCount(uid);
-  boundTables = () => this.inner.boundTables();
-  onExpire = (listener: Parameters<LeaseStore["onExpire"]>[0]) => this.inner.onExpire(listener);
-  close = () => this.inner.close();
 }
 
 /** Writes a lease straight into the store, as another server sharing it would. */

@@ -7,13 +7,37 @@
 
 import { validateConfig } from "../../config/config.ts";
 import { MAX_REQUEST_BYTES } from "../../src/protocol/v1.ts";
-import type { LeaseStore } from "../../src/store/lease_store.ts";
+import type { FlushOptions, Lease, LeaseStore, LeaseToken } from "../../src/store/lease_store.ts";
 import { SqliteLeaseStore } from "../../src/store/sqlite_store.ts";
 import { AbstractDatagramSocket } from "../../src/unix/abstract_socket.ts";
 import { Daemon, type DaemonOptions } from "../../src/server/daemon.ts";
 import type { LeaseEvent, LeaseObserver } from "../../src/server/events.ts";
 import { MemoryLogger } from "./log.ts";
 import { WireClient } from "./wire.ts";
+
+/**
+ * A store that hands every call to `inner`: tests extend it and override
+ * the calls they make fail or wait.
+ */
+export class ForwardingStore implements LeaseStore {
+  /** Wraps `inner`. */
+  constructor(readonly inner: LeaseStore) {}
+  lookup = (clientId: string) => this.inner.lookup(clientId);
+  peek = (clientId: string) => this.inner.peek(clientId);
+  update(clientId: string, leases: Lease[], token: LeaseToken): Promise<void> {
+    return this.inner.update(clientId, leases, token);
+  }
+  releaseToken = (token: LeaseToken) => this.inner.releaseToken(token);
+  flush(options?: FlushOptions): Promise<void> {
+    return this.inner.flush(options);
+  }
+  list = (options?: Parameters<LeaseStore["list"]>[0]) => this.inner.list(options);
+  usedTables = () => this.inner.usedTables();
+  boundCount = (uid: number) => this.inner.boundCount(uid);
+  boundTables = () => this.inner.boundTables();
+  onExpire = (listener: Parameters<LeaseStore["onExpire"]>[0]) => this.inner.onExpire(listener);
+  close = () => this.inner.close();
+}
 
 /** Lease events as `kind table`, for short assertions. */
 export const kinds = (events: LeaseEvent[]): string[] =>
