@@ -16,8 +16,13 @@ import { WireClient } from "./helpers/wire.ts";
 /** RtTables rows: table, family, ifname, address, LeaseExpires (monotonic seconds), tag. */
 type CRow = [number, number, string, string, number, string | null];
 
+/** A new directory holding a database as the original server leaves it; removed on dispose. */
+interface CDatabaseDir extends AsyncDisposable {
+  dir: string;
+}
+
 /** Writes a database as the original server leaves it, in a new directory. */
-async function cDatabase(rows: CRow[], writtenAtMs?: number): Promise<string> {
+async function cDatabase(rows: CRow[], writtenAtMs?: number): Promise<CDatabaseDir> {
   const dir = await Deno.makeTempDir({ prefix: "ta-dropin-" });
   const path = `${dir}/leases.db`;
   const db = new DatabaseSync(path);
@@ -27,7 +32,7 @@ async function cDatabase(rows: CRow[], writtenAtMs?: number): Promise<string> {
   for (const row of rows) insert.run(...row);
   db.close();
   if (writtenAtMs !== undefined) Deno.utimeSync(path, writtenAtMs / 1000, writtenAtMs / 1000);
-  return dir;
+  return { dir, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
 }
 
 const near = (actual: number, expected: number, what: string) =>
@@ -35,13 +40,13 @@ const near = (actual: number, expected: number, what: string) =>
 
 Deno.test("the original's leases are imported at start: running ones keep their time, the rest get a full lease", async () => {
   const mono = Math.floor(clockSeconds());
-  const dir = await cDatabase([
+  await using c = await cDatabase([
     [10004, 2, "eth1", "10.90.5.2", mono + 600, null], // running: 600 s left
     [10007, 2, "eth2", "10.90.7.2", mono - 100, "wan"], // ran out while no server ran
     [20000, 2, "eth3", "10.90.9.2", mono + 900, null], // outside the configured pool
     [10001, 10, "eth1", "2001:DB8::2", mono + 300, null],
   ]);
-  await using server = await startServer({ dir, config: { table_timeout: 3600 } });
+  await using server = await startServer({ dir: c.dir, config: { table_timeout: 3600 } });
   const now = Date.now();
   assertMatch(
     server.output(),
@@ -73,7 +78,7 @@ Deno.test("the original's leases are imported at start: running ones keep their 
 
   // A second start imports nothing again: the released lease stays released.
   await server.stop();
-  await using again = await startServer({ dir, socketName: server.socketName });
+  await using again = await startServer({ dir: c.dir, socketName: server.socketName });
   assert(!/imported the leases/.test(again.output()), again.output());
   assertEquals(again.leases().map((l) => l.table), [10000, 10007, 20000, 10001]);
   // RtTables is untouched, for a rollback to the original server.
@@ -89,11 +94,11 @@ Deno.test("leases of a database last written before this boot all get a full tab
   const bootedAt = Date.now() - clockSeconds(CLOCK_BOOTTIME) * 1000;
   const mono = Math.floor(clockSeconds());
   // These values would look alive now, but they are another boot's clock.
-  const dir = await cDatabase([
+  await using c = await cDatabase([
     [10000, 2, "eth1", "10.90.5.2", mono + 60, null],
     [10001, 2, "eth2", "10.90.6.2", mono + 7200, null],
   ], bootedAt - 3600_000);
-  await using server = await startServer({ dir, config: { table_timeout: 1800 } });
+  await using server = await startServer({ dir: c.dir, config: { table_timeout: 1800 } });
   const now = Date.now();
   assertMatch(server.output(), /imported=2 kept=0 renewed=2 skipped=0/);
   for (const lease of server.leases()) {
@@ -103,11 +108,11 @@ Deno.test("leases of a database last written before this boot all get a full tab
 
 Deno.test("rows that cannot be leases are logged with their reason and left in RtTables", async () => {
   const mono = Math.floor(clockSeconds());
-  const dir = await cDatabase([
+  await using c = await cDatabase([
     [10000, 2, "eth1", "not-an-address", mono + 60, null],
     [10001, 2, "eth1", "10.90.5.2", mono + 60, null],
   ]);
-  await using server = await startServer({ dir });
+  await using server = await startServer({ dir: c.dir });
   assertMatch(server.output(), /imported=1 kept=1 renewed=0 skipped=1/);
   assertMatch(
     server.output(),
