@@ -4,7 +4,8 @@
  * identities (48 rules); a rule deleted by hand comes back; a table two
  * identities share keeps its rules until both leave; deleting every
  * address leaves no rule and no lease; `kill -9` of the agent loses
- * nothing; concurrent first calls start one agent; `-f` and `-r`.
+ * nothing; concurrent first calls start one agent; `-f` and `-r`;
+ * notifications lost to a full socket (ENOBUFS) are made up for.
  *
  * @module
  */
@@ -287,5 +288,41 @@ e2eTest(
     assertEquals(await ourRules(ns), []);
     assertEquals(server.leases(), []);
     assertEquals((await agentPids(ns)).length, 1, "the agent stays for the next hand-off");
+  },
+);
+
+e2eTest(
+  "notifications lost to a full socket (ENOBUFS) are made up for: a rule deleted meanwhile is back",
+  NEEDS,
+  async ({ netns: ns }) => {
+    await using server = await startServer({ netns: ns.name });
+    await addAddresses(ns, ADDRESSES.slice(0, 1));
+    const table = await hook(ns, server.socketName, ADDRESSES[0]);
+    const before = await ourRules(ns);
+    assertEquals(before, expectedRules(ADDRESSES[0], table));
+    const [agent] = await agentPids(ns);
+    // Stopped, the agent reads nothing: a flood of unrelated rule changes
+    // fills its netlink socket, and the deletion of its own rule after it
+    // is dropped by the kernel, not queued.
+    Deno.kill(agent, "SIGSTOP");
+    try {
+      const flood = Array.from(
+        { length: 5000 },
+        (_, i) => `rule add priority 30000 from 198.51.${100 + (i >> 8)}.${i & 255} lookup 5000`,
+      );
+      const batch = `${ns.dir}/flood.batch`;
+      await Deno.writeTextFile(
+        batch,
+        [...flood, ...flood.map((l) => l.replace("add", "del"))].join("\n") + "\n",
+      );
+      await ns.ip("-batch", batch);
+      await ns.ip("rule", "del", "priority", "91000", "iif", "lo", "lookup", String(table));
+    } finally {
+      Deno.kill(agent, "SIGCONT");
+    }
+    await waitFor("the deleted rule is back", async () => (await ourRules(ns)).length === 3, 5000);
+    assertEquals(await ourRules(ns), before);
+    assert(/netlink notifications were lost/.test(ns.agentLog()), ns.agentLog());
+    assertEquals(await agentPids(ns), [agent], "the same agent holds on");
   },
 );
