@@ -12,7 +12,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { pollBlocking, POLLIN } from "../../ffi/libc.ts";
+import { Errno, ErrnoError, pollBlocking, POLLIN } from "../../ffi/libc.ts";
 import { AbstractDatagramSocket } from "../../src/unix/abstract_socket.ts";
 import { requestBody } from "./wire.ts";
 
@@ -95,6 +95,12 @@ function isError(data: Uint8Array): boolean {
  */
 const IDENTITIES_PER_CLIENT = 64;
 
+/**
+ * A request unanswered this long is sent again. The server answers every
+ * request it receives, so this happens only once it has gone.
+ */
+const RESEND_MS = 3000;
+
 /** What {@link drive} measured. */
 export interface DriveResult {
   clients: number;
@@ -106,6 +112,8 @@ export interface DriveResult {
   eagain: number;
   /** Error replies (cmd 3). */
   errors: number;
+  /** The server went away (nobody bound on its name) before the time was up. */
+  serverGone: boolean;
 }
 
 /**
@@ -140,12 +148,20 @@ export function drive(
   let errors = 0;
   let eagain = 0;
 
+  let serverGone = false;
   const send = (i: number) => {
     if (waiting[i] === 0) sentAt[i] = performance.now();
-    const sent = sockets[i].sendToName(
-      bodies[i][step[i] % (2 * IDENTITIES_PER_CLIENT)],
-      server.socketName,
-    );
+    let sent: boolean;
+    try {
+      sent = sockets[i].sendToName(
+        bodies[i][step[i] % (2 * IDENTITIES_PER_CLIENT)],
+        server.socketName,
+      );
+    } catch (error) {
+      if (!(error instanceof ErrnoError && error.errno === Errno.ECONNREFUSED)) throw error;
+      serverGone = true;
+      return;
+    }
     if (sent) {
       if (waiting[i]) waitingCount--;
       waiting[i] = 0;
@@ -159,15 +175,20 @@ export function drive(
   const start = performance.now();
   const end = start + seconds * 1000;
   for (let i = 0; i < clients; i++) send(i);
-  while (performance.now() < end) {
+  while (!serverGone && performance.now() < end) {
     for (let i = 6; i < fds.length; i += 8) fds[i] = fds[i + 1] = 0;
     const ready = pollBlocking(fds, waitingCount > 0 ? 1 : 100);
+    const now = performance.now();
     for (let i = 0; i < clients; i++) {
       if (waiting[i]) {
         send(i);
         continue;
       }
-      if (ready <= 0 || (fds[8 * i + 6] | fds[8 * i + 7]) === 0) continue;
+      if (ready <= 0 || (fds[8 * i + 6] | fds[8 * i + 7]) === 0) {
+        // No answer for a long while: the server may have gone; asking again tells.
+        if (now - sentAt[i] > RESEND_MS) send(i);
+        continue;
+      }
       const datagram = sockets[i].receive();
       if (!datagram) continue;
       if (answered === latencies.length) {
@@ -191,6 +212,7 @@ export function drive(
     p99: percentile(sorted, 0.99),
     eagain,
     errors,
+    serverGone,
   };
 }
 
