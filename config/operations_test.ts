@@ -1,15 +1,9 @@
 import { assertEquals, assertMatch, assertThrowsType } from "../tests/helpers/assert.ts";
+import { VALID_CONFIG } from "../tests/helpers/config.ts";
 import { ConfigError, validateConfig } from "./config.ts";
 import { DEFAULT_RT_TABLES_PATH } from "./operations.ts";
 
-const VALID = {
-  socket_path: "tas_socket",
-  table_offset: 10000,
-  num_tables: 40,
-  table_timeout: 3600,
-  db_path: "var/leases.db",
-  addr_families: { inet: true },
-};
+const VALID = VALID_CONFIG;
 
 const parse = (change: Record<string, unknown>) => validateConfig({ ...VALID, ...change });
 

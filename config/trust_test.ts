@@ -1,16 +1,10 @@
 import { assert, assertEquals, assertMatch, assertThrowsType } from "../tests/helpers/assert.ts";
+import { VALID_CONFIG } from "../tests/helpers/config.ts";
 import { ConfigError, validateConfig } from "./config.ts";
 import { PskFileError, readPskFile } from "./psk_file.ts";
 import { DEFAULT_MAX_LEASES_PER_UID, parseTrust } from "./trust.ts";
 
-const VALID = {
-  socket_path: "tas_socket",
-  table_offset: 10000,
-  num_tables: 40,
-  table_timeout: 3600,
-  db_path: "var/leases.db",
-  addr_families: { inet: true },
-};
+const VALID = VALID_CONFIG;
 
 function rejects(change: Record<string, unknown>, key: string, message: RegExp): void {
   const error = assertThrowsType(() => validateConfig({ ...VALID, ...change }), ConfigError);

@@ -1,15 +1,9 @@
 import { assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
+import { VALID_CONFIG } from "../../tests/helpers/config.ts";
 import { validateConfig } from "../../config/config.ts";
 import { restartNeeded } from "./reload.ts";
 
-const BASE = {
-  socket_path: "tas_socket",
-  table_offset: 10000,
-  num_tables: 40,
-  table_timeout: 3600,
-  db_path: "var/leases.db",
-  addr_families: { inet: true },
-};
+const BASE = VALID_CONFIG;
 const config = (change: Record<string, unknown> = {}) => validateConfig({ ...BASE, ...change });
 
 Deno.test("restartNeeded() lets pools, outputs, logs and timeouts change, not the socket or store", () => {
