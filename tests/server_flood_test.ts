@@ -6,16 +6,27 @@
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { e2eTest } from "./helpers/e2e.ts";
-import { waitFor } from "./helpers/netns.ts";
-import { stagePeer, startPeer } from "./helpers/wire_peer.ts";
-import { startServer } from "./helpers/server.ts";
+import { type Netns, waitFor } from "./helpers/netns.ts";
+import { type Peer, stagePeer, startPeer } from "./helpers/wire_peer.ts";
+import { type ServerHandle, startServer } from "./helpers/server.ts";
 import { requestBody } from "./helpers/wire.ts";
 
 const MB = 1 << 20;
 
-e2eTest("20,000 bad datagrams from one user add less than 1 MB of log, and a summary of them", {
-  netns: true,
-}, async ({ netns }) => {
+/** What a flood case works with. */
+interface Flooded {
+  server: ServerHandle;
+  /** A sender of uid 65534. */
+  nobody: Peer;
+  /** A sender of uid 0. */
+  root: Peer;
+  logPath: string;
+  /** The log file's size once the server is ready. */
+  before: number;
+}
+
+/** Runs `fn` with a server in `netns` that logs to a file of its own, and two senders. */
+async function withFloodedServer(netns: Netns, fn: (f: Flooded) => Promise<void>): Promise<void> {
   await using staged = await stagePeer();
   const logDir = await Deno.makeTempDir({ prefix: "ta-flood-" });
   try {
@@ -24,6 +35,16 @@ e2eTest("20,000 bad datagrams from one user add less than 1 MB of log, and a sum
     await using nobody = startPeer(staged, server.socketName, { netns: netns.name });
     await using root = startPeer(undefined, server.socketName, { netns: netns.name });
     const before = (await Deno.stat(logPath)).size;
+    await fn({ server, nobody, root, logPath, before });
+  } finally {
+    await Deno.remove(logDir, { recursive: true });
+  }
+}
+
+e2eTest("20,000 bad datagrams from one user add less than 1 MB of log, and a summary of them", {
+  netns: true,
+}, async ({ netns }) => {
+  await withFloodedServer(netns, async ({ server, nobody, root, logPath, before }) => {
     const kinds = [
       "not json",
       '{"version":1,"cmd":0,"addr_family":2,"ifname":"eth 1","address":"10.0.0.1"}',
@@ -54,23 +75,14 @@ e2eTest("20,000 bad datagrams from one user add less than 1 MB of log, and a sum
     assertEquals(logged + suppressed, 5000, "every bad datagram is logged or counted");
     assertMatch(text, /similar messages suppressed kind="rejected bad_request" sender="uid=65534"/);
     assert((await Deno.stat(logPath)).size - before < MB);
-  } finally {
-    await Deno.remove(logDir, { recursive: true });
-  }
+  });
 });
 
 e2eTest(
   "a sender that never reads its replies does not flood the log either",
   { netns: true },
   async ({ netns }) => {
-    await using staged = await stagePeer();
-    const logDir = await Deno.makeTempDir({ prefix: "ta-flood-" });
-    try {
-      const logPath = `${logDir}/server.log`;
-      await using server = await startServer({ netns: netns.name, config: { log_path: logPath } });
-      await using nobody = startPeer(staged, server.socketName, { netns: netns.name });
-      await using root = startPeer(undefined, server.socketName, { netns: netns.name });
-      const before = (await Deno.stat(logPath)).size;
+    await withFloodedServer(netns, async ({ server, nobody, root, logPath, before }) => {
       assertEquals((await root.call(requestBody("10.0.0.5")))?.cmd, 2);
       // Replies never read, so its queue fills up: 20,000 refreshes of root's
       // lease (refused), and requests for its 8 own leases in turn (each pass
@@ -98,8 +110,6 @@ e2eTest(
       // How many of its own requests became lease events depends on the passes (copies in a
       // pass share one answer): their limit is src/server/events_test.ts's.
       assert((await Deno.stat(logPath)).size - before < MB);
-    } finally {
-      await Deno.remove(logDir, { recursive: true });
-    }
+    });
   },
 );
