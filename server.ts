@@ -18,6 +18,7 @@ import { MAX_REQUEST_BYTES } from "./src/protocol/v1.ts";
 import { Daemon } from "./src/server/daemon.ts";
 import { SERVER_OWNER } from "./src/server/decide.ts";
 import { SystemdNotifier } from "./src/server/notify.ts";
+import { RECEIVE_BATCH } from "./src/server/receiver.ts";
 import type { ImportReport } from "./src/store/c_database_import.ts";
 import { poolViews, statusLine } from "./src/server/views.ts";
 import { familyName } from "./src/net/family.ts";
@@ -167,6 +168,7 @@ export async function main(args: string[]): Promise<number> {
     socket = AbstractDatagramSocket.bind(config.socketPath, {
       passCredentials: true,
       receiveBufferSize: MAX_REQUEST_BYTES,
+      receiveBatch: RECEIVE_BATCH,
     });
   } catch (error) {
     const inUse = error instanceof ErrnoError && error.code === "EADDRINUSE";

@@ -62,6 +62,9 @@ const EXTRA_SYMBOLS = {
   closelog: { parameters: [], result: "void" },
   // int malloc_trim(size_t pad)
   malloc_trim: { parameters: ["usize"], result: "i32" },
+  // int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags,
+  //              struct timespec *timeout): the daemon drains its queue in one call
+  recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -233,10 +236,13 @@ export function sendto(
 // (u32, 8), msg_iov (pointer, 16), msg_iovlen (size_t, 24), msg_control
 // (pointer, 32), msg_controllen (size_t, 40), msg_flags (int, 48).
 const MSGHDR_SIZE = 56;
+// struct mmsghdr: the msghdr, then msg_len (u32, 56), padded to 8 bytes.
+const MMSGHDR_SIZE = 64;
 const IOVEC_SIZE = 16; // iov_base (pointer), iov_len (size_t)
 const CMSG_HEADER = 16; // cmsg_len (size_t), cmsg_level, cmsg_type
 const UCRED_SIZE = 12; // struct ucred: pid, uid, gid
 const CMSG_SPACE_UCRED = 32; // CMSG_SPACE(sizeof(struct ucred))
+const CONTROL_LENGTH = BigInt(CMSG_SPACE_UCRED);
 
 /** `struct ucred`: a sender's pid, uid and gid as the kernel attached them. */
 export interface Ucred {
@@ -262,31 +268,54 @@ function pointerValue(buf: Uint8Array<ArrayBuffer>): bigint {
 }
 
 /**
- * recvmsg(2) with one `struct msghdr` set up once: a payload buffer behind
- * one iovec, a name buffer and room for one SCM_CREDENTIALS message. The
- * buffers are referenced by raw pointers from the msghdr, so they live as
- * long as the receiver; callers see only copies.
+ * recvmsg(2) and recvmmsg(2) with `slots` message headers set up once
+ * (`struct mmsghdr`, whose first member is the `struct msghdr`): each with a
+ * payload buffer behind one iovec, a name buffer and room for one
+ * SCM_CREDENTIALS message. The buffers are referenced by raw pointers from
+ * the headers, so they live as long as the receiver; callers see only
+ * copies.
  */
 export class MessageReceiver {
+  #slots: number;
+  #dataSize: number;
+  #nameSize: number;
   #data: Uint8Array<ArrayBuffer>;
-  #name: Uint8Array<ArrayBuffer>;
-  #control = new Uint8Array(CMSG_SPACE_UCRED);
-  #iovec = new Uint8Array(IOVEC_SIZE);
-  #msghdr = new Uint8Array(MSGHDR_SIZE);
-  #msg = new DataView(this.#msghdr.buffer);
-  #cmsg = new DataView(this.#control.buffer);
+  #names: Uint8Array<ArrayBuffer>;
+  #control: Uint8Array<ArrayBuffer>;
+  /** Reached only through the headers' raw pointers: held so that they stay alive. */
+  #iovecs: Uint8Array<ArrayBuffer>;
+  #headers: Uint8Array<ArrayBuffer>;
+  #view: DataView;
+  #cmsg: DataView;
 
-  /** Buffers for payloads of up to `dataSize` bytes and names of up to `nameSize`. */
-  constructor(dataSize: number, nameSize: number) {
-    this.#data = new Uint8Array(dataSize);
-    this.#name = new Uint8Array(nameSize);
-    const iov = new DataView(this.#iovec.buffer);
-    iov.setBigUint64(0, pointerValue(this.#data), true);
-    iov.setBigUint64(8, BigInt(dataSize), true);
-    this.#msg.setBigUint64(0, pointerValue(this.#name), true);
-    this.#msg.setBigUint64(16, pointerValue(this.#iovec), true);
-    this.#msg.setBigUint64(24, 1n, true);
-    this.#msg.setBigUint64(32, pointerValue(this.#control), true);
+  /**
+   * Buffers for `slots` datagrams (1: {@link receive} only) of up to
+   * `dataSize` bytes and names of up to `nameSize`.
+   */
+  constructor(dataSize: number, nameSize: number, slots = 1) {
+    this.#slots = slots;
+    this.#dataSize = dataSize;
+    this.#nameSize = nameSize;
+    this.#data = new Uint8Array(dataSize * slots);
+    this.#names = new Uint8Array(nameSize * slots);
+    this.#control = new Uint8Array(CMSG_SPACE_UCRED * slots);
+    this.#cmsg = new DataView(this.#control.buffer);
+    const iovecs = new Uint8Array(IOVEC_SIZE * slots);
+    this.#headers = new Uint8Array(MMSGHDR_SIZE * slots);
+    this.#view = new DataView(this.#headers.buffer);
+    const iov = new DataView(iovecs.buffer);
+    const [data, names, control, iovBase] = [this.#data, this.#names, this.#control, iovecs]
+      .map(pointerValue);
+    for (let i = 0; i < slots; i++) {
+      iov.setBigUint64(i * IOVEC_SIZE, data + BigInt(i * dataSize), true);
+      iov.setBigUint64(i * IOVEC_SIZE + 8, BigInt(dataSize), true);
+      const h = i * MMSGHDR_SIZE;
+      this.#view.setBigUint64(h, names + BigInt(i * nameSize), true);
+      this.#view.setBigUint64(h + 16, iovBase + BigInt(i * IOVEC_SIZE), true);
+      this.#view.setBigUint64(h + 24, 1n, true);
+      this.#view.setBigUint64(h + 32, control + BigInt(i * CMSG_SPACE_UCRED), true);
+    }
+    this.#iovecs = iovecs;
   }
 
   /**
@@ -302,43 +331,86 @@ export class MessageReceiver {
    * of its namespace.
    */
   receive(fd: number, flags: number): ReceivedMessage | null {
-    let rc = this.#recvmsg(fd, flags);
+    const call = () => {
+      this.#reset(1);
+      return Number(libc().recvmsg(fd, this.#headers, flags));
+    };
+    const rc = this.#retried(call, "recvmsg");
+    return rc < 0 ? null : this.#message(0, rc);
+  }
+
+  /**
+   * Receives up to `max` (at most the receiver's slots) waiting datagrams
+   * in one recvmmsg(2) call without blocking (`flags` should hold
+   * MSG_DONTWAIT), in the order they came; empty when none is waiting.
+   * Failures as for {@link receive}; a failure after some datagrams is
+   * reported by the kernel at the next call.
+   */
+  receiveMany(fd: number, flags: number, max = this.#slots): ReceivedMessage[] {
+    const vlen = Math.min(max, this.#slots);
+    const call = () => {
+      this.#reset(vlen);
+      return libcExtra().recvmmsg(fd, this.#headers, vlen, flags, null);
+    };
+    const count = this.#retried(call, "recvmmsg");
+    const messages: ReceivedMessage[] = [];
+    for (let i = 0; i < count; i++) {
+      messages.push(this.#message(i, this.#view.getUint32(i * MMSGHDR_SIZE + MSGHDR_SIZE, true)));
+    }
+    return messages;
+  }
+
+  /**
+   * Makes `call`; -1 when nothing is waiting. An errno outside recvmsg(2)'s
+   * list is checked by one more call (see {@link receive}).
+   */
+  #retried(call: () => number, syscall: string): number {
+    let rc = call();
     let code = rc < 0 ? errno() : 0;
     if (rc < 0 && !RECVMSG_ERRNOS.has(code)) {
-      rc = this.#recvmsg(fd, flags);
+      rc = call();
       code = rc < 0 ? errno() : 0;
     }
-    if (rc >= 0) return this.#message(rc);
-    if (code === Errno.EAGAIN || code === Errno.EINTR) return null;
-    throw new ErrnoError("recvmsg", code);
+    if (rc >= 0) return rc;
+    if (code === Errno.EAGAIN || code === Errno.EINTR) return -1;
+    throw new ErrnoError(syscall, code);
   }
 
-  #recvmsg(fd: number, flags: number): number {
-    const msg = this.#msg;
-    // The kernel shrinks these to what it wrote: reset them for every call.
-    msg.setUint32(8, this.#name.byteLength, true);
-    msg.setBigUint64(40, BigInt(this.#control.byteLength), true);
-    msg.setInt32(48, 0, true);
-    return Number(libc().recvmsg(fd, this.#msghdr, flags));
+  /** The kernel shrinks the lengths to what it wrote: reset them before every call. */
+  #reset(slots: number): void {
+    const view = this.#view;
+    for (let i = 0; i < slots; i++) {
+      const h = i * MMSGHDR_SIZE;
+      view.setUint32(h + 8, this.#nameSize, true);
+      view.setBigUint64(h + 40, CONTROL_LENGTH, true);
+      view.setInt32(h + 48, 0, true);
+    }
   }
 
-  #message(rc: number): ReceivedMessage {
-    const msg = this.#msg;
+  #message(slot: number, length: number): ReceivedMessage {
+    const h = slot * MMSGHDR_SIZE;
+    const data = slot * this.#dataSize;
+    const name = slot * this.#nameSize;
     return {
-      data: this.#data.slice(0, Math.min(rc, this.#data.byteLength)),
-      length: rc,
-      sender: this.#name.slice(0, msg.getUint32(8, true)),
-      credentials: this.#credentials(Number(msg.getBigUint64(40, true))),
+      data: this.#data.slice(data, data + Math.min(length, this.#dataSize)),
+      length,
+      sender: this.#names.slice(name, name + this.#view.getUint32(h + 8, true)),
+      credentials: this.#credentials(slot, Number(this.#view.getBigUint64(h + 40, true))),
     };
   }
 
-  #credentials(controlLength: number): Ucred | undefined {
+  #credentials(slot: number, controlLength: number): Ucred | undefined {
     if (controlLength < CMSG_HEADER + UCRED_SIZE) return undefined;
     const c = this.#cmsg;
-    if (c.getInt32(8, true) !== SOL_SOCKET || c.getInt32(12, true) !== SCM_CREDENTIALS) {
+    const at = slot * CMSG_SPACE_UCRED;
+    if (c.getInt32(at + 8, true) !== SOL_SOCKET || c.getInt32(at + 12, true) !== SCM_CREDENTIALS) {
       return undefined;
     }
-    return { pid: c.getInt32(16, true), uid: c.getUint32(20, true), gid: c.getUint32(24, true) };
+    return {
+      pid: c.getInt32(at + 16, true),
+      uid: c.getUint32(at + 20, true),
+      gid: c.getUint32(at + 24, true),
+    };
   }
 }
 

@@ -13,6 +13,7 @@ import { MAX_TABLE, RESERVED_TABLES } from "../../config/limits.ts";
 import { formatIP, parseIP } from "../net/ip.ts";
 import { AddrFamily, isAddrFamily } from "../net/family.ts";
 import { errorMessage } from "../util/errors.ts";
+import { utf8Length } from "../util/utf8.ts";
 
 /** The only protocol version. */
 export const PROTOCOL_VERSION = 1;
@@ -102,7 +103,6 @@ export class ProtocolError extends Error {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
-const byteLength = (s: string) => encoder.encode(s).byteLength;
 
 function quote(value: unknown): string {
   const text = JSON.stringify(value) ?? String(value);
@@ -132,7 +132,7 @@ function requireString(obj: Record<string, unknown>, key: string, maxBytes: numb
       `"${key}" must be well-formed Unicode, got ${quote(value)} (a lone surrogate)`,
     );
   }
-  if (value.length === 0 || byteLength(value) > maxBytes) {
+  if (value.length === 0 || utf8Length(value) > maxBytes) {
     throw new ProtocolError(
       "bad_request",
       `"${key}" must be 1 to ${maxBytes} bytes, got ${quote(value)}`,
@@ -160,12 +160,16 @@ export function ifnameProblem(ifname: string): string | undefined {
   if (ifname.length === 0) return "it is empty";
   if (ifname === "." || ifname === "..") return "it is . or ..";
   if (!ifname.isWellFormed()) return "it is not well-formed Unicode";
-  const bytes = encoder.encode(ifname);
-  if (bytes.byteLength > MAX_IFNAME_BYTES) {
-    return `it is ${bytes.byteLength} bytes, at most ${MAX_IFNAME_BYTES} are allowed`;
+  const length = utf8Length(ifname);
+  if (length > MAX_IFNAME_BYTES) {
+    return `it is ${length} bytes, at most ${MAX_IFNAME_BYTES} are allowed`;
   }
   if (CONTROL.test(ifname)) return "it has control characters";
-  if (IFNAME_FORBIDDEN.test(ifname) || bytes.some((b) => KERNEL_SPACE_BYTES.includes(b))) {
+  if (IFNAME_FORBIDDEN.test(ifname)) return "it has white space, / or :";
+  // Only a name with characters beyond ASCII can hold byte 0xa0 (the ASCII spaces matched above).
+  if (
+    length > ifname.length && encoder.encode(ifname).some((b) => KERNEL_SPACE_BYTES.includes(b))
+  ) {
     return "it has white space, / or :";
   }
   return undefined;

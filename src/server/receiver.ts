@@ -33,6 +33,8 @@ import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.t
 import { errorMessage } from "../util/errors.ts";
 import type { Races } from "./decide.ts";
 
+/** Most datagrams the daemon's socket takes from the kernel in one system call (recvmmsg(2)). */
+export const RECEIVE_BATCH = 32;
 /** Most datagrams handled in one pass (one transaction). */
 export const MAX_BATCH = 512;
 /**
@@ -152,10 +154,11 @@ export class BatchReceiver {
     let drained = 0;
     try {
       while (queue.length < MAX_QUEUE) {
-        const datagram = this.#socket.receive();
-        if (!datagram) break;
-        queue.push({ datagram, attempt: 1, collisions: 0 });
-        drained++;
+        const datagrams = this.#socket.receiveMany();
+        for (const datagram of datagrams) queue.push({ datagram, attempt: 1, collisions: 0 });
+        drained += datagrams.length;
+        // Fewer than a full batch: the kernel's queue is empty now.
+        if (datagrams.length < this.#socket.receiveBatch) break;
       }
     } catch (error) {
       this.#log.error("cannot receive from the socket", { error: errorMessage(error) });

@@ -6,11 +6,14 @@
 import { assert, assertEquals } from "../../tests/helpers/assert.ts";
 import { MemoryLogger } from "../../tests/helpers/log.ts";
 import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
-import { BatchReceiver } from "./receiver.ts";
+import { BatchReceiver, RECEIVE_BATCH } from "./receiver.ts";
 
 function pair() {
   const name = `ta-recv-${crypto.randomUUID().slice(0, 8)}`;
-  const server = AbstractDatagramSocket.bind(name, { passCredentials: true });
+  const server = AbstractDatagramSocket.bind(name, {
+    passCredentials: true,
+    receiveBatch: RECEIVE_BATCH,
+  });
   const client = AbstractDatagramSocket.bind(null);
   const receiver = new BatchReceiver(server, new MemoryLogger());
   const send = (text: string) => client.sendToName(new TextEncoder().encode(text), name);

@@ -98,6 +98,8 @@ export interface BindOptions {
   passCredentials?: boolean;
   /** Largest datagram returned whole; longer ones are reported truncated. */
   receiveBufferSize?: number;
+  /** Most datagrams {@link AbstractDatagramSocket.receiveMany} takes in one call (default 1). */
+  receiveBatch?: number;
 }
 
 /**
@@ -112,11 +114,19 @@ export class AbstractDatagramSocket implements Disposable {
   #closed = false;
   /** The address this socket is bound to (padded, 110 bytes when named). */
   readonly address: Uint8Array<ArrayBuffer>;
+  /** Most datagrams {@link receiveMany} returns. */
+  readonly receiveBatch: number;
 
-  private constructor(fd: number, address: Uint8Array<ArrayBuffer>, bufferSize: number) {
+  private constructor(
+    fd: number,
+    address: Uint8Array<ArrayBuffer>,
+    bufferSize: number,
+    batch: number,
+  ) {
     this.#fd = fd;
     this.address = address;
-    this.#receiver = new MessageReceiver(bufferSize, SOCKADDR_UN_SIZE + 2);
+    this.receiveBatch = batch;
+    this.#receiver = new MessageReceiver(bufferSize, SOCKADDR_UN_SIZE + 2, batch);
     this.#wakeFd = eventfd();
     const pollView = new DataView(this.#pollFds.buffer);
     pollView.setInt32(0, fd, true);
@@ -160,6 +170,7 @@ export class AbstractDatagramSocket implements Disposable {
         fd,
         address ?? getsockname(fd),
         options.receiveBufferSize ?? 2048,
+        options.receiveBatch ?? 1,
       );
     } catch (error) {
       close(fd);
@@ -179,6 +190,16 @@ export class AbstractDatagramSocket implements Disposable {
   receive(): Datagram | null {
     this.#assertOpen();
     return this.#receiver.receive(this.#fd, MSG_DONTWAIT | MSG_TRUNC);
+  }
+
+  /**
+   * Receives the datagrams waiting, up to the socket's `receiveBatch`, in
+   * one system call (recvmmsg(2)) without blocking; empty when none is
+   * waiting. Payloads are copied, as by {@link receive}.
+   */
+  receiveMany(): Datagram[] {
+    this.#assertOpen();
+    return this.#receiver.receiveMany(this.#fd, MSG_DONTWAIT | MSG_TRUNC);
   }
 
   /**

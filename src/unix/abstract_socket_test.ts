@@ -77,6 +77,43 @@ Deno.test("an oversize datagram is reported with its real length", () => {
   assertEquals(got?.data.byteLength, 64);
 });
 
+Deno.test("receiveMany() takes the waiting datagrams in one call, in order, each with its own sender, length and credentials", () => {
+  using server = AbstractDatagramSocket.bind(unique("many"), {
+    passCredentials: true,
+    receiveBufferSize: 64,
+    receiveBatch: 4,
+  });
+  const names = [unique("a"), unique("b")];
+  using a = AbstractDatagramSocket.bind(names[0]);
+  using b = AbstractDatagramSocket.bind(names[1]);
+  assertEquals(server.receiveMany(), []);
+  const encoder = new TextEncoder();
+  // Six datagrams, the fifth longer than the buffer: a batch of 4, then the other 2.
+  const sent = ["one", "two", "three", "four", "x".repeat(100), "six"];
+  sent.forEach((text, i) => assert((i % 2 ? b : a).send(encoder.encode(text), server.address)));
+  const first = server.receiveMany();
+  const second = server.receiveMany();
+  assertEquals(first.length, 4);
+  assertEquals(second.length, 2);
+  assertEquals(server.receiveMany(), []);
+  const got = [...first, ...second];
+  const decoder = new TextDecoder();
+  assertEquals(got.map((d) => decoder.decode(d.data)), [
+    ...sent.slice(0, 4),
+    "x".repeat(64),
+    "six",
+  ]);
+  assertEquals(got.map((d) => d.length), sent.map((t) => t.length));
+  assertEquals(got.map((d) => describeAddress(d.sender)), sent.map((_, i) => `@${names[i % 2]}`));
+  for (const d of got) {
+    assertEquals(d.credentials, { pid: Deno.pid, uid: Deno.uid(), gid: Deno.gid() });
+  }
+  // The copies stay as they were when the slots are reused.
+  assert(a.send(encoder.encode("later"), server.address));
+  assertEquals(decoder.decode(server.receiveMany()[0].data), "later");
+  assertEquals(decoder.decode(got[0].data), "one");
+});
+
 Deno.test("wake() interrupts a pending readable() at once", async () => {
   using server = AbstractDatagramSocket.bind(unique("wake"));
   const started = performance.now();
