@@ -68,6 +68,8 @@ export class GroupCommit {
   #earliestWritten = Infinity;
   /** A flush is queued for the updates of the open transaction. */
   #flushQueued = false;
+  /** Ends a transaction opened by {@link beginRead} that no update joined. */
+  #readTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** A group commit over the store's parts. */
   constructor(options: GroupCommitOptions) {
@@ -84,6 +86,40 @@ export class GroupCommit {
     if (this.#inTransaction) return;
     this.#o.q.beginStatement.run();
     this.#inTransaction = true;
+  }
+
+  /**
+   * Makes sure a transaction is open for a read. A read outside one is a
+   * transaction of its own, with its own locks on the WAL index (fcntl(2)
+   * calls); a pass's lookups share the transaction its updates then run
+   * in. A transaction no update joins is ended when the event loop next
+   * turns, so that it holds back no checkpoint.
+   */
+  beginRead(): void {
+    if (this.#inTransaction) return;
+    this.begin();
+    this.#readTimer ??= setTimeout(() => {
+      this.#readTimer = undefined;
+      if (this.#inTransaction && this.#pending.length === 0) this.#endRead();
+    }, 0);
+  }
+
+  /** Ends a transaction that only read: nothing to announce, sync or checkpoint. */
+  #endRead(): void {
+    this.#inTransaction = false;
+    try {
+      this.#o.q.commitStatement.run();
+    } catch {
+      try {
+        this.#o.db.exec("ROLLBACK");
+      } catch { /* already gone: nothing was written in it */ }
+    }
+  }
+
+  /** Stops the timer of {@link beginRead} (the store is closing). */
+  close(): void {
+    clearTimeout(this.#readTimer);
+    this.#readTimer = undefined;
   }
 
   /**
@@ -125,6 +161,10 @@ export class GroupCommit {
   flush(options: FlushOptions = {}): Promise<void> {
     this.#flushQueued = false;
     if (!this.#inTransaction) return Promise.resolve();
+    if (this.#pending.length === 0) {
+      this.#endRead();
+      return Promise.resolve();
+    }
     const pending = this.#pending;
     const durable = this.#durable;
     const earliest = this.#earliestWritten;

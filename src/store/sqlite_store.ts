@@ -150,6 +150,7 @@ export class SqliteLeaseStore implements LeaseStore {
   lookup(clientId: string): Promise<LookupResult> {
     try {
       this.#checkUsable();
+      this.#commits.beginRead();
       const rows = this.#rows(clientId);
       // The token keeps the rows (not the leases the caller may change) for writeLeaseRows.
       const token = issueToken(this, clientId, this.#versions.issue(clientId), rows);
@@ -337,6 +338,7 @@ export class SqliteLeaseStore implements LeaseStore {
       if (this.#wal && !this.#wal.failure) writeBoundRuns(this.#db, this.#q);
     } finally {
       this.#closed = true;
+      this.#commits.close();
       this.#expiry.clear();
       this.#upkeep.stop();
       this.#wal?.close();

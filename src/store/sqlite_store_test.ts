@@ -151,6 +151,8 @@ Deno.test("SqliteLeaseStore writes a lease whose row went away after the lookup"
     const history = { ...lease("10.0.0.1", 10000), state: "released" as const };
     await Promise.all([store.update(id, [history], a.token), store.flush()]);
     const { token } = await store.lookup(id);
+    // The lookup's transaction ends when the event loop turns; an update may come later.
+    await new Promise((r) => setTimeout(r, 10));
     // History may be pruned between a lookup and its update; here another connection does it.
     const other = new DatabaseSync(path);
     other.exec("DELETE FROM leases");
@@ -215,9 +217,27 @@ Deno.test("SqliteLeaseStore commits every update issued together in one transact
   });
 });
 
+Deno.test("SqliteLeaseStore: lookups run in the transaction their updates join, which a lookup alone ends when the event loop turns", async () => {
+  await withStore(async (store, path) => {
+    const other = new DatabaseSync(path, { timeout: 0 });
+    try {
+      await Promise.all([store.lookup("2/eth1/10.0.0.1"), store.lookup("2/eth1/10.0.0.2")]);
+      // Held from the lookups on: no other writer can come between them and their updates.
+      assertMatch(assertThrowsType(() => other.exec("BEGIN IMMEDIATE"), Error).message, /locked/);
+      await new Promise((r) => setTimeout(r, 10));
+      other.exec("BEGIN IMMEDIATE");
+      other.exec("ROLLBACK");
+    } finally {
+      other.close();
+    }
+  });
+});
+
 Deno.test("SqliteLeaseStore reports a locked database as a TransientError and keeps the token valid", async () => {
   await withStore(async (store, path) => {
     const { token } = await store.lookup("2/eth1/10.0.0.1");
+    // The lookup's transaction ends when the event loop turns; then another connection locks.
+    await new Promise((r) => setTimeout(r, 10));
     const other = new DatabaseSync(path);
     other.exec("BEGIN IMMEDIATE");
     const error = await store.update("2/eth1/10.0.0.1", [lease("10.0.0.1", 10000)], token).catch((
