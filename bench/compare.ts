@@ -5,7 +5,10 @@
  * before each run on the same disk. Prints one row per revision and client
  * count (medians over the rounds), and start-up with 100,000 stored leases.
  *
- *     deno run -A bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] REV...
+ *     deno run -A bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N] REV...
+ *
+ * With `--qlen N`, everything runs in a network namespace of its own whose
+ * `net.unix.max_dgram_qlen` is N (`queue_length.ts`; root).
  *
  * Each revision is exported with `git archive` into a temporary directory
  * and started from there with this Deno; a revision's own store code seeds
@@ -19,6 +22,7 @@ import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 import { drive, type DriveResult } from "../tests/helpers/load.ts";
 import { requestBody } from "../tests/helpers/wire.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
+import { dgramQueueLength, insideQueueNamespace, runWithQueueLength } from "./queue_length.ts";
 import { table } from "./main.ts";
 import type { Row } from "./server.ts";
 import { rssMiB } from "./server.ts";
@@ -148,7 +152,12 @@ const median = (values: number[]) => {
 };
 
 if (import.meta.main) {
-  const options: Record<string, string> = { clients: "1,32,256", seconds: "3", rounds: "3" };
+  const options: Record<string, string> = {
+    clients: "1,32,256",
+    seconds: "3",
+    rounds: "3",
+    qlen: "",
+  };
   const revs: string[] = [];
   for (let i = 0; i < Deno.args.length; i++) {
     const arg = Deno.args[i];
@@ -156,8 +165,15 @@ if (import.meta.main) {
     else revs.push(arg);
   }
   if (revs.length === 0) {
-    console.error("usage: bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] REV...");
+    console.error(
+      "usage: bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N] REV...",
+    );
     Deno.exit(2);
+  }
+  if (options.qlen !== "" && !insideQueueNamespace()) {
+    // Everything again, in a namespace of its own with that queue length (root).
+    console.log(await runWithQueueLength(Number(options.qlen), import.meta.filename!, Deno.args));
+    Deno.exit(0);
   }
   const clientCounts = options.clients.split(",").map(Number);
   const seconds = Number(options.seconds);
@@ -165,7 +181,10 @@ if (import.meta.main) {
   const root = await Deno.makeTempDir({ prefix: "ta-compare-" });
   try {
     const trees = await Promise.all(revs.map((rev) => exportRevision(rev, root)));
-    console.log(`load average at the start: ${loadAverage()}\n`);
+    console.log(
+      `load average at the start: ${loadAverage()}, ` +
+        `net.unix.max_dgram_qlen ${dgramQueueLength()}\n`,
+    );
     const results = new Map<string, DriveResult[]>();
     const floors: number[] = [];
     const rss = new Map<string, number>();

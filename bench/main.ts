@@ -12,8 +12,21 @@ import { benchClient } from "./client.ts";
 import { loadAverage, nodeSqliteFloor, pythonFloor } from "./floor.ts";
 import { benchPostgres } from "./postgres.ts";
 import { benchResync } from "./resync.ts";
-import { benchMemory, benchStartup, benchThroughput, type Row } from "./server.ts";
+import { dgramQueueLength, KERNEL_DGRAM_QLEN, SYSTEMD_DGRAM_QLEN } from "./queue_length.ts";
+import {
+  benchMemory,
+  benchStartup,
+  benchThroughput,
+  benchThroughputWithQueue,
+  type Row,
+} from "./server.ts";
 import { pgAvailable } from "../tests/helpers/postgres.ts";
+
+/** The queue lengths the throughput rows run with, and whose they are. */
+const QUEUE_LENGTHS: Array<[number, string]> = [
+  [SYSTEMD_DGRAM_QLEN, "what systemd sets at boot (a server on a systemd host)"],
+  [KERNEL_DGRAM_QLEN, "the kernel's default (a namespace made later, a host without systemd)"],
+];
 
 /** Formats rows as a Markdown table. */
 export function table(rows: Row[]): string {
@@ -62,9 +75,21 @@ if (import.meta.main) {
   console.log(
     "each row after a 1 s floor (node:sqlite) on the same disk; load = 1-minute load average\n",
   );
-  const { rows, rss } = await benchThroughput(seconds);
-  console.log(table(rows));
-  console.log(`\nServer RSS after the load: ${rss} MiB\n`);
+  if (Deno.uid() === 0) {
+    for (const [qlen, what] of QUEUE_LENGTHS) {
+      console.log(`net.unix.max_dgram_qlen = ${qlen}: ${what}\n`);
+      const { rows, rss } = await benchThroughputWithQueue(qlen, seconds);
+      console.log(table(rows));
+      console.log(`\nServer RSS after the load: ${rss} MiB\n`);
+    }
+  } else {
+    console.log(
+      `net.unix.max_dgram_qlen = ${dgramQueueLength()} (this machine's; both need root)\n`,
+    );
+    const { rows, rss } = await benchThroughput(seconds);
+    console.log(table(rows));
+    console.log(`\nServer RSS after the load: ${rss} MiB\n`);
+  }
   console.log("Server memory with 100,000 bound leases\n");
   const memory = await benchMemory();
   const last = memory.at(-1)!;

@@ -21,6 +21,7 @@ import { requestBody } from "../tests/helpers/wire.ts";
 import { startServer } from "../tests/helpers/server.ts";
 import { drive, type DriveResult } from "../tests/helpers/load.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
+import { runWithQueueLength } from "./queue_length.ts";
 
 export { drive } from "../tests/helpers/load.ts";
 
@@ -98,6 +99,18 @@ export async function benchThroughput(
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/**
+ * {@link benchThroughput} with the kernel's queue for unix datagrams at
+ * `qlen`: run in a network namespace of its own (`queue_length.ts`; root).
+ */
+export async function benchThroughputWithQueue(
+  qlen: number,
+  seconds: number,
+): Promise<{ rows: Row[]; rss: number }> {
+  const out = await runWithQueueLength(qlen, import.meta.filename!, [String(seconds)]);
+  return JSON.parse(out);
 }
 
 /** The address of seeded lease `i` (also what {@link refreshAll} asks for). */
@@ -268,4 +281,9 @@ export async function benchStartup(): Promise<Row[]> {
     }
   }
   return rows;
+}
+
+// Run by benchThroughputWithQueue inside its namespace: the rows as JSON on stdout.
+if (import.meta.main) {
+  console.log(JSON.stringify(await benchThroughput(Number(Deno.args[0] ?? 5))));
 }

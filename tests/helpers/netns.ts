@@ -64,7 +64,7 @@ function cmdline(pid: number): string {
 }
 
 /** Creates an empty namespace with a random name, loopback up, and its handle. */
-async function addNetns(): Promise<Netns> {
+export async function addNetns(): Promise<Netns> {
   const name = `ta${crypto.randomUUID().replaceAll("-", "").slice(0, 6)}`;
   if (!IS_ROOT) throw new Error("createNetns() needs root");
   const dir = await Deno.makeTempDir({ prefix: `ta-${name}-` });
