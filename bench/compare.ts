@@ -3,7 +3,8 @@
  * in one run, runs of each interleaved round by round so that a change of
  * the machine's load hits every revision alike; the fsync floor is measured
  * before each run on the same disk. Prints one row per revision and client
- * count (medians over the rounds), and start-up with 100,000 stored leases.
+ * count (medians over the rounds) with the server's CPU time per operation,
+ * and start-up with 100,000 stored leases.
  *
  *     deno run -A bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N] REV...
  *
@@ -146,6 +147,20 @@ async function startupMs(tree: Tree, work: string): Promise<number> {
   }
 }
 
+/**
+ * CPU time (user and system, every thread) a process has used, in seconds:
+ * what an operation costs, less noisy on a shared machine than its rate.
+ */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** sysconf(_SC_CLK_TCK) on Linux. */
+const CLOCK_TICKS = 100;
+
 const median = (values: number[]) => {
   const sorted = values.toSorted((a, b) => a - b);
   return sorted[sorted.length >> 1];
@@ -187,6 +202,7 @@ if (import.meta.main) {
     );
     const results = new Map<string, DriveResult[]>();
     const floors: number[] = [];
+    const cpuPerOp = new Map<string, number[]>();
     const rss = new Map<string, number>();
     const servers: Running[] = [];
     try {
@@ -202,7 +218,14 @@ if (import.meta.main) {
           for (const server of order) {
             floors.push(nodeSqliteFloor(server.work, 300));
             const key = `${server.tree.rev} ${clients}`;
-            results.set(key, [...results.get(key) ?? [], drive(server, clients, seconds)]);
+            const cpuBefore = cpuSeconds(server.process.pid);
+            const result = drive(server, clients, seconds);
+            const cpu = cpuSeconds(server.process.pid) - cpuBefore;
+            results.set(key, [...results.get(key) ?? [], result]);
+            cpuPerOp.set(key, [
+              ...cpuPerOp.get(key) ?? [],
+              (cpu * 1e6) / (result.opsPerSecond * seconds),
+            ]);
           }
         }
       }
@@ -220,6 +243,7 @@ if (import.meta.main) {
           "ops/s": median(runs.map((r) => r.opsPerSecond)),
           "p99 ms": Number(median(runs.map((r) => r.p99)).toFixed(2)),
           EAGAIN: median(runs.map((r) => r.eagain)),
+          "server CPU µs/op": Math.round(median(cpuPerOp.get(`${tree.rev} ${clients}`)!)),
         });
       }
     }

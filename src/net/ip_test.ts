@@ -4,6 +4,9 @@ import { AddrFamily } from "./family.ts";
 
 Deno.test("parseIPv4() accepts dotted quads and rejects everything else", () => {
   assertEquals([...parseIPv4("192.168.5.113")!], [192, 168, 5, 113]);
+  assertEquals([...parseIPv4("0.0.0.0")!], [0, 0, 0, 0]);
+  assertEquals([...parseIPv4("255.255.255.255")!], [255, 255, 255, 255]);
+  assertEquals([...parseIPv4("10.0.100.9")!], [10, 0, 100, 9]);
   for (
     const bad of [
       "256.1.1.1",
@@ -14,6 +17,14 @@ Deno.test("parseIPv4() accepts dotted quads and rejects everything else", () => 
       "a.b.c.d",
       "",
       "1.2.3.4 ",
+      "1.2.3.4.",
+      ".1.2.3",
+      "1..2.3",
+      "1.2.3.1000",
+      "00.1.2.3",
+      "1.2.3.0x1",
+      "1.2.3.\u0663",
+      "1111.2.3.4",
     ]
   ) {
     assertEquals(parseIPv4(bad), null, bad);
