@@ -35,6 +35,14 @@ export const MAX_ATTEMPTS = 5;
  * retry follows a rebuild of the allocation, so they end quickly).
  */
 export const MAX_COLLISIONS = 32;
+/**
+ * With a shared store, a request that finds its pool full waits for a
+ * rebuild this often before it is answered `pool_exhausted`. Once is not
+ * enough: the tables marked taken after collisions stay marked until a
+ * rebuild, and those marked while a rebuild ran are marked again in the
+ * view it makes, though the other server may have freed them since.
+ */
+export const MAX_EXHAUSTED_REBUILDS = 2;
 
 /** The races a request lost so far (1 and 0 on its first pass). */
 export interface Races {
@@ -211,7 +219,8 @@ export function decide(input: DecisionInput, policy: DecisionPolicy): Decision {
  * that serves it. A reservation wins over a lease on another table: the
  * owner moves to its reserved table when that is free (the client moves
  * its rules). With a shared store, a full pool is looked at again after a
- * rebuild once, since another server may have freed tables. Only the
+ * rebuild, up to {@link MAX_EXHAUSTED_REBUILDS} times, since another
+ * server may have freed tables. Only the
  * lease's uid or root may refresh it; a new lease of a non-root uid counts
  * against its cap.
  */
@@ -228,7 +237,10 @@ function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
   if (!existing) {
     const proposed = allocation.propose(identity, tag);
     if ("code" in proposed) {
-      if (proposed.code === "pool_exhausted" && policy.sharedStore && input.attempt === 1) {
+      if (
+        proposed.code === "pool_exhausted" && policy.sharedStore &&
+        input.attempt <= MAX_EXHAUSTED_REBUILDS
+      ) {
         return {
           kind: "retry",
           races: { attempt: input.attempt + 1, collisions: input.collisions },

@@ -209,11 +209,19 @@ const CASES: Case[] = [
     expected: { kind: "retry", races: { attempt: 2, collisions: 0 }, rebuild: true },
   },
   {
-    name: "with a shared store, a pool still full after the rebuild is refused",
+    name: "with a shared store, a pool still full after the first rebuild waits for another",
     origin: request(),
     used: [[2, 100], [2, 101], [2, 102]],
     policy: SHARED,
     attempt: 2,
+    expected: { kind: "retry", races: { attempt: 3, collisions: 0 }, rebuild: true },
+  },
+  {
+    name: "with a shared store, a pool still full after the second rebuild is refused",
+    origin: request(),
+    used: [[2, 100], [2, 101], [2, 102]],
+    policy: SHARED,
+    attempt: 3,
     expected: {
       kind: "reply",
       answer: {
