@@ -2,8 +2,9 @@
  * Server benchmarks over the real socket with durable commits:
  * request/release throughput and latency for 1, 8, 32 and 256 concurrent
  * clients, each beside the fsync floor measured just before it on the
- * same disk; the server's RSS with 100,000 bound leases; time from start
- * to the first answered request with 0, 10,000 and 100,000 stored leases.
+ * same disk and the socket floor (`echo.ts`) with as many clients; the
+ * server's RSS with 100,000 bound leases; time from start to the first
+ * answered request with 0, 10,000 and 100,000 stored leases.
  *
  * The load generator (`tests/helpers/load.ts`, which tests use too)
  * drives all its client sockets from one poll(2) loop, so it costs little
@@ -22,6 +23,7 @@ import { startServer } from "../tests/helpers/server.ts";
 import { drive, type DriveResult } from "../tests/helpers/load.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
 import { runWithQueueLength } from "./queue_length.ts";
+import { startEcho } from "./echo.ts";
 
 export { drive } from "../tests/helpers/load.ts";
 
@@ -79,16 +81,20 @@ export async function benchThroughput(
       dir,
       config: { num_tables: 100_000, log_path: `${dir}/server.log` },
     });
+    await using echo = await startEcho();
     const rows: Row[] = [];
     drive(server, 4, 1); // warm-up
+    drive(echo, 4, 1);
     for (const clients of clientCounts) {
       const floor = nodeSqliteFloor(dir);
+      const echoed = drive(echo, clients, 1).opsPerSecond;
       const load = loadAverage().split(" ")[0];
       const r = drive(server, clients, seconds);
       rows.push({
         ...driveRow(r),
         "fsync floor/s": floor,
         "x floor": Number((r.opsPerSecond / floor).toFixed(2)),
+        "echo floor/s": echoed,
         load,
         target: verdict(r, floor),
       });
