@@ -40,7 +40,9 @@ export async function startEcho(): Promise<Echo> {
   return {
     socketName,
     async [Symbol.asyncDispose]() {
-      child.kill("SIGKILL");
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
       await child.stdout.cancel().catch(() => {});
       await child.status;
     },
@@ -57,6 +59,10 @@ if (import.meta.main) {
   console.log("ready");
   for (;;) {
     socket.readableNow(1000);
-    for (const datagram of socket.receiveMany()) socket.send(datagram.data, datagram.sender);
+    for (const datagram of socket.receiveMany()) {
+      try {
+        socket.send(datagram.data, datagram.sender);
+      } catch { /* the client has gone (a run ended): as the server, drop the reply */ }
+    }
   }
 }
