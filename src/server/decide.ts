@@ -220,9 +220,8 @@ export function decide(input: DecisionInput, policy: DecisionPolicy): Decision {
  * owner moves to its reserved table when that is free (the client moves
  * its rules). With a shared store, a full pool is looked at again after a
  * rebuild, up to {@link MAX_EXHAUSTED_REBUILDS} times, since another
- * server may have freed tables. Only the
- * lease's uid or root may refresh it; a new lease of a non-root uid counts
- * against its cap.
+ * server may have freed tables. Only the lease's uid or root may refresh
+ * it; a new lease of a non-root uid counts against its cap.
  */
 function decideRequest(input: DecisionInput, policy: DecisionPolicy): Decision {
   const { origin, leases, allocation } = input;

@@ -38,8 +38,9 @@ export const RECEIVE_BATCH = 32;
 /** Most datagrams handled in one pass (one transaction). */
 export const MAX_BATCH = 512;
 /**
- * Most datagrams held in our queue; beyond it the kernel's queue fills and
- * pushes back on senders (EAGAIN), as it would without ours.
+ * Most datagrams held in our queue (give or take one {@link RECEIVE_BATCH});
+ * beyond it the kernel's queue fills and pushes back on senders (EAGAIN),
+ * as it would without ours.
  */
 export const MAX_QUEUE = 4096;
 /**
