@@ -19,11 +19,11 @@
  * @module
  */
 
-import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
+import { AbstractDatagramSocket, datagramQueueLength } from "../src/unix/abstract_socket.ts";
 import { drive, type DriveResult } from "../tests/helpers/load.ts";
 import { requestBody } from "../tests/helpers/wire.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
-import { dgramQueueLength, insideQueueNamespace, runWithQueueLength } from "./queue_length.ts";
+import { insideQueueNamespace, runWithQueueLength } from "./queue_length.ts";
 import { table } from "./main.ts";
 import type { Row } from "./server.ts";
 import { rssMiB } from "./server.ts";
@@ -198,7 +198,7 @@ if (import.meta.main) {
     const trees = await Promise.all(revs.map((rev) => exportRevision(rev, root)));
     console.log(
       `load average at the start: ${loadAverage()}, ` +
-        `net.unix.max_dgram_qlen ${dgramQueueLength()}\n`,
+        `net.unix.max_dgram_qlen ${datagramQueueLength()}\n`,
     );
     const results = new Map<string, DriveResult[]>();
     const floors: number[] = [];

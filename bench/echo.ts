@@ -12,6 +12,8 @@
  * @module
  */
 
+import { MAX_REQUEST_BYTES } from "../src/protocol/v1.ts";
+import { RECEIVE_BATCH } from "../src/server/receiver.ts";
 import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
 
 /** An echo process bound to an abstract name, until disposed. */
@@ -50,11 +52,11 @@ export async function startEcho(): Promise<Echo> {
 }
 
 if (import.meta.main) {
-  // The server's socket options: credentials on every datagram, batches of 32.
+  // The server's socket options (server.ts).
   const socket = AbstractDatagramSocket.bind(Deno.args[0], {
     passCredentials: true,
-    receiveBufferSize: 1024,
-    receiveBatch: 32,
+    receiveBufferSize: MAX_REQUEST_BYTES,
+    receiveBatch: RECEIVE_BATCH,
   });
   console.log("ready");
   for (;;) {

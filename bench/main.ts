@@ -12,7 +12,8 @@ import { benchClient } from "./client.ts";
 import { loadAverage, nodeSqliteFloor, pythonFloor } from "./floor.ts";
 import { benchPostgres } from "./postgres.ts";
 import { benchResync } from "./resync.ts";
-import { dgramQueueLength, KERNEL_DGRAM_QLEN, SYSTEMD_DGRAM_QLEN } from "./queue_length.ts";
+import { SYSTEMD_DGRAM_QLEN } from "./queue_length.ts";
+import { datagramQueueLength, KERNEL_DGRAM_QLEN } from "../src/unix/abstract_socket.ts";
 import {
   benchMemory,
   benchStartup,
@@ -27,6 +28,13 @@ const QUEUE_LENGTHS: Array<[number, string]> = [
   [SYSTEMD_DGRAM_QLEN, "what systemd sets at boot (a server on a systemd host)"],
   [KERNEL_DGRAM_QLEN, "the kernel's default (a namespace made later, a host without systemd)"],
 ];
+
+/** Prints one throughput table under its heading, and the server's RSS after it. */
+function printThroughput(heading: string, { rows, rss }: { rows: Row[]; rss: number }): void {
+  console.log(`${heading}\n`);
+  console.log(table(rows));
+  console.log(`\nServer RSS after the load: ${rss} MiB\n`);
+}
 
 /** Formats rows as a Markdown table. */
 export function table(rows: Row[]): string {
@@ -77,18 +85,16 @@ if (import.meta.main) {
   );
   if (Deno.uid() === 0) {
     for (const [qlen, what] of QUEUE_LENGTHS) {
-      console.log(`net.unix.max_dgram_qlen = ${qlen}: ${what}\n`);
-      const { rows, rss } = await benchThroughputWithQueue(qlen, seconds);
-      console.log(table(rows));
-      console.log(`\nServer RSS after the load: ${rss} MiB\n`);
+      printThroughput(
+        `net.unix.max_dgram_qlen = ${qlen}: ${what}`,
+        await benchThroughputWithQueue(qlen, seconds),
+      );
     }
   } else {
-    console.log(
-      `net.unix.max_dgram_qlen = ${dgramQueueLength()} (this machine's; both need root)\n`,
+    printThroughput(
+      `net.unix.max_dgram_qlen = ${datagramQueueLength()} (this machine's; both need root)`,
+      await benchThroughput(seconds),
     );
-    const { rows, rss } = await benchThroughput(seconds);
-    console.log(table(rows));
-    console.log(`\nServer RSS after the load: ${rss} MiB\n`);
   }
   console.log("Server memory with 100,000 bound leases\n");
   const memory = await benchMemory();

@@ -16,15 +16,8 @@ import { addNetns } from "../tests/helpers/netns.ts";
 
 /** What systemd sets `net.unix.max_dgram_qlen` to at boot. */
 export const SYSTEMD_DGRAM_QLEN = 512;
-/** The kernel's default `net.unix.max_dgram_qlen`. */
-export const KERNEL_DGRAM_QLEN = 10;
 /** Set inside the namespace, so that a script re-run there knows it is. */
 const QLEN_ENV = "TA_BENCH_DGRAM_QLEN";
-
-/** `net.unix.max_dgram_qlen` of this process's network namespace. */
-export function dgramQueueLength(): number {
-  return Number(Deno.readTextFileSync("/proc/sys/net/unix/max_dgram_qlen").trim());
-}
 
 /** Whether this process is the re-run of {@link runWithQueueLength} (inside its namespace). */
 export function insideQueueNamespace(): boolean {

@@ -29,7 +29,11 @@
 
 import { mallocTrim } from "../../ffi/libc.ts";
 import type { Logger } from "../log/logger.ts";
-import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.ts";
+import {
+  type AbstractDatagramSocket,
+  type Datagram,
+  datagramQueueLength,
+} from "../unix/abstract_socket.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Races } from "./decide.ts";
 
@@ -62,18 +66,6 @@ export const CROWDED_MS = 1000;
  */
 export const TRIM_DELAY_MS = 15_000;
 
-/**
- * How many datagrams the kernel queues for a unix datagram socket of this
- * network namespace before it refuses senders (`net.unix.max_dgram_qlen`).
- */
-function kernelQueueLength(): number {
-  try {
-    const value = Number(Deno.readTextFileSync("/proc/sys/net/unix/max_dgram_qlen").trim());
-    if (Number.isInteger(value) && value > 0) return value;
-  } catch { /* not Linux's /proc: the kernel's default */ }
-  return 10;
-}
-
 /** A datagram waiting for its pass, with the races it lost so far. */
 export interface Carried extends Races {
   datagram: Datagram;
@@ -95,7 +87,7 @@ export class BatchReceiver {
   #polling = false;
   /** When the event loop last parked (performance.now()). */
   #parkedAt = performance.now();
-  #kernelQueue = kernelQueueLength();
+  #kernelQueue = datagramQueueLength();
   /** Until when the socket counts as crowded (performance.now()). */
   #crowdedUntil = 0;
   #trimTimer: ReturnType<typeof setTimeout> | undefined;
