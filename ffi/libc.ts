@@ -287,6 +287,8 @@ export class MessageReceiver {
   #headers: Uint8Array<ArrayBuffer>;
   #view: DataView;
   #cmsg: DataView;
+  /** Slots whose lengths a call may have changed since they were last reset. */
+  #touched: number;
 
   /**
    * Buffers for `slots` datagrams (1: {@link receive} only) of up to
@@ -316,6 +318,8 @@ export class MessageReceiver {
       this.#view.setBigUint64(h + 32, control + BigInt(i * CMSG_SPACE_UCRED), true);
     }
     this.#iovecs = iovecs;
+    this.#touched = slots;
+    this.#reset();
   }
 
   /**
@@ -332,7 +336,8 @@ export class MessageReceiver {
    */
   receive(fd: number, flags: number): ReceivedMessage | null {
     const call = () => {
-      this.#reset(1);
+      this.#reset();
+      this.#touched = 1;
       return Number(libc().recvmsg(fd, this.#headers, flags));
     };
     const rc = this.#retried(call, "recvmsg");
@@ -340,17 +345,18 @@ export class MessageReceiver {
   }
 
   /**
-   * Receives up to `max` (at most the receiver's slots) waiting datagrams
-   * in one recvmmsg(2) call without blocking (`flags` should hold
-   * MSG_DONTWAIT), in the order they came; empty when none is waiting.
-   * Failures as for {@link receive}; a failure after some datagrams is
-   * reported by the kernel at the next call.
+   * Receives up to one datagram per slot in one recvmmsg(2) call without
+   * blocking (`flags` should hold MSG_DONTWAIT), in the order they came;
+   * empty when none is waiting. Failures as for {@link receive}; a failure
+   * after some datagrams is reported by the kernel at the next call.
    */
-  receiveMany(fd: number, flags: number, max = this.#slots): ReceivedMessage[] {
-    const vlen = Math.min(max, this.#slots);
+  receiveMany(fd: number, flags: number): ReceivedMessage[] {
     const call = () => {
-      this.#reset(vlen);
-      return libcExtra().recvmmsg(fd, this.#headers, vlen, flags, null);
+      this.#reset();
+      const rc = libcExtra().recvmmsg(fd, this.#headers, this.#slots, flags, null);
+      // The slots it filled, and the one it may have failed in.
+      this.#touched = Math.min(Math.max(rc, 0) + 1, this.#slots);
+      return rc;
     };
     const count = this.#retried(call, "recvmmsg");
     const messages: ReceivedMessage[] = [];
@@ -376,15 +382,19 @@ export class MessageReceiver {
     throw new ErrnoError(syscall, code);
   }
 
-  /** The kernel shrinks the lengths to what it wrote: reset them before every call. */
-  #reset(slots: number): void {
+  /**
+   * The kernel shrinks the lengths to what it wrote: before a call, the
+   * slots the calls since the last reset may have written get theirs back.
+   */
+  #reset(): void {
     const view = this.#view;
-    for (let i = 0; i < slots; i++) {
+    for (let i = 0; i < this.#touched; i++) {
       const h = i * MMSGHDR_SIZE;
       view.setUint32(h + 8, this.#nameSize, true);
       view.setBigUint64(h + 40, CONTROL_LENGTH, true);
       view.setInt32(h + 48, 0, true);
     }
+    this.#touched = 0;
   }
 
   #message(slot: number, length: number): ReceivedMessage {

@@ -114,6 +114,23 @@ Deno.test("receiveMany() takes the waiting datagrams in one call, in order, each
   assertEquals(decoder.decode(got[0].data), "one");
 });
 
+Deno.test("receiveMany() gives every reused slot its full name length back (a short autobound name, then a padded one)", () => {
+  using server = AbstractDatagramSocket.bind(unique("slots"), { receiveBatch: 4 });
+  using short = AbstractDatagramSocket.bind(null);
+  const name = unique("padded");
+  using padded = AbstractDatagramSocket.bind(name);
+  for (const round of [0, 1]) {
+    // Three short names fill slots 0 to 2, then a padded name must fit in each of them.
+    for (let i = 0; i < 3; i++) assert(short.send(new Uint8Array([i]), server.address));
+    assertEquals(server.receiveMany().map((d) => d.sender.byteLength), [8, 8, 8], `round ${round}`);
+    for (let i = 0; i < 3; i++) assert(padded.send(new Uint8Array([i]), server.address));
+    assertEquals(
+      server.receiveMany().map((d) => describeAddress(d.sender)),
+      [`@${name}`, `@${name}`, `@${name}`],
+    );
+  }
+});
+
 Deno.test("wake() interrupts a pending readable() at once", async () => {
   using server = AbstractDatagramSocket.bind(unique("wake"));
   const started = performance.now();
