@@ -399,7 +399,7 @@ export class Daemon {
       }
     } finally {
       this.#tellPass(pass);
-      this.#receiver.served();
+      this.#receiver.served(pass.out.length);
     }
   }
 

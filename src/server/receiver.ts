@@ -8,8 +8,10 @@
  * then what is queued.
  *
  * Waiting: right after a pass, a client that answers quickly (the next
- * request after a reply) is waited for with poll(2) on the main thread, for
- * at most {@link HOT_WAIT_MS}; the wake-up costs nothing but the kernel's.
+ * request after a reply) is waited for on the main thread: after a pass
+ * that answered one client, for {@link HOT_SPIN_MS} by asking the socket
+ * again and again (no sleep, so no wake-up to pay), then with poll(2) for
+ * at most {@link HOT_WAIT_MS}; that wake-up costs nothing but the kernel's.
  * After that the daemon parks in poll(2) on a worker thread, which keeps
  * the event loop (timers, signals, other outputs) running and costs a
  * hand-off between threads on wake-up, paid only after a quiet moment.
@@ -53,6 +55,18 @@ export const MAX_QUEUE = 4096;
  * timers and signals wait at most this long.
  */
 export const HOT_WAIT_MS = 2;
+/**
+ * Right after a pass that answered one client, how long to keep asking
+ * the socket before sleeping in poll(2). A thread that sleeps pays for
+ * being woken: tens of microseconds on a virtual machine, where the kernel
+ * halts an idle CPU and the host must schedule it again. A lone client's
+ * next request comes well within this (its reply, then its next send), and
+ * spinning this long after a pass costs a sporadic client's server nothing
+ * worth counting. After a larger pass there is no spin: the wake-up's delay
+ * lets the crowd's next requests gather into one pass, where a spin would
+ * start a pass for each of the first to come.
+ */
+export const HOT_SPIN_MS = 0.2;
 /** Busy this long without parking, the daemon's next sync parks the event loop. */
 export const STARVING_MS = 20;
 /** Busy this long without parking, the receiver yields to the event loop itself. */
@@ -83,6 +97,8 @@ export class BatchReceiver {
   #carry: Carried[] = [];
   #queue: Carried[] = [];
   #justServed = false;
+  /** The next wait right after a pass starts with a spin. */
+  #spinNext = false;
   /** A wait for the socket in {@link receiveWhile} is in progress. */
   #polling = false;
   /** When the event loop last parked (performance.now()). */
@@ -90,6 +106,8 @@ export class BatchReceiver {
   #kernelQueue = datagramQueueLength();
   /** Until when the socket counts as crowded (performance.now()). */
   #crowdedUntil = 0;
+  /** The last {@link pump} failed (and logged why): a spin stops asking. */
+  #pumpFailed = false;
   #trimTimer: ReturnType<typeof setTimeout> | undefined;
   #receivedAtTrim = 0;
   /** Datagrams received so far. */
@@ -106,9 +124,14 @@ export class BatchReceiver {
     this.#carry.push(carried);
   }
 
-  /** The last batch was served: the next wait starts on the main thread. */
-  served(): void {
+  /**
+   * The last batch was served (with `replies` replies): the next wait
+   * starts on the main thread, with a spin when the pass answered one
+   * client ({@link HOT_SPIN_MS}).
+   */
+  served(replies: number): void {
     this.#justServed = true;
+    this.#spinNext = replies <= 1;
   }
 
   /** Datagrams received and waiting for a pass. */
@@ -145,6 +168,7 @@ export class BatchReceiver {
   pump(): number {
     const queue = this.#queue;
     let drained = 0;
+    let failed = false;
     try {
       while (queue.length < MAX_QUEUE) {
         const datagrams = this.#socket.receiveMany();
@@ -154,11 +178,25 @@ export class BatchReceiver {
         if (datagrams.length < this.#socket.receiveBatch) break;
       }
     } catch (error) {
+      failed = true;
       this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
     }
+    this.#pumpFailed = failed;
     this.received += drained;
     if (drained >= this.#kernelQueue) this.#crowdedUntil = performance.now() + CROWDED_MS;
     return queue.length;
+  }
+
+  /**
+   * Drains the socket without sleeping until a datagram comes, `ms` pass
+   * or receiving fails; returns whether one came.
+   */
+  #spin(ms: number): boolean {
+    const until = performance.now() + ms;
+    do {
+      if (this.pump() > 0) return true;
+    } while (!this.#pumpFailed && performance.now() < until);
+    return false;
   }
 
   /** Datagrams waiting for a pass: carried over, or received and queued. */
@@ -250,6 +288,7 @@ export class BatchReceiver {
     this.#justServed = false;
     try {
       const hotWait = timeoutMs < 0 ? HOT_WAIT_MS : Math.min(HOT_WAIT_MS, timeoutMs);
+      if (hot && this.#spinNext && this.#spin(HOT_SPIN_MS)) return this.next(timeoutMs);
       if (hot && this.#socket.readableNow(hotWait)) return this.next(timeoutMs);
       if (hot && timeoutMs >= 0 && timeoutMs <= HOT_WAIT_MS) return batch; // the loop's timer is due
       this.#trimLater();

@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "../../tests/helpers/assert.ts";
 import { MemoryLogger } from "../../tests/helpers/log.ts";
 import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
-import { BatchReceiver, RECEIVE_BATCH } from "./receiver.ts";
+import { BatchReceiver, HOT_SPIN_MS, RECEIVE_BATCH } from "./receiver.ts";
 
 function pair() {
   const name = `ta-recv-${crypto.randomUUID().slice(0, 8)}`;
@@ -65,7 +65,7 @@ Deno.test("BatchReceiver: an idle wait ends with an empty batch when the socket 
 
 Deno.test("BatchReceiver: the wait right after a pass still ends for a datagram, and timers run after it", async () => {
   using p = pair();
-  p.receiver.served();
+  p.receiver.served(1);
   let fired = false;
   const timer = setTimeout(() => fired = true, 0);
   // Nothing waits: the short wait on this thread ends, then the receiver parks
@@ -76,4 +76,67 @@ Deno.test("BatchReceiver: the wait right after a pass still ends for a datagram,
   ]);
   assert(fired, "a timer due during the wait ran");
   clearTimeout(timer);
+});
+
+/**
+ * A socket that has nothing for the first `emptyCalls` receives, then one
+ * datagram; it counts the sleeping waits it is asked for.
+ */
+function scriptedSocket(emptyCalls: number) {
+  const datagram = { data: new TextEncoder().encode("next") };
+  let receives = 0;
+  const socket = {
+    receiveBatch: RECEIVE_BATCH,
+    sleeps: 0,
+    receiveMany: () => ++receives === emptyCalls + 1 ? [datagram] : [],
+    readableNow: () => {
+      socket.sleeps++;
+      return true;
+    },
+    readable: () => {
+      socket.sleeps++;
+      return Promise.resolve(true);
+    },
+  };
+  return socket;
+}
+
+Deno.test("BatchReceiver: right after a pass, a request that comes within the spin is taken without sleeping", async () => {
+  const socket = scriptedSocket(3);
+  const receiver = new BatchReceiver(
+    socket as unknown as AbstractDatagramSocket,
+    new MemoryLogger(),
+  );
+  receiver.served(1);
+  assertEquals(texts(await receiver.next()), ["next"]);
+  assertEquals(socket.sleeps, 0, "no poll(2): a sleeping thread pays for its wake-up");
+});
+
+Deno.test("BatchReceiver: after a pass that answered several clients, the wait sleeps at once", async () => {
+  const socket = scriptedSocket(1);
+  const receiver = new BatchReceiver(
+    socket as unknown as AbstractDatagramSocket,
+    new MemoryLogger(),
+  );
+  receiver.served(2);
+  // The poll(2) stand-in says "readable"; the datagram then comes with the next receive.
+  assertEquals(texts(await receiver.next()), ["next"]);
+  assertEquals(socket.sleeps, 1, "it slept first, so the crowd's requests gather meanwhile");
+});
+
+Deno.test("BatchReceiver: a spin that finds nothing ends in poll(2), and only right after a pass", async () => {
+  const late = scriptedSocket(Number.MAX_SAFE_INTEGER);
+  const receiver = new BatchReceiver(late as unknown as AbstractDatagramSocket, new MemoryLogger());
+  receiver.served(1);
+  const started = performance.now();
+  assertEquals(await receiver.next(), []);
+  assert(performance.now() - started >= HOT_SPIN_MS, "it asked for the spin's whole length");
+  assert(late.sleeps >= 1, "then it slept in poll(2)");
+  const idle = scriptedSocket(1);
+  const idleReceiver = new BatchReceiver(
+    idle as unknown as AbstractDatagramSocket,
+    new MemoryLogger(),
+  );
+  assertEquals(await idleReceiver.next(), [], "not right after a pass: no spin");
+  assertEquals(idle.sleeps, 1);
 });
