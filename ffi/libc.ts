@@ -65,6 +65,8 @@ const EXTRA_SYMBOLS = {
   // int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags,
   //              struct timespec *timeout): the daemon drains its queue in one call
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
+  // int stat(const char *pathname, struct stat *statbuf) (exported by glibc since 2.33)
+  stat: { parameters: ["buffer", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -95,6 +97,7 @@ export const Errno = {
   EFAULT: 14,
   EEXIST: 17,
   ENODEV: 19,
+  ENOTDIR: 20,
   EINVAL: 22,
   ENOSPC: 28,
   EPIPE: 32,
@@ -515,11 +518,33 @@ export function mallocTrim(): void {
   libcExtra().malloc_trim(0n);
 }
 
+/** The `struct timespec` that {@link clockSeconds} reads into (one per process: calls do not overlap). */
+const timespec = new BigInt64Array(2);
+const timespecBytes = new Uint8Array(timespec.buffer);
+
 /** Seconds on a clock, as a float. */
 export function clockSeconds(clock = CLOCK_MONOTONIC_RAW): number {
-  const ts = new BigInt64Array(2);
-  check("clock_gettime", libcExtra().clock_gettime(clock, new Uint8Array(ts.buffer)));
-  return Number(ts[0]) + Number(ts[1]) / 1e9;
+  check("clock_gettime", libcExtra().clock_gettime(clock, timespecBytes));
+  return Number(timespec[0]) + Number(timespec[1]) / 1e9;
+}
+
+/**
+ * What {@link fileIdentity} reads into: larger than `struct stat` on every
+ * Linux ABI Deno runs on (144 bytes on x86-64, 128 on AArch64), both of
+ * which begin with the 64-bit `st_dev` and `st_ino`.
+ */
+const statBuffer = new BigUint64Array(32);
+const statBytes = new Uint8Array(statBuffer.buffer);
+
+/**
+ * Device and inode behind a path (a NUL-terminated C string, see
+ * {@link cString}), by stat(2): what `Deno.statSync` gives too, without
+ * building its object of times and modes, for a check made before every
+ * commit. Throws an {@link ErrnoError} (ENOENT: nothing there).
+ */
+export function fileIdentity(path: Uint8Array<ArrayBuffer>): { dev: bigint; ino: bigint } {
+  check("stat", libcExtra().stat(path, statBytes));
+  return { dev: statBuffer[0], ino: statBuffer[1] };
 }
 
 /** syslog(3) facility for daemons. */
@@ -529,7 +554,9 @@ export const LOG_PID = 0x01;
 /** syslog(3) severities. */
 export const LogSeverity = { err: 3, warning: 4, notice: 5, info: 6, debug: 7 } as const;
 
-const cstr = (s: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(`${s}\0`);
+/** A string as a NUL-terminated C string (UTF-8). */
+export const cString = (s: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(`${s}\0`);
+const cstr = cString;
 const PERCENT_S = cstr("%s");
 // openlog keeps the ident pointer, so the buffer must outlive every syslog call.
 let syslogIdent: Uint8Array<ArrayBuffer> | undefined;

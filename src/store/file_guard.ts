@@ -19,37 +19,32 @@
 
 import { dirname, resolve } from "../util/paths.ts";
 import { sha256, toHex } from "../util/sha256.ts";
-import { ErrnoError } from "../../ffi/libc.ts";
+import { cString, Errno, ErrnoError, fileIdentity } from "../../ffi/libc.ts";
 import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
 import { errorMessage } from "../util/errors.ts";
 
 /** Device and inode of a file, as stat(2) gives them. */
 interface Identity {
-  dev: number;
-  ino: number;
-}
-
-function identityOf(path: string): Identity {
-  const info = Deno.statSync(path);
-  if (info.dev === null || info.ino === null) {
-    throw new Error(`stat(2) of "${path}" gave no device or inode`);
-  }
-  return { dev: info.dev, ino: info.ino };
+  dev: bigint;
+  ino: bigint;
 }
 
 /** The file a path led to when it was opened. */
 export class FileIdentity {
   readonly path: string;
+  /** The path as stat(2) takes it, encoded once: it is checked before every commit. */
+  #cPath: Uint8Array<ArrayBuffer>;
   #identity: Identity;
 
-  private constructor(path: string, identity: Identity) {
+  private constructor(path: string) {
     this.path = path;
-    this.#identity = identity;
+    this.#cPath = cString(path);
+    this.#identity = fileIdentity(this.#cPath);
   }
 
   /** Remembers what `path` leads to now; throws when it leads nowhere. */
   static of(path: string): FileIdentity {
-    return new FileIdentity(path, identityOf(path));
+    return new FileIdentity(path);
   }
 
   /**
@@ -59,9 +54,13 @@ export class FileIdentity {
   check(): string | undefined {
     let now: Identity;
     try {
-      now = identityOf(this.path);
+      now = fileIdentity(this.#cPath);
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) {
+      // ENOTDIR: a directory on the way was replaced by a file.
+      if (
+        error instanceof ErrnoError &&
+        (error.errno === Errno.ENOENT || error.errno === Errno.ENOTDIR)
+      ) {
         return `the database file "${this.path}" was deleted (or its directory was)`;
       }
       return `the database file "${this.path}" cannot be checked: ${errorMessage(error)}`;

@@ -1,4 +1,11 @@
-import { assert, assertEquals, assertMatch, assertThrows } from "../../tests/helpers/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertThrows,
+  assertThrowsType,
+} from "../../tests/helpers/assert.ts";
+import { cString, Errno, ErrnoError, fileIdentity } from "../../ffi/libc.ts";
 import { FileIdentity, PathLock, pathLockName, realDatabasePath } from "./file_guard.ts";
 
 Deno.test("FileIdentity notices a deleted, a replaced file and a deleted directory", async () => {
@@ -30,6 +37,11 @@ Deno.test("FileIdentity notices a deleted, a replaced file and a deleted directo
     Deno.mkdirSync(`${dir}/sub`);
     Deno.writeTextFileSync(path, "a new file at the old path");
     assertMatch(third.check()!, /was replaced/);
+
+    const fourth = FileIdentity.of(path);
+    Deno.removeSync(`${dir}/sub`, { recursive: true });
+    Deno.writeTextFileSync(`${dir}/sub`, "a file where the directory was (ENOTDIR)");
+    assertMatch(fourth.check()!, /was deleted \(or its directory was\)$/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -56,5 +68,20 @@ Deno.test("PathLock keeps a second holder off a database path, whatever its spel
     assertEquals(again.name, lock.name, "released on close");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fileIdentity (stat(2) through FFI) gives the device and inode Deno.statSync gives", () => {
+  const path = Deno.makeTempFileSync({ prefix: "ta-guard-" });
+  try {
+    const info = Deno.statSync(path);
+    assertEquals(fileIdentity(cString(path)), { dev: BigInt(info.dev!), ino: BigInt(info.ino!) });
+    Deno.removeSync(path);
+    const error = assertThrowsType(() => fileIdentity(cString(path)), ErrnoError);
+    assertEquals(error.errno, Errno.ENOENT);
+  } finally {
+    try {
+      Deno.removeSync(path);
+    } catch { /* removed above */ }
   }
 });
