@@ -465,7 +465,7 @@ export function getsockname(fd: number): Uint8Array<ArrayBuffer> {
  * namespace, or 0 when there is no interface of that name.
  */
 export function ifNameToIndex(name: string): number {
-  return libc().if_nametoindex(cstr(name));
+  return libc().if_nametoindex(cString(name));
 }
 
 /** close(2); errors are ignored because there is nothing left to do. */
@@ -556,20 +556,19 @@ export const LogSeverity = { err: 3, warning: 4, notice: 5, info: 6, debug: 7 } 
 
 /** A string as a NUL-terminated C string (UTF-8). */
 export const cString = (s: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(`${s}\0`);
-const cstr = cString;
-const PERCENT_S = cstr("%s");
+const PERCENT_S = cString("%s");
 // openlog keeps the ident pointer, so the buffer must outlive every syslog call.
 let syslogIdent: Uint8Array<ArrayBuffer> | undefined;
 
 /** openlog(3) with facility daemon and the pid in each line. */
 export function openlog(ident: string, facility = LOG_DAEMON): void {
-  syslogIdent = cstr(ident);
+  syslogIdent = cString(ident);
   libcExtra().openlog(syslogIdent, LOG_PID, facility);
 }
 
 /** syslog(3) of one message, never interpreted as a format string. */
 export function syslog(severity: number, message: string): void {
-  libcExtra().syslog(severity, PERCENT_S, cstr(message));
+  libcExtra().syslog(severity, PERCENT_S, cString(message));
 }
 
 /** closelog(3). */
