@@ -47,7 +47,7 @@ import type { Lease, LeaseStore } from "../store/lease_store.ts";
 import { BatchReceiver, type Carried } from "./receiver.ts";
 import { Replies } from "./replies.ts";
 import { PassWrites } from "./pass_writes.ts";
-import { emptyPass, type Pass, type PassContext, preparePass, PUMP_EVERY } from "./pass.ts";
+import { emptyPass, type Pass, type PassContext, preparePass } from "./pass.ts";
 import type { DaemonOptions, DaemonStats } from "./daemon_options.ts";
 
 export { type DaemonOptions, type DaemonStats, RESYNC_INTERVAL_MS } from "./daemon_options.ts";
@@ -388,7 +388,7 @@ export class Daemon {
         for (const twin of pass.twins.get(datagram) ?? []) {
           this.#replies.send(data, twin.datagram);
         }
-        if (i % PUMP_EVERY === PUMP_EVERY - 1) this.#receiver.pump();
+        if (i % this.#receiver.pumpEvery === this.#receiver.pumpEvery - 1) this.#receiver.pump();
       });
       // Control requests are rare and not on the hot path: one at a time, after the leases.
       for (const { datagram, message } of pass.controls) {

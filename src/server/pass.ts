@@ -19,13 +19,6 @@ import type { Flushed, Outgoing, PassWrites, Write } from "./pass_writes.ts";
 import type { BatchReceiver, Carried } from "./receiver.ts";
 import type { Replies } from "./replies.ts";
 
-/**
- * While a pass works, the socket is drained after every this many
- * requests and replies: the kernel queues only `net.unix.max_dgram_qlen`
- * datagrams (10 by default) and refuses further senders (EAGAIN).
- */
-export const PUMP_EVERY = 4;
-
 /** A pass between its commit and its replies. */
 export interface Pass extends Flushed {
   /** The replies known so far (the writes' come once their sync ends). */
@@ -115,7 +108,7 @@ export async function preparePass(
     ) held.set(uid!, count + 1);
     const write = c.writes.enact(job, decision, token, out);
     if (write) pass.writes.push(write);
-    if (i % PUMP_EVERY === PUMP_EVERY - 1) c.receiver.pump();
+    if (i % c.receiver.pumpEvery === c.receiver.pumpEvery - 1) c.receiver.pump();
   });
   for (const job of jobs) if (job.twins.length > 0) pass.twins.set(job.datagram, job.twins);
   // Right after the writes, before any await: else the store's own flush (on this thread) comes first.

@@ -41,6 +41,14 @@ import type { Races } from "./decide.ts";
 
 /** Most datagrams the daemon's socket takes from the kernel in one system call (recvmmsg(2)). */
 export const RECEIVE_BATCH = 32;
+/**
+ * While a pass works, the socket is drained after every this many
+ * requests and replies at least ({@link BatchReceiver.pumpEvery}): the
+ * kernel queues only `net.unix.max_dgram_qlen` datagrams (10 by default)
+ * and refuses further senders (EAGAIN), and each reply brings its client's
+ * next request.
+ */
+export const PUMP_EVERY = 4;
 /** Most datagrams handled in one pass (one transaction). */
 export const MAX_BATCH = 512;
 /**
@@ -104,6 +112,15 @@ export class BatchReceiver {
   /** When the event loop last parked (performance.now()). */
   #parkedAt = performance.now();
   #kernelQueue = datagramQueueLength();
+  /**
+   * While a pass works, the socket is drained after every this many
+   * requests and replies: a quarter of the kernel's queue, so that the
+   * next requests the replies bring find room, and at least {@link
+   * PUMP_EVERY}. A drain that finds the queue nearly empty is a system call
+   * for nothing: with systemd's 512 this is 128, with the kernel's 10 it
+   * is 4.
+   */
+  readonly pumpEvery = Math.max(PUMP_EVERY, Math.floor(this.#kernelQueue / 4));
   /** Until when the socket counts as crowded (performance.now()). */
   #crowdedUntil = 0;
   /** The last {@link pump} failed (and logged why): a spin stops asking. */
