@@ -15,6 +15,7 @@
 
 import { closelog, LogSeverity, openlog, syslog } from "../../ffi/libc.ts";
 import { errorMessage } from "../util/errors.ts";
+import { IsoTimes } from "./iso_time.ts";
 
 /** Severity of a log line, most severe first. */
 export type Level = "error" | "warn" | "info" | "debug";
@@ -25,6 +26,12 @@ const SYSLOG_SEVERITY: Record<Level, number> = {
   warn: LogSeverity.warning,
   info: LogSeverity.info,
   debug: LogSeverity.debug,
+};
+const LEVEL_WORDS: Record<Level, string> = {
+  error: "ERROR",
+  warn: "WARN",
+  info: "INFO",
+  debug: "DEBUG",
 };
 
 /** Structured fields appended to a line as `key=value`. */
@@ -66,14 +73,23 @@ export function journalStreamIsStderr(
   }
 }
 
+/** A value with one of these is quoted. */
+const NEEDS_QUOTES = /[\s"=]/;
+
 /** Formats fields as ` key=value`, quoting values with spaces or quotes. */
 export function formatFields(fields: Fields | undefined): string {
   if (!fields) return "";
   let out = "";
-  for (const [key, value] of Object.entries(fields)) {
+  // for-in and no test for numbers: a line's fields cost more than the rest of it.
+  for (const key in fields) {
+    const value = fields[key];
     if (value === undefined || value === null) continue;
+    if (typeof value === "number") {
+      out += ` ${key}=${value}`;
+      continue;
+    }
     const text = String(value);
-    out += ` ${key}=${/[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text}`;
+    out += ` ${key}=${text === "" || NEEDS_QUOTES.test(text) ? JSON.stringify(text) : text}`;
   }
   return out;
 }
@@ -88,6 +104,8 @@ export class Logger {
   #journal = false;
   /** Lines held by {@link hold}, written at {@link release}. */
   #held: string[] | undefined;
+  /** A pass's lines share their time stamp. */
+  #times = new IsoTimes();
 
   /** Opens the sink; throws when the log file cannot be opened for appending. */
   constructor(options: LoggerOptions) {
@@ -150,7 +168,7 @@ export class Logger {
     }
     const line = this.#journal
       ? `<${SYSLOG_SEVERITY[level]}>${body}\n`
-      : `${new Date().toISOString()} ${level.toUpperCase()} ${body}\n`;
+      : `${this.#times.of(Date.now())} ${LEVEL_WORDS[level]} ${body}\n`;
     if (this.#held) this.#held.push(line);
     else this.#write(line);
   }

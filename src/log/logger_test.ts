@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "../../tests/helpers/assert.ts";
-import { journalStreamIsStderr, Logger } from "./logger.ts";
+import { formatFields, journalStreamIsStderr, Logger } from "./logger.ts";
 
 Deno.test("journalStreamIsStderr() is true only for the device and inode of that stream", async () => {
   const dir = await Deno.makeTempDir();
@@ -55,4 +55,26 @@ Deno.test("Logger.reconfigure() keeps the old sink when the new one cannot be op
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("formatFields() writes key=value in order, quotes what would not read back, skips missing values", () => {
+  assertEquals(formatFields(undefined), "");
+  assertEquals(
+    formatFields({
+      table: 10000,
+      neg: -1.5,
+      ok: true,
+      gone: undefined,
+      none: null,
+      ifname: "eth1",
+      empty: "",
+      spaced: "two words",
+      tab: "a\tb",
+      nbsp: "a\u00a0b",
+      quote: 'say "hi"',
+      eq: "a=b",
+    }),
+    ' table=10000 neg=-1.5 ok=true ifname=eth1 empty="" spaced="two words" tab="a\\tb"' +
+      ' nbsp="a\u00a0b" quote="say \\"hi\\"" eq="a=b"',
+  );
 });

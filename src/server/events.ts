@@ -9,6 +9,7 @@
  */
 
 import type { Logger } from "../log/logger.ts";
+import { IsoTimes } from "../log/iso_time.ts";
 import { LimitedLog } from "../log/rate_limit.ts";
 import { familyName } from "../net/family.ts";
 import type { ErrorCode, Request } from "../protocol/v1.ts";
@@ -141,6 +142,8 @@ export function senderKey(credentials: Credentials | undefined): string {
 export class LogObserver implements LeaseObserver {
   #log: Logger;
   #limited: LimitedLog;
+  /** The grants of one pass share their expiry. */
+  #times = new IsoTimes();
   /** Whether lease events are logged (the `eventlog` output); error replies always are. */
   readonly leases: boolean;
 
@@ -161,7 +164,7 @@ export class LogObserver implements LeaseObserver {
       if (!lease) return;
       this.#log.info(event.kind, {
         ...leaseFields(lease),
-        expired: new Date(lease.expiresAt).toISOString(),
+        expired: this.#times.of(lease.expiresAt),
       });
       return;
     }
@@ -188,7 +191,7 @@ export class LogObserver implements LeaseObserver {
       if (event.pool !== undefined) fields.pool = event.pool;
       if (event.reserved) fields.reserved = "yes";
       if (event.held) fields.held = "yes";
-      fields.expires = new Date(lease.expiresAt).toISOString();
+      fields.expires = this.#times.of(lease.expiresAt);
     }
     if (origin.credentials?.uid === 0) this.#log.info(event.kind, { ...fields, ...from });
     else {
