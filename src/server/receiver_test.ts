@@ -79,10 +79,11 @@ Deno.test("BatchReceiver: the wait right after a pass still ends for a datagram,
 });
 
 /**
- * A socket that has nothing for the first `emptyCalls` receives, then one
- * datagram; it counts the sleeping waits it is asked for.
+ * A receiver on a socket that has nothing for the first `emptyCalls`
+ * receives, then one datagram; the socket counts the sleeping waits it is
+ * asked for.
  */
-function scriptedSocket(emptyCalls: number) {
+function scriptedReceiver(emptyCalls: number) {
   const datagram = { data: new TextEncoder().encode("next") };
   let receives = 0;
   const socket = {
@@ -98,26 +99,22 @@ function scriptedSocket(emptyCalls: number) {
       return Promise.resolve(true);
     },
   };
-  return socket;
-}
-
-Deno.test("BatchReceiver: right after a pass, a request that comes within the spin is taken without sleeping", async () => {
-  const socket = scriptedSocket(3);
   const receiver = new BatchReceiver(
     socket as unknown as AbstractDatagramSocket,
     new MemoryLogger(),
   );
+  return { socket, receiver };
+}
+
+Deno.test("BatchReceiver: right after a pass, a request that comes within the spin is taken without sleeping", async () => {
+  const { socket, receiver } = scriptedReceiver(3);
   receiver.served(1);
   assertEquals(texts(await receiver.next()), ["next"]);
   assertEquals(socket.sleeps, 0, "no poll(2): a sleeping thread pays for its wake-up");
 });
 
 Deno.test("BatchReceiver: after a pass that answered several clients, the wait sleeps at once", async () => {
-  const socket = scriptedSocket(1);
-  const receiver = new BatchReceiver(
-    socket as unknown as AbstractDatagramSocket,
-    new MemoryLogger(),
-  );
+  const { socket, receiver } = scriptedReceiver(1);
   receiver.served(2);
   // The poll(2) stand-in says "readable"; the datagram then comes with the next receive.
   assertEquals(texts(await receiver.next()), ["next"]);
@@ -125,18 +122,13 @@ Deno.test("BatchReceiver: after a pass that answered several clients, the wait s
 });
 
 Deno.test("BatchReceiver: a spin that finds nothing ends in poll(2), and only right after a pass", async () => {
-  const late = scriptedSocket(Number.MAX_SAFE_INTEGER);
-  const receiver = new BatchReceiver(late as unknown as AbstractDatagramSocket, new MemoryLogger());
+  const { socket: late, receiver } = scriptedReceiver(Number.MAX_SAFE_INTEGER);
   receiver.served(1);
   const started = performance.now();
   assertEquals(await receiver.next(), []);
   assert(performance.now() - started >= HOT_SPIN_MS, "it asked for the spin's whole length");
   assert(late.sleeps >= 1, "then it slept in poll(2)");
-  const idle = scriptedSocket(1);
-  const idleReceiver = new BatchReceiver(
-    idle as unknown as AbstractDatagramSocket,
-    new MemoryLogger(),
-  );
+  const { socket: idle, receiver: idleReceiver } = scriptedReceiver(1);
   assertEquals(await idleReceiver.next(), [], "not right after a pass: no spin");
   assertEquals(idle.sleeps, 1);
 });
