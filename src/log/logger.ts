@@ -27,12 +27,6 @@ const SYSLOG_SEVERITY: Record<Level, number> = {
   info: LogSeverity.info,
   debug: LogSeverity.debug,
 };
-const LEVEL_WORDS: Record<Level, string> = {
-  error: "ERROR",
-  warn: "WARN",
-  info: "INFO",
-  debug: "DEBUG",
-};
 
 /** Structured fields appended to a line as `key=value`. */
 export type Fields = Record<string, string | number | boolean | undefined | null>;
@@ -168,7 +162,7 @@ export class Logger {
     }
     const line = this.#journal
       ? `<${SYSLOG_SEVERITY[level]}>${body}\n`
-      : `${this.#times.of(Date.now())} ${LEVEL_WORDS[level]} ${body}\n`;
+      : `${this.#times.of(Date.now())} ${level.toUpperCase()} ${body}\n`;
     if (this.#held) this.#held.push(line);
     else this.#write(line);
   }
