@@ -133,7 +133,11 @@ for (const f of FAMILIES) {
         await using ns = await createNetns();
         await using server = await startServer({ netns: ns.name });
         const { table, pid } = await startClient(ns, server, f);
-        assertEquals(await ourRules(ns, f.family), f.expected(table));
+        assertEquals(
+          await ourRules(ns, f.family),
+          f.expected(table),
+          `the rules once the hook printed the table; the agent's log:\n${ns.agentLog()}`,
+        );
         assertEquals(
           server.leases().map((l) => [l.family, l.ifname, l.address, l.table]),
           [[f.number, A.ifname, f.address, table]],
