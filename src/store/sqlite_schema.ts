@@ -161,6 +161,7 @@ export interface Statements {
   insert: StatementSync;
   refreshRow: StatementSync;
   updateRow: StatementSync;
+  moveRow: StatementSync;
   nextExpiry: StatementSync;
   expireDue: StatementSync;
   sweepChunkEnd: StatementSync;
@@ -215,6 +216,11 @@ export function prepareStatements(db: DatabaseSync): Statements {
     updateRow: prepare(
       `UPDATE leases SET expires_at = ?, tag = ?, owner = ?, state = ?, uid = ?, updated_at = ?
        WHERE client_id = ? AND table_id = ?`,
+    ),
+    // A row of the client's history taken over by its lease on another table.
+    moveRow: prepare(
+      `UPDATE leases SET table_id = ?, expires_at = ?, tag = ?, owner = ?, state = ?, uid = ?,
+       updated_at = ? WHERE client_id = ? AND table_id = ?`,
     ),
     nextExpiry: prepare("SELECT MIN(expires_at) FROM leases WHERE state = 'bound'"),
     expireDue: prepare(

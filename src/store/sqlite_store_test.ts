@@ -162,6 +162,52 @@ Deno.test("SqliteLeaseStore writes a lease whose row went away after the lookup"
   });
 });
 
+Deno.test("SqliteLeaseStore moves a client's history row to its new table, and writes the rest", async () => {
+  await withStore(async (store, path) => {
+    const id = "2/eth1/10.0.0.1";
+    const write = async (leases: Lease[]) => {
+      const { token } = await store.lookup(id);
+      await Promise.all([store.update(id, leases, token), store.flush()]);
+    };
+    const rows = () => {
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        return db.prepare("SELECT table_id, state, tag, uid FROM leases ORDER BY table_id").all()
+          .map((r) => [r.table_id, r.state, r.tag, r.uid]);
+      } finally {
+        db.close();
+      }
+    };
+    const released = (table: number) => ({
+      ...lease("10.0.0.1", table),
+      state: "released" as const,
+    });
+    // A request after a release, on another table: the released row becomes the new lease.
+    await write([released(10000)]);
+    const granted = { ...lease("10.0.0.1", 10003), tag: "wan", uid: 1000 };
+    await write([granted]);
+    assertEquals(await store.peek(id), [granted]);
+    assertEquals(rows(), [[10003, "bound", "wan", 1000]]);
+    // Two rows of history, one new lease: one row moves, the other goes.
+    await write([released(10001), released(10002)]);
+    await write([lease("10.0.0.1", 10005)]);
+    assertEquals(rows(), [[10005, "bound", null, 0]]);
+    // One row of history, two new leases: one moves, one is inserted.
+    await write([released(10005)]);
+    await write([lease("10.0.0.1", 10007), lease("10.0.0.1", 10008)]);
+    assertEquals(rows(), [[10007, "bound", null, 0], [10008, "bound", null, 0]]);
+    // The history row went away after the lookup: the lease is inserted instead.
+    await write([released(10009)]);
+    const { token } = await store.lookup(id);
+    await new Promise((r) => setTimeout(r, 10)); // the lookup's transaction ends
+    const other = new DatabaseSync(path);
+    other.exec("DELETE FROM leases");
+    other.close();
+    await Promise.all([store.update(id, [lease("10.0.0.1", 10010)], token), store.flush()]);
+    assertEquals(rows(), [[10010, "bound", null, 0]]);
+  });
+});
+
 Deno.test("SqliteLeaseStore checkpoints the WAL into the database file soon after a commit", async () => {
   await withStore(async (store, path) => {
     const dir = await Deno.makeTempDir({ prefix: "ta-ckpt-" });
