@@ -132,3 +132,22 @@ Deno.test("BatchReceiver: a spin that finds nothing ends in poll(2), and only ri
   assertEquals(await idleReceiver.next(), [], "not right after a pass: no spin");
   assertEquals(idle.sleeps, 1);
 });
+
+Deno.test("BatchReceiver: while a sync runs, the socket is drained only once its queue was found filling", async () => {
+  using p = pair();
+  const syncWith = async (ms: number) => {
+    const sync = new Promise((resolve) => setTimeout(resolve, ms));
+    setTimeout(() => p.send("meanwhile"), 5);
+    assertEquals(await p.receiver.receiveWhile(sync), true);
+  };
+  assertEquals(p.receiver.filling, false);
+  await syncWith(40);
+  assertEquals(p.receiver.queued, 0, "left in the kernel's queue: no poll to start and wake");
+  assertEquals(p.receiver.pump(), 1);
+  await p.receiver.next();
+  for (let i = 0; i < p.receiver.pumpEvery; i++) p.send(`n${i}`);
+  assertEquals(p.receiver.pump(), p.receiver.pumpEvery);
+  assertEquals(p.receiver.filling, true, "a quarter of the kernel's queue was waiting");
+  await syncWith(40);
+  assertEquals(p.receiver.queued, p.receiver.pumpEvery + 1, "drained while the sync ran");
+});
