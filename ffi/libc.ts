@@ -125,6 +125,29 @@ const RECVMSG_ERRNOS: ReadonlySet<number> = new Set([
   Errno.EFAULT,
 ]);
 
+/**
+ * Makes `call`, a libc call that returns -1 and sets errno when it fails;
+ * returns its result and errno (0 when it did not fail). An errno outside
+ * `expected` (the call's manual page) is not believed at once: the call
+ * is made once more, and that call's result counts. Receives on sockets
+ * have given a lone ENOENT under load (Linux 6.18) where the next call
+ * found the queue empty; thrown, it would end a process that holds every
+ * lease of its namespace. `readErrno` is for tests.
+ */
+export function callDoubtingErrno(
+  call: () => number,
+  expected: ReadonlySet<number>,
+  readErrno: () => number = errno,
+): { rc: number; code: number } {
+  let rc = call();
+  let code = rc < 0 ? readErrno() : 0;
+  if (rc < 0 && !expected.has(code)) {
+    rc = call();
+    code = rc < 0 ? readErrno() : 0;
+  }
+  return { rc, code };
+}
+
 const ERRNO_NAMES = new Map<number, string>(
   Object.entries(Errno).map(([name, value]) => [value, name]),
 );
@@ -331,11 +354,9 @@ export class MessageReceiver {
    * every other failure throws an {@link ErrnoError}.
    *
    * An errno that recvmsg(2) does not give for a datagram socket is not
-   * believed at once: the call is made once more, and that call's result
-   * counts. Long-running holders saw a lone ENOENT here (Linux 6.18, a
-   * socket with SO_PASSCRED, under load) where the retry found the queue
-   * empty; thrown, it would have ended a process that holds every lease
-   * of its namespace.
+   * believed at once ({@link callDoubtingErrno}). Long-running holders saw
+   * a lone ENOENT here (Linux 6.18, a socket with SO_PASSCRED, under load)
+   * where the retry found the queue empty.
    */
   receive(fd: number, flags: number): ReceivedMessage | null {
     const call = () => {
@@ -374,12 +395,7 @@ export class MessageReceiver {
    * list is checked by one more call (see {@link receive}).
    */
   #retried(call: () => number, syscall: string): number {
-    let rc = call();
-    let code = rc < 0 ? errno() : 0;
-    if (rc < 0 && !RECVMSG_ERRNOS.has(code)) {
-      rc = call();
-      code = rc < 0 ? errno() : 0;
-    }
+    const { rc, code } = callDoubtingErrno(call, RECVMSG_ERRNOS);
     if (rc >= 0) return rc;
     if (code === Errno.EAGAIN || code === Errno.EINTR) return -1;
     throw new ErrnoError(syscall, code);

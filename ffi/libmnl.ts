@@ -10,7 +10,7 @@
  * @module
  */
 
-import { Errno, errno, ErrnoError } from "./libc.ts";
+import { callDoubtingErrno, Errno, errno, ErrnoError } from "./libc.ts";
 import { errorMessage } from "../src/util/errors.ts";
 
 const SYMBOLS = {
@@ -82,19 +82,42 @@ export function socketSendto(nl: MnlSocket, message: Uint8Array<ArrayBuffer>): n
 }
 
 /**
+ * The errno values a receive on a netlink socket gives: recvmsg(2)'s, the
+ * netlink errors the kernel reports through a receive (ENOBUFS: messages
+ * dropped; EMSGSIZE, EOPNOTSUPP), and libmnl's own (ENOSPC: truncated).
+ */
+const NETLINK_RECV_ERRNOS: ReadonlySet<number> = new Set([
+  Errno.EAGAIN,
+  Errno.EINTR,
+  Errno.ENOBUFS,
+  Errno.EBADF,
+  Errno.EFAULT,
+  Errno.EINVAL,
+  Errno.ENOMEM,
+  Errno.ENOTCONN,
+  Errno.ENOTSOCK,
+  Errno.ENOSPC,
+  Errno.EMSGSIZE,
+  Errno.EOPNOTSUPP,
+]);
+
+/**
  * mnl_socket_recvfrom(3) on a non-blocking socket: the number of bytes
  * read, or -1 when nothing is waiting. ENOBUFS (the kernel dropped
  * messages because the receive buffer was full) is thrown like every
- * other failure, so callers can resynchronise.
+ * other failure, so callers can resynchronise. An errno outside
+ * {@link NETLINK_RECV_ERRNOS} is not believed at once
+ * ({@link callDoubtingErrno}): the agent once failed to add a rule with a
+ * lone ENOENT from here, right after the lease was granted.
  */
 export function socketRecvfrom(nl: MnlSocket, buffer: Uint8Array<ArrayBuffer>): number {
-  const rc = Number(mnl().mnl_socket_recvfrom(nl, buffer, BigInt(buffer.byteLength)));
-  if (rc < 0) {
-    const code = errno();
-    if (code === Errno.EAGAIN || code === Errno.EINTR) return -1;
-    throw new ErrnoError("mnl_socket_recvfrom", code);
-  }
-  return rc;
+  const { rc, code } = callDoubtingErrno(
+    () => Number(mnl().mnl_socket_recvfrom(nl, buffer, BigInt(buffer.byteLength))),
+    NETLINK_RECV_ERRNOS,
+  );
+  if (rc >= 0) return rc;
+  if (code === Errno.EAGAIN || code === Errno.EINTR) return -1;
+  throw new ErrnoError("mnl_socket_recvfrom", code);
 }
 
 /** mnl_socket_get_fd(3). */

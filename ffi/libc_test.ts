@@ -1,0 +1,54 @@
+/** Pure parts of the libc bindings (no system calls made). */
+
+import { assertEquals } from "../tests/helpers/assert.ts";
+import { callDoubtingErrno, Errno } from "./libc.ts";
+
+/** A call that gives the scripted results in turn, each with its errno. */
+function scripted(results: Array<[number, number]>) {
+  let calls = 0;
+  let lastErrno = 0;
+  return {
+    call: () => {
+      const [rc, code] = results[calls++];
+      lastErrno = code;
+      return rc;
+    },
+    readErrno: () => lastErrno,
+    calls: () => calls,
+  };
+}
+
+const expected = new Set<number>([Errno.EAGAIN, Errno.ENOBUFS]);
+
+Deno.test("callDoubtingErrno() believes a success and an errno the call may give, at once", () => {
+  const ok = scripted([[12, 0]]);
+  assertEquals(callDoubtingErrno(ok.call, expected, ok.readErrno), { rc: 12, code: 0 });
+  assertEquals(ok.calls(), 1);
+  const again = scripted([[-1, Errno.EAGAIN]]);
+  assertEquals(callDoubtingErrno(again.call, expected, again.readErrno), {
+    rc: -1,
+    code: Errno.EAGAIN,
+  });
+  assertEquals(again.calls(), 1);
+});
+
+Deno.test("callDoubtingErrno() makes the call once more for an errno the call does not give", () => {
+  const spurious = scripted([[-1, Errno.ENOENT], [-1, Errno.EAGAIN]]);
+  assertEquals(callDoubtingErrno(spurious.call, expected, spurious.readErrno), {
+    rc: -1,
+    code: Errno.EAGAIN,
+  });
+  assertEquals(spurious.calls(), 2);
+  const thenData = scripted([[-1, Errno.ENOENT], [40, 0]]);
+  assertEquals(callDoubtingErrno(thenData.call, expected, thenData.readErrno), {
+    rc: 40,
+    code: 0,
+  });
+  // The second call's result counts, even when it fails the same odd way again.
+  const twice = scripted([[-1, Errno.ENOENT], [-1, Errno.ENOENT]]);
+  assertEquals(callDoubtingErrno(twice.call, expected, twice.readErrno), {
+    rc: -1,
+    code: Errno.ENOENT,
+  });
+  assertEquals(twice.calls(), 2);
+});
