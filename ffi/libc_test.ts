@@ -1,7 +1,7 @@
-/** Pure parts of the libc bindings (no system calls made). */
+/** The libc bindings' own logic (the socket calls are tested through their users). */
 
 import { assertEquals } from "../tests/helpers/assert.ts";
-import { callDoubtingErrno, Errno } from "./libc.ts";
+import { callDoubtingErrno, Errno, fixMallocMmapThreshold } from "./libc.ts";
 
 /** A call that gives the scripted results in turn, each with its errno. */
 function scripted(results: Array<[number, number]>) {
@@ -51,4 +51,28 @@ Deno.test("callDoubtingErrno() makes the call once more for an errno the call do
     code: Errno.ENOENT,
   });
   assertEquals(twice.calls(), 2);
+});
+
+Deno.test("fixMallocMmapThreshold() keeps large blocks mapped after one was freed", () => {
+  const libc = Deno.dlopen("libc.so.6", {
+    malloc: { parameters: ["usize"], result: "pointer" },
+    free: { parameters: ["pointer"], result: "void" },
+    // struct mallinfo2 mallinfo2(void): ten size_t fields, hblks the fourth
+    mallinfo2: { parameters: [], result: { struct: Array(10).fill("usize") } },
+  });
+  try {
+    const mappedBlocks = () =>
+      new BigUint64Array(libc.symbols.mallinfo2().buffer as ArrayBuffer)[3];
+    assertEquals(fixMallocMmapThreshold(128 * 1024), true);
+    const before = mappedBlocks();
+    const first = libc.symbols.malloc(1024n * 1024n);
+    assertEquals(mappedBlocks(), before + 1n);
+    libc.symbols.free(first);
+    // Left to itself, glibc would now serve 1 MiB from the heap.
+    const second = libc.symbols.malloc(1024n * 1024n);
+    assertEquals(mappedBlocks(), before + 1n);
+    libc.symbols.free(second);
+  } finally {
+    libc.close();
+  }
 });
