@@ -21,6 +21,7 @@
 
 import { AbstractDatagramSocket, datagramQueueLength } from "../src/unix/abstract_socket.ts";
 import { drive, type DriveResult } from "../tests/helpers/load.ts";
+import { SERVER_RUN_FLAGS } from "../tests/helpers/server.ts";
 import { requestBody } from "../tests/helpers/wire.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
 import { insideQueueNamespace, runWithQueueLength } from "./queue_length.ts";
@@ -68,7 +69,7 @@ async function spawnFrom(tree: Tree, work: string, numTables = 100_000): Promise
     }),
   );
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", `${tree.dir}/server.ts`, "-c", `${work}/server.json`],
+    args: ["run", ...SERVER_RUN_FLAGS, `${tree.dir}/server.ts`, "-c", `${work}/server.json`],
     env: { DENO_NO_UPDATE_CHECK: "1" },
     stdin: "null",
     stdout: "null",

@@ -32,11 +32,13 @@ put() {
   install -D -m "$1" "$2" "$root$3"
 }
 
-# The launchers: name, path, entry module, what it is.
+# The launchers: name, path, entry module, what it is, flags of its own.
+# The server runs without V8's code cache: it would gain the long-running
+# server 3 ms of start-up and cost it 1.2 MiB of RSS (the mapped database).
 launchers=(
-  "table_allocator_server|/usr/sbin|server.ts|the table-allocator server"
-  "table_allocator_client|/usr/sbin|client.ts|the table-allocator client"
-  "table-allocator-ctl|/usr/bin|ctl.ts|administers a running table-allocator server"
+  "table_allocator_server|/usr/sbin|server.ts|the table-allocator server|--no-code-cache "
+  "table_allocator_client|/usr/sbin|client.ts|the table-allocator client|"
+  "table-allocator-ctl|/usr/bin|ctl.ts|administers a running table-allocator server|"
 )
 
 if [ -n "${DENORT_BIN:-}" ] || [ "${DENORT_DOWNLOAD:-}" = 1 ]; then
@@ -91,8 +93,9 @@ else
   mv "$work/deno-dir/gen/file$app" "$root$lib/deno-dir/gen/file$lib/app"
 
   for entry in "${launchers[@]}"; do
-    IFS='|' read -r name dir module what <<<"$entry"
+    IFS='|' read -r name dir module what flags <<<"$entry"
     sed -e "s|@NAME@|$name|g" -e "s|@MODULE@|$module|g" -e "s|@WHAT@|$what|g" \
+      -e "s|@FLAGS@|$flags|g" \
       packaging/launcher.in >"$work/$name"
     put 0755 "$work/$name" "$dir/$name"
   done

@@ -30,27 +30,30 @@ if [ -n "${DENORT_BIN:-}" ]; then
   fi
 fi
 
-# name, entry point, modules loaded only on demand (dynamic imports).
+# name, entry point, a module loaded only on demand (a dynamic import),
+# flags of its own: the server runs without V8's code cache, as its
+# launcher does (tools/build-deb.sh says why).
 binaries=(
-  "table_allocator_server server.ts src/store/postgres_store.ts"
-  "table_allocator_client client.ts"
-  "table-allocator-ctl ctl.ts"
+  "table_allocator_server|server.ts|src/store/postgres_store.ts|--no-code-cache"
+  "table_allocator_client|client.ts||"
+  "table-allocator-ctl|ctl.ts||"
 )
 
 mkdir -p "$out"
 for entry in "${binaries[@]}"; do
-  read -r name module extra <<<"$entry"
-  include=()
-  [ -z "${extra:-}" ] || include=(--include "$extra")
-  "$DENO" compile --quiet --allow-all "${include[@]}" --output "$out/$name" "$module"
+  IFS='|' read -r name module extra flags <<<"$entry"
+  options=()
+  [ -z "$extra" ] || options+=(--include "$extra")
+  [ -z "$flags" ] || options+=("$flags")
+  "$DENO" compile --quiet --allow-all "${options[@]}" --output "$out/$name" "$module"
 done
 
 for entry in "${binaries[@]}"; do
-  read -r name _ <<<"$entry"
+  IFS='|' read -r name _ <<<"$entry"
   printed=$(timeout 30 "$out/$name" --version 2>&1 | head -n 1) || true
   if ! grep -Eq "(^| )$VERSION( |$)" <<<"$printed"; then
     rm -f "$out/$name"
     die "$out/$name --version printed \"$printed\", not version $VERSION: the runtime it was built on (DENORT_BIN=${DENORT_BIN:-downloaded}) is not a denort of this Deno; the binary was removed"
   fi
 done
-echo "make dist: built and checked ${binaries[*]%% *} in $out (version $VERSION)" >&2
+echo "make dist: built and checked ${binaries[*]%%|*} in $out (version $VERSION)" >&2
