@@ -18,6 +18,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { type CImportOptions, importCDatabase, lastWrittenMs } from "./c_database_import.ts";
 import {
+  CACHE_KIB,
   ensureSchema,
   PAGE_SIZE,
   SCHEMA_VERSION,
@@ -86,6 +87,7 @@ export function openDatabase<T>(
     // Durability is the store's: it syncs the WAL itself (see WalSync).
     db.exec("PRAGMA synchronous = NORMAL");
     db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+    db.exec(`PRAGMA cache_size = -${CACHE_KIB}`);
     // Waiting for a lock would block the event loop: fail at once with a
     // TransientError instead (only outside writers can hold the lock).
     db.exec("PRAGMA busy_timeout = 0");

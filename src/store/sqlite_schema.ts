@@ -24,6 +24,15 @@ export const WAL_AUTOCHECKPOINT_PAGES = 8192;
  */
 export const PAGE_SIZE = 1024;
 
+/**
+ * SQLite's own page cache of the server's connection, in KiB (its default
+ * is 2,000). The kernel caches the file as well, so this needs to hold
+ * only the pages every lookup passes through: measured with 100,000
+ * leases, 512 KiB kept 1.8 MiB less resident than the default, refreshed
+ * all of them as fast and served 1 to 256 clients as fast (README).
+ */
+export const CACHE_KIB = 512;
+
 /** The schema this code reads and writes (`PRAGMA user_version`). */
 export const SCHEMA_VERSION = 5;
 
