@@ -32,9 +32,8 @@ put() {
   install -D -m "$1" "$2" "$root$3"
 }
 
-# The launchers: name, path, entry module, what it is, flags of its own.
-# The server runs without V8's code cache: it would gain the long-running
-# server 3 ms of start-up and cost it 1.2 MiB of RSS (the mapped database).
+# The launchers: name, path, entry module, what it is, flags of its own
+# (the server runs without V8's code cache: docs/packaging.md says why).
 launchers=(
   "table_allocator_server|/usr/sbin|server.ts|the table-allocator server|--no-code-cache "
   "table_allocator_client|/usr/sbin|client.ts|the table-allocator client|"

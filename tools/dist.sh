@@ -32,7 +32,7 @@ fi
 
 # name, entry point, a module loaded only on demand (a dynamic import),
 # flags of its own: the server runs without V8's code cache, as its
-# launcher does (tools/build-deb.sh says why).
+# launcher does (docs/packaging.md says why).
 binaries=(
   "table_allocator_server|server.ts|src/store/postgres_store.ts|--no-code-cache"
   "table_allocator_client|client.ts||"

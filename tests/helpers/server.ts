@@ -14,9 +14,8 @@ export const SERVER_PATH = fileURLToPath(new URL("../../server.ts", import.meta.
 
 /**
  * The flags of `deno run` for the server, as its packaged launcher gives
- * them (tools/build-deb.sh) besides those that pick the installed cache:
- * no V8 code cache (it gains a long-running server 3 ms of start-up and
- * costs it 1.2 MiB of RSS for the mapped cache database).
+ * them besides those that pick the installed cache: no V8 code cache
+ * (docs/packaging.md says why).
  */
 export const SERVER_RUN_FLAGS = ["--allow-all", "--no-code-cache"];
 
