@@ -1,7 +1,7 @@
-/** The libc bindings' own logic (the socket calls are tested through their users). */
+/** The libc bindings' own logic, and malloc's threshold (the socket calls are tested through their users). */
 
 import { assertEquals } from "../tests/helpers/assert.ts";
-import { callDoubtingErrno, Errno, fixMallocMmapThreshold } from "./libc.ts";
+import { callDoubtingErrno, Errno } from "./libc.ts";
 
 /** A call that gives the scripted results in turn, each with its errno. */
 function scripted(results: Array<[number, number]>) {
@@ -53,27 +53,39 @@ Deno.test("callDoubtingErrno() makes the call once more for an errno the call do
   assertEquals(twice.calls(), 2);
 });
 
-Deno.test("fixMallocMmapThreshold() keeps large blocks mapped after one was freed", () => {
-  const libc = Deno.dlopen("libc.so.6", {
-    malloc: { parameters: ["usize"], result: "pointer" },
-    free: { parameters: ["pointer"], result: "void" },
-  });
-  // Whether glibc gave the block a mapping of its own: the IS_MMAPPED bit
-  // (2) of the chunk's size word, just before the block. Asked of the block
-  // itself, since malloc's counters (mallinfo2) are the whole process's,
-  // whose other threads allocate meanwhile.
-  const mapped = (block: Deno.PointerValue) =>
-    (new Deno.UnsafePointerView(block!).getBigUint64(-8) & 2n) !== 0n;
-  try {
-    assertEquals(fixMallocMmapThreshold(128 * 1024), true);
-    const first = libc.symbols.malloc(1024n * 1024n);
-    assertEquals(mapped(first), true);
-    libc.symbols.free(first);
-    // Left to itself, glibc would now serve 1 MiB from the heap.
-    const second = libc.symbols.malloc(1024n * 1024n);
-    assertEquals(mapped(second), true);
-    libc.symbols.free(second);
-  } finally {
-    libc.close();
-  }
+/**
+ * Run in a process of its own, as the server does it at start: a process
+ * that has run for a while may have a large free stretch of heap, from
+ * which malloc serves a block whatever the threshold says.
+ */
+const LIBC_MODULE = JSON.stringify(new URL("./libc.ts", import.meta.url).href);
+const MMAP_PROBE = `
+import { fixMallocMmapThreshold } from ${LIBC_MODULE};
+const libc = Deno.dlopen("libc.so.6", {
+  malloc: { parameters: ["usize"], result: "pointer" },
+  free: { parameters: ["pointer"], result: "void" },
+});
+// The IS_MMAPPED bit (2) of the chunk's size word, just before the block:
+// asked of the block itself, since malloc's counters are the whole process's.
+const mapped = (block) => (new Deno.UnsafePointerView(block).getBigUint64(-8) & 2n) !== 0n;
+const fixed = fixMallocMmapThreshold(128 * 1024);
+const first = libc.symbols.malloc(16n * 1024n * 1024n);
+const firstMapped = mapped(first);
+libc.symbols.free(first);
+// Left to itself, glibc has now raised its threshold to 16 MiB, and
+// serves 1 MiB from the heap.
+const second = libc.symbols.malloc(1024n * 1024n);
+console.log(JSON.stringify([fixed, firstMapped, mapped(second)]));
+libc.symbols.free(second);
+`;
+
+Deno.test("fixMallocMmapThreshold() keeps large blocks mapped after one was freed", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", MMAP_PROBE],
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+    stdin: "null",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assertEquals(out.code, 0, stderr);
+  assertEquals(JSON.parse(new TextDecoder().decode(out.stdout)), [true, true, true], stderr);
 });
