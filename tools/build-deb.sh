@@ -35,7 +35,7 @@ put() {
 # The launchers: name, path, entry module, what it is, flags of its own
 # (the server runs without V8's code cache: docs/packaging.md says why).
 launchers=(
-  "table_allocator_server|/usr/sbin|server.ts|the table-allocator server|--no-code-cache "
+  "table_allocator_server|/usr/sbin|server.ts|the table-allocator server|--no-code-cache"
   "table_allocator_client|/usr/sbin|client.ts|the table-allocator client|"
   "table-allocator-ctl|/usr/bin|ctl.ts|administers a running table-allocator server|"
 )
