@@ -96,7 +96,11 @@ export class Daemon {
     this.#store = options.store;
     this.#socket = options.socket;
     this.#log = options.logger;
-    this.#receiver = new BatchReceiver(options.socket, options.logger);
+    this.#receiver = new BatchReceiver(
+      options.socket,
+      options.logger,
+      () => this.#store.expectLookup?.(),
+    );
     this.#limited = new LimitedLog(options.logger);
     this.#observer = fanOut([
       new LogObserver(options.logger, {

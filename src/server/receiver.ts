@@ -12,6 +12,9 @@
  * that answered one client, for {@link HOT_SPIN_MS} by asking the socket
  * again and again (no sleep, so no wake-up to pay), then with poll(2) for
  * at most {@link HOT_WAIT_MS}; that wake-up costs nothing but the kernel's.
+ * Before that spin the daemon gets its store ready for the request (the
+ * SQLite store opens the next pass's transaction): that work is done while
+ * the client works, not while it waits for its reply.
  * After that the daemon parks in poll(2) on a worker thread, which keeps
  * the event loop (timers, signals, other outputs) running and costs a
  * hand-off between threads on wake-up, paid only after a quiet moment.
@@ -141,10 +144,18 @@ export class BatchReceiver {
   /** Datagrams received so far. */
   received = 0;
 
-  /** Receives from `socket`; failures to receive are logged to `log`. */
-  constructor(socket: AbstractDatagramSocket, log: Logger) {
+  /** Called right before a spin: the next request is expected within it. */
+  #beforeSpin: (() => void) | undefined;
+
+  /**
+   * Receives from `socket`; failures to receive are logged to `log`.
+   * `beforeSpin` runs each time the receiver starts a spin for the next
+   * request of a client it has just answered ({@link HOT_SPIN_MS}).
+   */
+  constructor(socket: AbstractDatagramSocket, log: Logger, beforeSpin?: () => void) {
     this.#socket = socket;
     this.#log = log;
+    this.#beforeSpin = beforeSpin;
   }
 
   /** Puts a datagram into the next batch (a request that waits for the next pass). */
@@ -336,7 +347,10 @@ export class BatchReceiver {
     this.#justServed = false;
     try {
       const hotWait = timeoutMs < 0 ? HOT_WAIT_MS : Math.min(HOT_WAIT_MS, timeoutMs);
-      if (hot && this.#spinNext && this.#spin(HOT_SPIN_MS)) return this.next(timeoutMs);
+      if (hot && this.#spinNext) {
+        this.#beforeSpin?.();
+        if (this.#spin(HOT_SPIN_MS)) return this.next(timeoutMs);
+      }
       if (hot && this.#socket.readableNow(hotWait)) return this.next(timeoutMs);
       if (hot && timeoutMs >= 0 && timeoutMs <= HOT_WAIT_MS) return batch; // the loop's timer is due
       this.#trimLater();

@@ -83,7 +83,7 @@ Deno.test("BatchReceiver: the wait right after a pass still ends for a datagram,
  * receives, then one datagram; the socket counts the sleeping waits it is
  * asked for.
  */
-function scriptedReceiver(emptyCalls: number) {
+function scriptedReceiver(emptyCalls: number, beforeSpin?: () => void) {
   const datagram = { data: new TextEncoder().encode("next") };
   let receives = 0;
   const socket = {
@@ -102,8 +102,14 @@ function scriptedReceiver(emptyCalls: number) {
   const receiver = new BatchReceiver(
     socket as unknown as AbstractDatagramSocket,
     new MemoryLogger(),
+    () => {
+      spins.push(receives);
+      beforeSpin?.();
+    },
   );
-  return { socket, receiver };
+  /** How many receives had been asked for at each start of a spin. */
+  const spins: number[] = [];
+  return { socket, receiver, spins };
 }
 
 Deno.test("BatchReceiver: right after a pass, a request that comes within the spin is taken without sleeping", async () => {
@@ -114,11 +120,23 @@ Deno.test("BatchReceiver: right after a pass, a request that comes within the sp
 });
 
 Deno.test("BatchReceiver: after a pass that answered several clients, the wait sleeps at once", async () => {
-  const { socket, receiver } = scriptedReceiver(1);
+  const { socket, receiver, spins } = scriptedReceiver(1);
   receiver.served(2);
   // The poll(2) stand-in says "readable"; the datagram then comes with the next receive.
   assertEquals(texts(await receiver.next()), ["next"]);
   assertEquals(socket.sleeps, 1, "it slept first, so the crowd's requests gather meanwhile");
+  assertEquals(spins, [], "no spin, so nothing got ready for one");
+});
+
+Deno.test("BatchReceiver: the hook before a spin runs once, after the queue was found empty", async () => {
+  const { receiver, spins } = scriptedReceiver(3);
+  receiver.served(1);
+  assertEquals(texts(await receiver.next()), ["next"]);
+  assertEquals(spins, [1], "once, after the one receive that found the socket empty");
+  const { receiver: queued, spins: none } = scriptedReceiver(0);
+  queued.served(1);
+  assertEquals(texts(await queued.next()), ["next"], "a request was waiting already");
+  assertEquals(none, [], "no spin for it");
 });
 
 Deno.test("BatchReceiver: a spin that finds nothing ends in poll(2), and only right after a pass", async () => {

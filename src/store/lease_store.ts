@@ -222,6 +222,13 @@ export interface LeaseStore {
   /** Discards a token that will not be used for an update. */
   releaseToken(token: LeaseToken): void;
   /**
+   * A lookup is likely soon: the daemon is about to wait for the next
+   * request of the one client it has just answered. A store may get ready
+   * for it now, while that client works rather than while it waits. Never
+   * throws: a failure is the next lookup's to report.
+   */
+  expectLookup?(): void;
+  /**
    * Commits every update issued so far in one transaction. Stores group
    * concurrent updates themselves; calling this makes the commit happen now.
    * Resolves once the commit is durable (its updates have resolved).

@@ -209,6 +209,21 @@ export class SqliteLeaseStore implements LeaseStore {
     return this.#commits.add(clientId, previousVersion, leases);
   }
 
+  /**
+   * Opens the transaction the next pass's lookups and updates will share
+   * (`GroupCommit.beginRead`), so that its BEGIN IMMEDIATE, about a tenth
+   * of a lone request's time in the server, is paid before the request
+   * comes. Unused, it ends when the event loop next turns, as after a
+   * lookup: the daemon's wait on the main thread lasts at most a few
+   * milliseconds before the loop parks.
+   */
+  expectLookup(): void {
+    try {
+      this.#checkUsable();
+      this.#commits.beginRead();
+    } catch { /* the next lookup fails with the reason */ }
+  }
+
   releaseToken(leaseToken: LeaseToken): void {
     const token = leaseToken as unknown as StoreToken;
     if (token?.store === this) this.#spend(token);

@@ -279,6 +279,44 @@ Deno.test("SqliteLeaseStore: lookups run in the transaction their updates join, 
   });
 });
 
+Deno.test("SqliteLeaseStore: an expected lookup's transaction is the one the next lookup and update use, and ends unused when the loop turns", async () => {
+  await withStore(async (store, path) => {
+    const other = new DatabaseSync(path, { timeout: 0 });
+    try {
+      store.expectLookup();
+      assertMatch(assertThrowsType(() => other.exec("BEGIN IMMEDIATE"), Error).message, /locked/);
+      const { token } = await store.lookup("2/eth1/10.0.0.1");
+      await store.update("2/eth1/10.0.0.1", [lease("10.0.0.1", 10000)], token);
+      assertEquals(
+        other.prepare("SELECT count(*) AS n FROM leases").get(),
+        { n: 1 },
+        "committed with the update",
+      );
+      store.expectLookup();
+      await new Promise((r) => setTimeout(r, 10));
+      other.exec("BEGIN IMMEDIATE");
+      other.exec("ROLLBACK");
+    } finally {
+      other.close();
+    }
+  });
+});
+
+Deno.test("SqliteLeaseStore: an expected lookup on a closed store does nothing and throws nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
+  try {
+    const store = SqliteLeaseStore.open(`${dir}/leases.db`);
+    await store.close();
+    store.expectLookup();
+    const other = new DatabaseSync(`${dir}/leases.db`, { timeout: 0 });
+    other.exec("BEGIN IMMEDIATE");
+    other.exec("ROLLBACK");
+    other.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SqliteLeaseStore reports a locked database as a TransientError and keeps the token valid", async () => {
   await withStore(async (store, path) => {
     const { token } = await store.lookup("2/eth1/10.0.0.1");
