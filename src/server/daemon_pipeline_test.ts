@@ -63,7 +63,11 @@ class GatedStore extends ForwardingStore {
     if (this.#failure) synced.fail(this.#failure);
     else if (this.#open) synced.open();
     this.gates.push(synced);
-    const committed = this.inner.flush(options);
+    // Every flush of this store has a sync to place (its gate): it asks where.
+    const background = typeof options?.background === "function"
+      ? options.background()
+      : options?.background;
+    const committed = this.inner.flush({ background });
     const durable = Promise.all([committed, synced.promise]);
     for (const w of writes) durable.then(() => w.write).then(w.resolve, w.reject);
     return durable.then(() => {});

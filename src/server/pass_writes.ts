@@ -130,9 +130,11 @@ export class PassWrites {
   flush(overlapping: boolean): Flushed {
     const { receiver } = this.#c;
     const started = performance.now();
-    const background = receiver.pump() > 0 || receiver.crowded || receiver.starving ||
-      overlapping;
-    const synced = this.#c.store.flush({ background }).then(
+    let background = false;
+    // Asked only when the commit is to be synced: a release's pass spares the receive.
+    const ask = () =>
+      background = receiver.pump() > 0 || receiver.crowded || receiver.starving || overlapping;
+    const synced = this.#c.store.flush({ background: ask }).then(
       () => {},
       () => {/* each write's promise carries the failure */},
     );

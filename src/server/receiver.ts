@@ -334,14 +334,7 @@ export class BatchReceiver {
       this.parked();
     }
     if (this.#queue.length < MAX_BATCH) this.pump();
-    const batch = this.#carry;
-    this.#carry = [];
-    const room = MAX_BATCH - batch.length;
-    if (room > 0 && this.#queue.length > 0) {
-      const taken = this.#queue.length <= room ? this.#queue : this.#queue.slice(0, room);
-      this.#queue = taken === this.#queue ? [] : this.#queue.slice(room);
-      for (const carried of taken) batch.push(carried);
-    }
+    const batch = this.#take();
     if (batch.length > 0) return batch;
     const hot = this.#justServed;
     this.#justServed = false;
@@ -349,9 +342,13 @@ export class BatchReceiver {
       const hotWait = timeoutMs < 0 ? HOT_WAIT_MS : Math.min(HOT_WAIT_MS, timeoutMs);
       if (hot && this.#spinNext) {
         this.#beforeSpin?.();
-        if (this.#spin(HOT_SPIN_MS)) return this.next(timeoutMs);
+        // What the spin found is queued already: no second receive, no second call.
+        if (this.#spin(HOT_SPIN_MS)) return this.#take();
       }
-      if (hot && this.#socket.readableNow(hotWait)) return this.next(timeoutMs);
+      if (hot && this.#socket.readableNow(hotWait)) {
+        this.pump();
+        return this.#take(); // empty after a wake(): the loop looks at why
+      }
       if (hot && timeoutMs >= 0 && timeoutMs <= HOT_WAIT_MS) return batch; // the loop's timer is due
       this.#trimLater();
       await this.#socket.readable(timeoutMs < 0 ? -1 : timeoutMs - (hot ? hotWait : 0));
@@ -360,6 +357,19 @@ export class BatchReceiver {
       this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
       await new Promise((r) => setTimeout(r, 100));
       this.parked();
+    }
+    return batch;
+  }
+
+  /** What was carried over, then what is queued, up to {@link MAX_BATCH}. */
+  #take(): Carried[] {
+    const batch = this.#carry;
+    this.#carry = [];
+    const room = MAX_BATCH - batch.length;
+    if (room > 0 && this.#queue.length > 0) {
+      const taken = this.#queue.length <= room ? this.#queue : this.#queue.slice(0, room);
+      this.#queue = taken === this.#queue ? [] : this.#queue.slice(room);
+      for (const carried of taken) batch.push(carried);
     }
     return batch;
   }

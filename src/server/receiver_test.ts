@@ -109,14 +109,15 @@ function scriptedReceiver(emptyCalls: number, beforeSpin?: () => void) {
   );
   /** How many receives had been asked for at each start of a spin. */
   const spins: number[] = [];
-  return { socket, receiver, spins };
+  return { socket, receiver, spins, receives: () => receives };
 }
 
 Deno.test("BatchReceiver: right after a pass, a request that comes within the spin is taken without sleeping", async () => {
-  const { socket, receiver } = scriptedReceiver(3);
+  const { socket, receiver, receives } = scriptedReceiver(3);
   receiver.served(1);
   assertEquals(texts(await receiver.next()), ["next"]);
   assertEquals(socket.sleeps, 0, "no poll(2): a sleeping thread pays for its wake-up");
+  assertEquals(receives(), 4, "the receive that found it was the last: no second look");
 });
 
 Deno.test("BatchReceiver: after a pass that answered several clients, the wait sleeps at once", async () => {

@@ -192,9 +192,11 @@ export interface FlushOptions {
    * The caller has other work while the disk works (a server with more
    * requests waiting): a store may then wait for the disk off the calling
    * thread. Without it a store may block the thread for the sync, which is
-   * quicker when nothing else waits.
+   * quicker when nothing else waits. A function is asked only when there
+   * is a sync to place, before it starts (a commit of releases alone has
+   * none in the SQLite store).
    */
-  background?: boolean;
+  background?: boolean | (() => boolean);
 }
 
 /** Storage of leases, keyed by client id. */

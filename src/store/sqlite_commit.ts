@@ -186,7 +186,10 @@ export class GroupCommit {
     this.#o.committed(earliest);
     const wal = this.#o.wal;
     if (!durable || !wal) return Promise.resolve(this.#settle(pending));
-    if (!options.background) {
+    const background = typeof options.background === "function"
+      ? options.background()
+      : options.background;
+    if (!background) {
       try {
         wal.syncNow();
       } catch (error) {

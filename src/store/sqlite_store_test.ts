@@ -110,6 +110,22 @@ Deno.test("SqliteLeaseStore syncs a commit that holds a table before it resolves
   });
 });
 
+Deno.test("SqliteLeaseStore asks whether to sync in the background only when there is a sync", async () => {
+  await withStore(async (store) => {
+    const id = "2/eth1/10.0.0.1";
+    const asked: string[] = [];
+    const a = await store.lookup(id);
+    const grant = store.update(id, [lease("10.0.0.1", 10000)], a.token);
+    await store.flush({ background: () => (asked.push("grant"), false) });
+    await grant;
+    const b = await store.lookup(id);
+    const release = store.update(id, [{ ...b.leases[0], state: "released" }], b.token);
+    await store.flush({ background: () => (asked.push("release"), false) });
+    await release;
+    assertEquals(asked, ["grant"], "a release's commit has no sync to place");
+  });
+});
+
 Deno.test("SqliteLeaseStore writes a refresh as one row's change, fewer pages than a grant", async () => {
   await withStore(async (store, path) => {
     const id = "2/eth1/10.0.0.1";
