@@ -13,7 +13,7 @@ import { MAX_TABLE, RESERVED_TABLES } from "../../config/limits.ts";
 import { formatIP, parseIP } from "../net/ip.ts";
 import { AddrFamily, isAddrFamily } from "../net/family.ts";
 import { errorMessage } from "../util/errors.ts";
-import { utf8Length } from "../util/utf8.ts";
+import { decodeUtf8, encodeUtf8, utf8Length } from "../util/utf8.ts";
 
 /** The only protocol version. */
 export const PROTOCOL_VERSION = 1;
@@ -253,7 +253,7 @@ export function parseDatagram(data: Uint8Array, length = data.byteLength): Recor
   let parsed: unknown;
   let text: string;
   try {
-    text = decoder.decode(data);
+    text = decodeUtf8(data);
     parsed = JSON.parse(text);
   } catch (error) {
     throw new ProtocolError("bad_json", `not a JSON object: ${errorMessage(error).slice(0, 80)}`);
@@ -322,7 +322,7 @@ export function encodeRequest(request: Request): Uint8Array<ArrayBuffer> {
  * answered with table 0 and lease_expires 0.
  */
 export function encodeReply(table: number, leaseExpires: number): Uint8Array<ArrayBuffer> {
-  return encoder.encode(
+  return encodeUtf8(
     `{"version":1,"cmd":2,"table":${table},"lease_expires":${Math.floor(leaseExpires)}}`,
   );
 }
