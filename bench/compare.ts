@@ -1,10 +1,14 @@
 /**
  * Side by side: the server of several git revisions under the same load,
- * in one run, runs of each interleaved round by round so that a change of
- * the machine's load hits every revision alike; the fsync floor is measured
- * before each run on the same disk. Prints one row per revision and client
- * count (medians over the rounds) with the server's CPU time per operation,
- * and start-up with 100,000 stored leases.
+ * in one run, every server running throughout and runs of each interleaved
+ * round by round so that a change of the machine's load hits every revision
+ * alike; the fsync floor is measured before each run on the same disk.
+ * Prints one row per revision and client count (medians over the rounds)
+ * with the server's CPU time per operation and in how many rounds it beat
+ * the first revision (paired round by round, which sees a small change
+ * through this VM's noise better than the medians do), and start-up with
+ * 100,000 stored leases. Many short rounds (`--seconds 1 --rounds 20`)
+ * suit one client, whose figure moves most from one minute to the next.
  *
  *     deno run -A bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N] REV...
  *
@@ -31,11 +35,13 @@ import { rssMiB } from "./server.ts";
 
 interface Tree {
   rev: string;
+  /** Its place on the command line: a revision may be given twice (a run against itself). */
+  id: number;
   dir: string;
 }
 
-async function exportRevision(rev: string, root: string): Promise<Tree> {
-  const dir = `${root}/${rev.replace(/[^\w.-]/g, "_")}`;
+async function exportRevision(rev: string, id: number, root: string): Promise<Tree> {
+  const dir = `${root}/${id}-${rev.replace(/[^\w.-]/g, "_")}`;
   await Deno.mkdir(dir, { recursive: true });
   const archive = new Deno.Command("git", { args: ["archive", rev], stdout: "piped" }).spawn();
   const untar = new Deno.Command("tar", { args: ["-x", "-C", dir], stdin: "piped" }).spawn();
@@ -43,7 +49,7 @@ async function exportRevision(rev: string, root: string): Promise<Tree> {
   if (!(await archive.status).success || !(await untar.status).success) {
     throw new Error(`cannot export revision ${rev}`);
   }
-  return { rev, dir };
+  return { rev, id, dir };
 }
 
 interface Running {
@@ -196,7 +202,7 @@ if (import.meta.main) {
   const rounds = Number(options.rounds);
   const root = await Deno.makeTempDir({ prefix: "ta-compare-" });
   try {
-    const trees = await Promise.all(revs.map((rev) => exportRevision(rev, root)));
+    const trees = await Promise.all(revs.map((rev, i) => exportRevision(rev, i, root)));
     console.log(
       `load average at the start: ${loadAverage()}, ` +
         `net.unix.max_dgram_qlen ${datagramQueueLength()}\n`,
@@ -204,7 +210,7 @@ if (import.meta.main) {
     const results = new Map<string, DriveResult[]>();
     const floors: number[] = [];
     const cpuPerOp = new Map<string, number[]>();
-    const rss = new Map<string, number>();
+    const rss = new Map<number, number>();
     const servers: Running[] = [];
     try {
       for (const tree of trees) {
@@ -218,7 +224,7 @@ if (import.meta.main) {
           const order = round % 2 ? [...servers].reverse() : servers;
           for (const server of order) {
             floors.push(nodeSqliteFloor(server.work, 300));
-            const key = `${server.tree.rev} ${clients}`;
+            const key = `${server.tree.id} ${clients}`;
             const cpuBefore = cpuSeconds(server.process.pid);
             const result = drive(server, clients, seconds);
             const cpu = cpuSeconds(server.process.pid) - cpuBefore;
@@ -230,21 +236,26 @@ if (import.meta.main) {
           }
         }
       }
-      for (const server of servers) rss.set(server.tree.rev, rssMiB(server.process.pid));
+      for (const server of servers) rss.set(server.tree.id, rssMiB(server.process.pid));
     } finally {
       for (const server of servers) await stop(server);
     }
     const rows: Row[] = [];
     for (const tree of trees) {
       for (const clients of clientCounts) {
-        const runs = results.get(`${tree.rev} ${clients}`)!;
+        const runs = results.get(`${tree.id} ${clients}`)!;
+        const first = results.get(`${trees[0].id} ${clients}`)!;
         rows.push({
           revision: tree.rev,
           clients,
           "ops/s": median(runs.map((r) => r.opsPerSecond)),
+          "p50 ms": Number(median(runs.map((r) => r.p50)).toFixed(3)),
           "p99 ms": Number(median(runs.map((r) => r.p99)).toFixed(2)),
           EAGAIN: median(runs.map((r) => r.eagain)),
-          "server CPU µs/op": Math.round(median(cpuPerOp.get(`${tree.rev} ${clients}`)!)),
+          "server CPU µs/op": Math.round(median(cpuPerOp.get(`${tree.id} ${clients}`)!)),
+          "rounds faster than the first": tree === trees[0]
+            ? "-"
+            : `${runs.filter((r, i) => r.opsPerSecond > first[i].opsPerSecond).length}/${rounds}`,
         });
       }
     }
@@ -253,26 +264,26 @@ if (import.meta.main) {
       `\nfsync floor (node:sqlite, one-row commits/s), median of the runs: ${median(floors)}`,
     );
     const startup: Row[] = [];
-    const seeded = new Map<string, string>();
+    const seeded = new Map<number, string>();
     for (const tree of trees) {
-      const db = `${root}/${tree.rev.replace(/[^\w.-]/g, "_")}-seed.db`;
+      const db = `${tree.dir}-seed.db`;
       await seedWith(tree, db, 100_000);
-      seeded.set(tree.rev, db);
+      seeded.set(tree.id, db);
     }
-    const times = new Map<string, number[]>();
+    const times = new Map<number, number[]>();
     for (let round = 0; round < 5; round++) {
       for (const tree of trees) {
         const work = await Deno.makeTempDir({ dir: root, prefix: "start-" });
-        await Deno.copyFile(seeded.get(tree.rev)!, `${work}/leases.db`);
-        times.set(tree.rev, [...times.get(tree.rev) ?? [], await startupMs(tree, work)]);
+        await Deno.copyFile(seeded.get(tree.id)!, `${work}/leases.db`);
+        times.set(tree.id, [...times.get(tree.id) ?? [], await startupMs(tree, work)]);
         await Deno.remove(work, { recursive: true });
       }
     }
     for (const tree of trees) {
       startup.push({
         revision: tree.rev,
-        "start with 100,000 leases, median ms": Math.round(median(times.get(tree.rev)!)),
-        "RSS after the load MiB": rss.get(tree.rev) ?? "",
+        "start with 100,000 leases, median ms": Math.round(median(times.get(tree.id)!)),
+        "RSS after the load MiB": rss.get(tree.id) ?? "",
       });
     }
     console.log(`\n${table(startup)}\n\nload average at the end: ${loadAverage()}`);
