@@ -403,7 +403,9 @@ export class Daemon {
       }
     } finally {
       this.#tellPass(pass);
-      this.#receiver.served(pass.out.length);
+      let answered = pass.out.length;
+      for (const write of pass.writes) if (write.answered) answered++;
+      this.#receiver.served(answered);
     }
   }
 

@@ -107,6 +107,42 @@ Deno.test("Daemon carries a second message for one identity to the next pass, af
   assertEquals(h.daemon.stats.requests, 3);
 });
 
+Deno.test("Daemon answers the same request sent twice in one pass with one grant, to both senders", async () => {
+  await using h = await startDaemon({ start: false });
+  const a = h.client();
+  const b = h.client();
+  const c = h.client();
+  await a.send(requestBody("10.0.0.1"));
+  await b.send(requestBody("10.0.0.1"));
+  await c.send(requestBody("10.0.0.2"));
+  h.run();
+  assertEquals((await a.receive())?.table, 10000);
+  assertEquals((await b.receive())?.table, 10000, "the twin hears the same answer");
+  assertEquals((await c.receive())?.table, 10001);
+  assertEquals(kinds(h.events), ["granted 10000", "granted 10001"]);
+  assertEquals(h.daemon.stats.batches, 1);
+});
+
+Deno.test("Daemon answers at once only the writes its store committed; a failed one is answered after", async () => {
+  await using h = await startDaemon({
+    start: false,
+    wrap: (store) =>
+      new FaultyStore(
+        store,
+        (_, __, n) => n === 1 ? new TransientError("disk I/O error") : undefined,
+      ),
+  });
+  const a = h.client();
+  const b = h.client();
+  await a.send(requestBody("10.0.0.1"));
+  await b.send(requestBody("10.0.0.2"));
+  h.run();
+  const [first, second] = [await a.receive(), await b.receive()];
+  assertEquals([first?.cmd, first?.error], [3, "store_failure"], "its update was never committed");
+  assertEquals(second?.table, 10001, "committed, and answered");
+  assertEquals(kinds(h.events), ["granted 10001"]);
+});
+
 Deno.test("Daemon answers a failed commit with store_failure, acknowledges nothing, and gives the table back", async () => {
   await using h = await startDaemon({
     wrap: (store) =>

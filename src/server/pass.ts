@@ -112,7 +112,7 @@ export async function preparePass(
   });
   for (const job of jobs) if (job.twins.length > 0) pass.twins.set(job.datagram, job.twins);
   // Right after the writes, before any await: else the store's own flush (on this thread) comes first.
-  if (pass.writes.length > 0) Object.assign(pass, c.writes.flush(overlapping));
+  if (pass.writes.length > 0) Object.assign(pass, c.writes.flush(pass.writes, overlapping));
 }
 
 /**

@@ -32,6 +32,8 @@ export interface Write {
   job: Job;
   decision: Extract<Decision, { kind: "write" }>;
   done: Promise<void>;
+  /** Answered the moment its commit was durable ({@link PassWrites.flush}). */
+  answered?: boolean;
 }
 
 /** A pass's commit, made; its sync may still run. */
@@ -116,7 +118,7 @@ export class PassWrites {
   }
 
   /**
-   * Commits the pass's writes at once (the COMMIT runs before this
+   * Commits the pass's `writes` at once (the COMMIT runs before this
    * returns); the returned sync settles once that commit is durable or
    * failed, and each write's own promise says which. {@link settle} them
    * after it.
@@ -125,22 +127,40 @@ export class PassWrites {
    * run for a while, or an earlier pass is still waiting for its sync
    * (`overlapping`), the sync runs off the main thread and the daemon
    * keeps working meanwhile; a lone client's commit syncs on this thread,
-   * which is quicker than a hand-off.
+   * which is quicker than a hand-off. A commit durable before this returns
+   * (synced here, or a pass of releases, which needs no sync) has its
+   * writes answered there and then, unless an earlier pass's replies are
+   * still to go out: the rest of their work waits for {@link settle}.
    */
-  flush(overlapping: boolean): Flushed {
+  flush(writes: Write[], overlapping: boolean): Flushed {
     const { receiver } = this.#c;
     const started = performance.now();
     let background = false;
+    let returned = false;
     // Asked only when the commit is to be synced: a release's pass spares the receive.
     const ask = () =>
       background = receiver.pump() > 0 || receiver.crowded || receiver.starving || overlapping;
-    const synced = this.#c.store.flush({ background: ask }).then(
+    const durable = (updates: ReadonlySet<Promise<void>>) => {
+      if (returned || overlapping) return;
+      for (const w of writes) if (updates.has(w.done)) this.#answerNow(w);
+    };
+    const synced = this.#c.store.flush({ background: ask, durable }).then(
       () => {},
       () => {/* each write's promise carries the failure */},
     );
+    returned = true;
     // Timed when the sync ends, not when the daemon gets round to the replies.
     synced.then(() => this.#c.metrics?.commitSeconds((performance.now() - started) / 1000));
     return { synced, background };
+  }
+
+  /** Sends a durable write's reply to its client and twins, before its promise's reactions. */
+  #answerNow(write: Write): void {
+    const { replies } = this.#c;
+    const reply = replies.answer(write.decision.answer, write.job);
+    replies.send(reply, write.job.datagram);
+    for (const twin of write.job.twins) replies.send(reply, twin.datagram);
+    write.answered = true;
   }
 
   /**
@@ -157,7 +177,7 @@ export class PassWrites {
         for (const lease of decision.ended) this.#c.free(lease);
         this.#c.tell(decision.events);
         this.#endHolds(decision.endHolds, job);
-        out.push([replies.answer(decision.answer, job), job.datagram]);
+        if (!writes[i].answered) out.push([replies.answer(decision.answer, job), job.datagram]);
         return;
       }
       const { claim } = decision;

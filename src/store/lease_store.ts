@@ -197,6 +197,14 @@ export interface FlushOptions {
    * none in the SQLite store).
    */
   background?: boolean | (() => boolean);
+  /**
+   * Called once the commit is durable, with the promises (as
+   * {@link LeaseStore.update} returned them) of the updates it holds,
+   * before any reaction to them runs: the caller may answer for them at
+   * once. Not called for a commit that failed; a store may not call it at
+   * all (the promises say the same, later).
+   */
+  durable?: (updates: ReadonlySet<Promise<void>>) => void;
 }
 
 /** Storage of leases, keyed by client id. */

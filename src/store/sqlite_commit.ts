@@ -30,6 +30,8 @@ import type { WalSync } from "./wal_sync.ts";
 import { wrap } from "./sqlite_errors.ts";
 
 interface Pending {
+  /** The update's promise, as add() returned it (none for an expiry). */
+  promise?: Promise<void>;
   resolve: () => void;
   reject: (error: Error) => void;
   /** Undo of the in-memory version bump, when the commit fails. */
@@ -137,15 +139,15 @@ export class GroupCommit {
         this.#earliestWritten = l.expiresAt;
       }
     }
-    return new Promise((resolve, reject) => {
-      this.#pending.push({ resolve, reject, clientId, previousVersion });
-      if (!this.#flushQueued) {
-        this.#flushQueued = true;
-        queueMicrotask(() => {
-          if (this.#flushQueued) this.flush().catch(() => {});
-        });
-      }
-    });
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#pending.push({ promise, resolve, reject, clientId, previousVersion });
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(() => {
+        if (this.#flushQueued) this.flush().catch(() => {});
+      });
+    }
+    return promise;
   }
 
   /** Queues the leases of one client that expiry reclaimed, announced after the commit. */
@@ -185,7 +187,7 @@ export class GroupCommit {
     }
     this.#o.committed(earliest);
     const wal = this.#o.wal;
-    if (!durable || !wal) return Promise.resolve(this.#settle(pending));
+    if (!durable || !wal) return this.#madeDurable(pending, options);
     const background = typeof options.background === "function"
       ? options.background()
       : options.background;
@@ -195,14 +197,28 @@ export class GroupCommit {
       } catch (error) {
         return Promise.reject(this.#fail(pending, wrap("cannot commit", error)));
       }
-      return Promise.resolve(this.#settle(pending));
+      return this.#madeDurable(pending, options);
     }
     return wal.sync().then(
-      () => this.#settle(pending),
+      () => this.#madeDurable(pending, options),
       (error) => {
         throw this.#fail(pending, wrap("cannot commit", error));
       },
     );
+  }
+
+  /**
+   * The commit is durable: its updates resolve, and the caller hears
+   * which they are before any reaction to them runs.
+   */
+  #madeDurable(pending: Pending[], options: FlushOptions): Promise<void> {
+    this.#settle(pending);
+    if (options.durable) {
+      const updates = new Set<Promise<void>>();
+      for (const p of pending) if (p.promise) updates.add(p.promise);
+      options.durable(updates);
+    }
+    return Promise.resolve();
   }
 
   /** Resolves committed updates and announces what their commit expired. */

@@ -126,6 +126,48 @@ Deno.test("SqliteLeaseStore asks whether to sync in the background only when the
   });
 });
 
+Deno.test("SqliteLeaseStore tells who asked which updates a durable commit holds, before their reactions run", async () => {
+  await withStore(async (store) => {
+    const order: string[] = [];
+    const a = await store.lookup("2/eth1/10.0.0.1");
+    const b = await store.lookup("2/eth1/10.0.0.2");
+    const c = await store.lookup("2/eth1/10.0.0.3");
+    const granted = store.update("2/eth1/10.0.0.1", [lease("10.0.0.1", 10000)], a.token);
+    granted.then(() => order.push("reaction"));
+    // A table already taken: refused by the store, not part of the commit.
+    const taken = store.update("2/eth1/10.0.0.2", [lease("10.0.0.2", 10000)], b.token);
+    taken.catch(() => {});
+    const released = store.update("2/eth1/10.0.0.3", [], c.token);
+    let heard: ReadonlySet<Promise<void>> | undefined;
+    const flushed = store.flush({
+      durable: (updates) => {
+        heard = updates;
+        order.push("durable");
+      },
+    });
+    assertEquals(order, ["durable"], "told inside flush(), the sync being on this thread");
+    assertEquals(heard, new Set([granted, released]));
+    await flushed;
+    await granted;
+    assertEquals(order, ["durable", "reaction"]);
+    assertInstanceOf(await taken.catch((e) => e), ConcurrencyError);
+  });
+});
+
+Deno.test("SqliteLeaseStore tells nobody of a commit that failed", async () => {
+  await withStore(async (store, path) => {
+    const { token } = await store.lookup("2/eth1/10.0.0.1");
+    await Deno.remove(path);
+    const update = store.update("2/eth1/10.0.0.1", [lease("10.0.0.1", 10000)], token);
+    update.catch(() => {});
+    let told = false;
+    // In the same turn as the update: before the flush it queues for itself.
+    const flushed = await store.flush({ durable: () => told = true }).catch((e) => e);
+    assertInstanceOf(flushed, Error);
+    assertEquals(told, false);
+  });
+});
+
 Deno.test("SqliteLeaseStore writes a refresh as one row's change, fewer pages than a grant", async () => {
   await withStore(async (store, path) => {
     const id = "2/eth1/10.0.0.1";
