@@ -81,9 +81,9 @@ Deno.test("BatchReceiver: the wait right after a pass still ends for a datagram,
 /**
  * A receiver on a socket that has nothing for the first `emptyCalls`
  * receives, then one datagram; the socket counts the sleeping waits it is
- * asked for.
+ * asked for, and the receiver's hook notes when each spin starts.
  */
-function scriptedReceiver(emptyCalls: number, beforeSpin?: () => void) {
+function scriptedReceiver(emptyCalls: number) {
   const datagram = { data: new TextEncoder().encode("next") };
   let receives = 0;
   const socket = {
@@ -99,16 +99,13 @@ function scriptedReceiver(emptyCalls: number, beforeSpin?: () => void) {
       return Promise.resolve(true);
     },
   };
+  /** How many receives had been asked for at each start of a spin. */
+  const spins: number[] = [];
   const receiver = new BatchReceiver(
     socket as unknown as AbstractDatagramSocket,
     new MemoryLogger(),
-    () => {
-      spins.push(receives);
-      beforeSpin?.();
-    },
+    () => spins.push(receives),
   );
-  /** How many receives had been asked for at each start of a spin. */
-  const spins: number[] = [];
   return { socket, receiver, spins, receives: () => receives };
 }
 

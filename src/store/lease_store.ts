@@ -198,11 +198,12 @@ export interface FlushOptions {
    */
   background?: boolean | (() => boolean);
   /**
-   * Called once the commit is durable, with the promises (as
-   * {@link LeaseStore.update} returned them) of the updates it holds,
-   * before any reaction to them runs: the caller may answer for them at
-   * once. Not called for a commit that failed; a store may not call it at
-   * all (the promises say the same, later).
+   * Called as the commit's updates resolve (it is as durable as
+   * {@link LeaseStore.update} promises: synced, or committed when it holds
+   * no table), with their promises as update() returned them, before any
+   * reaction to them runs: the caller may answer for them at once. Not
+   * called for a commit that failed; a store may not call it at all (the
+   * promises say the same, later).
    */
   durable?: (updates: ReadonlySet<Promise<void>>) => void;
 }
