@@ -14,6 +14,7 @@ import {
   type Lease,
   type LeaseStore,
   type LeaseToken,
+  syncInBackground,
   TransientError,
 } from "../store/lease_store.ts";
 
@@ -64,10 +65,7 @@ class GatedStore extends ForwardingStore {
     else if (this.#open) synced.open();
     this.gates.push(synced);
     // Every flush of this store has a sync to place (its gate): it asks where.
-    const background = typeof options?.background === "function"
-      ? options.background()
-      : options?.background;
-    const committed = this.inner.flush({ background });
+    const committed = this.inner.flush({ background: syncInBackground(options) });
     const durable = Promise.all([committed, synced.promise]);
     for (const w of writes) durable.then(() => w.write).then(w.resolve, w.reject);
     return durable.then(() => {});

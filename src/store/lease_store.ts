@@ -208,6 +208,16 @@ export interface FlushOptions {
   durable?: (updates: ReadonlySet<Promise<void>>) => void;
 }
 
+/**
+ * Whether a store that has a sync to place should run it off the calling
+ * thread ({@link FlushOptions.background}): asks the function, if that is
+ * what the caller gave, now.
+ */
+export function syncInBackground(options: FlushOptions = {}): boolean {
+  const { background } = options;
+  return typeof background === "function" ? background() : background === true;
+}
+
 /** Storage of leases, keyed by client id. */
 export interface LeaseStore {
   /**

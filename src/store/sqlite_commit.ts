@@ -23,7 +23,13 @@
  */
 
 import type { DatabaseSync } from "node:sqlite";
-import { type FlushOptions, holdsTable, type Lease, type StoreLostError } from "./lease_store.ts";
+import {
+  type FlushOptions,
+  holdsTable,
+  type Lease,
+  type StoreLostError,
+  syncInBackground,
+} from "./lease_store.ts";
 import type { Statements } from "./sqlite_schema.ts";
 import type { Versions } from "./versions.ts";
 import type { WalSync } from "./wal_sync.ts";
@@ -188,10 +194,7 @@ export class GroupCommit {
     this.#o.committed(earliest);
     const wal = this.#o.wal;
     if (!durable || !wal) return this.#madeDurable(pending, options);
-    const background = typeof options.background === "function"
-      ? options.background()
-      : options.background;
-    if (!background) {
+    if (!syncInBackground(options)) {
       try {
         wal.syncNow();
       } catch (error) {
