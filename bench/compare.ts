@@ -17,8 +17,8 @@
  *
  * Each revision is exported with `git archive` into a temporary directory
  * and started from there with this Deno; a revision's own store code seeds
- * its database. This is how the README's table of what each change bought
- * was made.
+ * its database. This is how the tables of what each change bought were
+ * made (README, docs/performance.md).
  *
  * @module
  */
