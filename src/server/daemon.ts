@@ -388,10 +388,7 @@ export class Daemon {
       if (pass.writes.length > 0) await this.#writes.settle(pass.writes, pass.out);
       // Each reply brings its client's next request: keep the kernel's queue empty meanwhile.
       pass.out.forEach(([data, datagram], i) => {
-        this.#replies.send(data, datagram);
-        for (const twin of pass.twins.get(datagram) ?? []) {
-          this.#replies.send(data, twin.datagram);
-        }
+        this.#replies.sendWithTwins(data, datagram, pass.twins.get(datagram) ?? []);
         if (i % this.#receiver.pumpEvery === this.#receiver.pumpEvery - 1) this.#receiver.pump();
       });
       // Control requests are rare and not on the hot path: one at a time, after the leases.

@@ -158,8 +158,7 @@ export class PassWrites {
   #answerNow(write: Write): void {
     const { replies } = this.#c;
     const reply = replies.answer(write.decision.answer, write.job);
-    replies.send(reply, write.job.datagram);
-    for (const twin of write.job.twins) replies.send(reply, twin.datagram);
+    replies.sendWithTwins(reply, write.job.datagram, write.job.twins);
     write.answered = true;
   }
 

@@ -112,6 +112,19 @@ export class Replies {
     return this.#seal(encodeError(code, message, room), true);
   }
 
+  /**
+   * Sends a reply to the datagram's sender and to each of its twins' (the
+   * same request, sent again and answered with it).
+   */
+  sendWithTwins(
+    data: Uint8Array<ArrayBuffer>,
+    datagram: Datagram,
+    twins: readonly { datagram: Datagram }[],
+  ): void {
+    this.send(data, datagram);
+    for (const twin of twins) this.send(data, twin.datagram);
+  }
+
   /** Sends a reply to exactly the address the datagram came from. */
   send(data: Uint8Array<ArrayBuffer>, datagram: Datagram): void {
     try {
