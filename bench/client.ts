@@ -21,6 +21,7 @@ import {
   NETNS_ADDRESSES as A,
 } from "../tests/helpers/netns.ts";
 import { startServer } from "../tests/helpers/server.ts";
+import { median } from "./stats.ts";
 import { askAgent, type Peer, startPeer } from "../tests/helpers/agent.ts";
 
 /**
@@ -33,11 +34,6 @@ const ALL = 160;
 /** Timed calls with the agent running. */
 const TIMED = 16;
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
 const ms = (value: number) => `${value.toFixed(1)} ms`;
 const addressOf = (i: number) => `198.51.100.${10 + i}`;
 

@@ -28,6 +28,7 @@ import { drive, type DriveResult } from "../tests/helpers/load.ts";
 import { SERVER_RUN_FLAGS } from "../tests/helpers/server.ts";
 import { requestBody } from "../tests/helpers/wire.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
+import { median } from "./stats.ts";
 import { insideQueueNamespace, runWithQueueLength } from "./queue_length.ts";
 import { table } from "./main.ts";
 import type { Row } from "./server.ts";
@@ -167,11 +168,6 @@ function cpuSeconds(pid: number): number {
 
 /** sysconf(_SC_CLK_TCK) on Linux. */
 const CLOCK_TICKS = 100;
-
-const median = (values: number[]) => {
-  const sorted = values.toSorted((a, b) => a - b);
-  return sorted[sorted.length >> 1];
-};
 
 if (import.meta.main) {
   const options: Record<string, string> = {

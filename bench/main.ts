@@ -81,7 +81,9 @@ if (import.meta.main) {
     "Server: request/release over the real socket, each answered after its durable commit;",
   );
   console.log(
-    "each row after a 1 s floor (node:sqlite) on the same disk; load = 1-minute load average\n",
+    "each row beside a 1 s floor (node:sqlite) on the same disk: 1 client in 1 s rounds alternated\n" +
+      "with it (medians; x floor is the median of the rounds' ratios), crowds right after it;\n" +
+      "load = 1-minute load average\n",
   );
   if (Deno.uid() === 0) {
     for (const [qlen, what] of QUEUE_LENGTHS) {
