@@ -3,6 +3,7 @@
  * system (twice: install and reinstall), the installed launchers started
  * with no network and no module cache, the installed server (as its user,
  * the way its unit runs it) and client end to end in a network namespace,
+ * the server's and the agent's units under a systemd booted in a container,
  * then `dpkg -P`, which must leave nothing behind. Idempotent: a package
  * left by an interrupted run is purged first, and always at the end.
  *
@@ -11,7 +12,15 @@
 
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
-import { createNetns, IS_ROOT, type Netns, ROOT_SKIP_REASON, waitFor } from "./helpers/netns.ts";
+import {
+  createNetns,
+  IS_ROOT,
+  type Netns,
+  NETNS_ADDRESSES as A,
+  ROOT_SKIP_REASON,
+  waitFor,
+} from "./helpers/netns.ts";
+import { bootContainer } from "./helpers/systemd_container.ts";
 import { stripJsonComments } from "../config/jsonc.ts";
 import { VERSION } from "../src/version.ts";
 
@@ -32,11 +41,12 @@ const exists = (path: string) => {
     return false;
   }
 };
-const SKIP = !IS_ROOT || !exists("/usr/bin/dpkg-deb") || !exists("/usr/bin/lintian");
+const SKIP = !IS_ROOT || !exists("/usr/bin/dpkg-deb") || !exists("/usr/bin/lintian") ||
+  !exists("/usr/bin/systemd-nspawn");
 if (SKIP) {
   console.warn(
     `deb_test.ts skipped: ${
-      IS_ROOT ? "dpkg-deb or lintian missing (make deps)" : ROOT_SKIP_REASON
+      IS_ROOT ? "dpkg-deb, lintian or systemd-nspawn missing (make deps)" : ROOT_SKIP_REASON
     }`,
   );
 }
@@ -112,6 +122,7 @@ Deno.test({
         const again = await dpkg("-i", deb);
         assertEquals(again.code, 0, again.stderr);
         await checkInstalled();
+        await checkUnderSystemd();
         await checkOffline();
         await checkEndToEnd();
       } finally {
@@ -199,6 +210,113 @@ async function checkInstalled() {
     "/lib/systemd/system/table-allocator-server.service",
   ]);
   assert(!/table-allocator-server\.service:/.test(verify.stderr), verify.stderr);
+}
+
+/**
+ * The installed units under a real systemd, booted in a container over
+ * this machine's `/usr` in a network namespace (`systemd_container.ts`),
+ * with the package's users, config and module cache bound in: the
+ * server's unit starts (Type=notify) inside its sandbox (its own user, no
+ * capabilities, no new privileges, a system call filter), in its state
+ * directory, logs through syslog to the journal, serves the installed
+ * client through the agent's unit, reloads and refuses a broken config
+ * while it keeps serving, is started again after a kill -9 with its
+ * leases, and stops cleanly.
+ */
+async function checkUnderSystemd() {
+  await using ns = await createNetns();
+  const etc = await Deno.makeTempDir({ prefix: "ta-deb-etc-" });
+  try {
+    // A copy of the config the test can break, readable by the server's user.
+    await Deno.chmod(etc, 0o755);
+    await Deno.copyFile("/etc/table-allocator/server.json", `${etc}/server.json`);
+    await Deno.chmod(`${etc}/server.json`, 0o644);
+    await using box = await bootContainer({
+      name: ns.name,
+      netnsPath: `/run/netns/${ns.name}`,
+      readOnly: [
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/nsswitch.conf",
+        "/etc/default/table-allocator",
+        "/var/cache/table-allocator",
+      ],
+      writable: [[etc, "/etc/table-allocator"]],
+    });
+    const SERVER = "table-allocator-server.service";
+    const AGENT = "table-allocator-agent.service";
+    const ok = async (what: string, result: Promise<{ code: number; stderr: string }>) => {
+      const { code, stderr } = await result;
+      assertEquals(code, 0, `${what}: ${stderr}`);
+    };
+
+    await ok("the server's unit starts", box.systemctl("start", SERVER));
+    assertEquals(await box.property(SERVER, "SubState"), "running");
+    assertMatch(await box.property(SERVER, "StatusText"), /^\d+ bound, \d+ free/);
+    const pid = await box.property(SERVER, "MainPID");
+    const status = (await box.exec(["cat", `/proc/${pid}/status`])).stdout;
+    const uid = (await run("id", ["-u", "table-allocator"])).stdout.trim();
+    assertMatch(status, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s`, "m"), "its own user");
+    assertMatch(status, /^CapEff:\s+0+$/m, "no capabilities");
+    assertMatch(status, /^CapBnd:\s+0+$/m, "none it could get back");
+    assertMatch(status, /^NoNewPrivs:\s+1$/m);
+    assertMatch(status, /^Seccomp:\s+2$/m, "a system call filter");
+    assertEquals(
+      (await box.exec(["stat", "-c", "%a %U", "/var/lib/table-allocator"])).stdout,
+      "700 table-allocator\n",
+      "its state directory, made by systemd",
+    );
+    await waitFor(
+      "the ready line in the journal",
+      async () => /^ready version=/m.test(await box.journal(SERVER)),
+    );
+
+    await ok("the agent's unit starts", box.systemctl("start", AGENT));
+    const client = ["/usr/sbin/table_allocator_client", "-4", "-a", A.ipv4, "-i", A.ifname];
+    const got = await box.exec([...client, "-n", String(A.ipv4Prefix), "-d", "tas_socket"]);
+    assertEquals(got.stdout, "10000\n", got.stderr);
+    assertMatch((await box.exec(["ip", "-4", "rule", "show"])).stdout, /lookup 10000/);
+    // The agent the unit runs holds the lease: the client started none of its own.
+    assertEquals(
+      (await box.exec(["pgrep", "-f", "--", "client.ts --agent"])).stdout.trim(),
+      await box.property(AGENT, "MainPID"),
+    );
+    const db = await box.exec(["stat", "-c", "%a %U", "/var/lib/table-allocator/leases.db"]);
+    assertEquals(db.stdout, "600 table-allocator\n");
+
+    await ok("systemctl reload", box.systemctl("reload", SERVER));
+    await waitFor(
+      "the reload in the journal",
+      async () => /^reloaded /m.test(await box.journal(SERVER)),
+    );
+    const good = await Deno.readTextFile(`${etc}/server.json`);
+    await Deno.writeTextFile(`${etc}/server.json`, "{ broken");
+    const refused = await box.systemctl("reload", SERVER);
+    assert(refused.code !== 0, "a broken config fails systemctl reload");
+    await Deno.writeTextFile(`${etc}/server.json`, good);
+    assertEquals(await box.property(SERVER, "MainPID"), pid, "and the server goes on");
+    assertEquals(await box.property(SERVER, "SubState"), "running");
+
+    await ok("kill -9", box.systemctl("kill", "--signal=SIGKILL", SERVER));
+    await waitFor(
+      "systemd starts the server again",
+      async () =>
+        await box.property(SERVER, "NRestarts") === "1" &&
+        await box.property(SERVER, "SubState") === "running",
+      15_000,
+    );
+    assert(await box.property(SERVER, "MainPID") !== pid, "a new process");
+    const leases = await box.exec(["/usr/bin/table-allocator-ctl", "leases"]);
+    assertMatch(leases.stdout, /inet\s+veth0\s+192\.0\.2\.10\s+10000\s+bound/, leases.stderr);
+
+    await ok("the agent's unit stops", box.systemctl("stop", AGENT));
+    await ok("the server's unit stops", box.systemctl("stop", SERVER));
+    assertEquals(await box.property(SERVER, "Result"), "success");
+    assertEquals(await box.property(SERVER, "ExecMainStatus"), "0");
+    assertMatch(await box.journal(SERVER), /^stopped /m);
+  } finally {
+    await Deno.remove(etc, { recursive: true });
+  }
 }
 
 /** The launchers with no network, no HOME, an empty environment; the shipped cache is used. */

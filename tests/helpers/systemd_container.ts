@@ -1,0 +1,154 @@
+/**
+ * A real systemd, booted in a container over this machine's own `/usr`, so
+ * that tests can run the packaged units under the service manager they are
+ * written for (this VM's PID 1 is not systemd).
+ *
+ * `systemd-nspawn --volatile=yes` boots a tmpfs root with the host's `/usr`
+ * mounted read-only into it: the units and programs a package installed
+ * under `/usr` are there, `/etc` and `/var` start empty (the test binds in
+ * what its unit needs: users, config). `--keep-unit --register=no`: there
+ * is no host systemd to ask for a scope or to register a machine with.
+ * `--capability=all`: a unit runs with what it would get on a host. The
+ * container joins a test's network namespace, so the abstract socket names
+ * and routing rules of the units it runs are that namespace's.
+ *
+ * @module
+ */
+
+import { run, type RunResult } from "./spawn.ts";
+import { waitFor } from "./netns.ts";
+
+/** What to boot: a name, the network namespace to join, paths bound in. */
+export interface ContainerOptions {
+  /** The container's name (its hostname too), short. */
+  name: string;
+  /** `/run/netns/NAME` of the network namespace the container joins. */
+  netnsPath: string;
+  /** Host paths bound read-only at the same path inside. */
+  readOnly?: string[];
+  /** Host paths bound writable, as `[host, inside]`. */
+  writable?: Array<[string, string]>;
+}
+
+/** A booted container; dispose to halt it (and wait until it is gone). */
+export interface SystemdContainer extends AsyncDisposable {
+  /** The container's systemd (PID 1 inside), as a host pid. */
+  readonly leader: number;
+  /** Runs a command inside the container (every namespace of its PID 1) and waits for it. */
+  exec(command: string[]): Promise<RunResult>;
+  /** `systemctl ARGS` inside. */
+  systemctl(...args: string[]): Promise<RunResult>;
+  /** One property of a unit (`systemctl show -p NAME --value`). */
+  property(unit: string, name: string): Promise<string>;
+  /** The unit's messages in the container's journal, one per line (`journalctl -o cat`). */
+  journal(unit: string): Promise<string>;
+}
+
+/** The child of `parent` whose command name is `comm`, if any. */
+function childNamed(parent: number, comm: string): number | undefined {
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      // pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+      const close = stat.lastIndexOf(")");
+      const name = stat.slice(stat.indexOf("(") + 1, close);
+      const ppid = Number(stat.slice(close + 2).split(" ")[1]);
+      if (ppid === parent && name === comm) return Number(entry.name);
+    } catch { /* gone meanwhile */ }
+  }
+  return undefined;
+}
+
+/**
+ * Boots systemd in a container and waits until its boot has finished
+ * (`systemctl is-system-running --wait`: `running`, or `degraded` when a
+ * unit of the bare system failed, such as the first-boot wizard).
+ */
+export async function bootContainer(options: ContainerOptions): Promise<SystemdContainer> {
+  const args = [
+    "--directory=/",
+    "--volatile=yes",
+    `--machine=${options.name}`,
+    "--boot",
+    "--register=no",
+    "--keep-unit",
+    "--console=pipe",
+    // As on a host: nspawn's default set lacks CAP_NET_ADMIN, which the agent needs for its rules.
+    "--capability=all",
+    `--network-namespace-path=${options.netnsPath}`,
+    ...(options.readOnly ?? []).map((path) => `--bind-ro=${path}`),
+    ...(options.writable ?? []).map(([host, inside]) => `--bind=${host}:${inside}`),
+  ];
+  const nspawn = new Deno.Command("systemd-nspawn", {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  const collect = (async () => {
+    const decoder = new TextDecoder();
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream) output += decoder.decode(chunk);
+    };
+    await Promise.all([pump(nspawn.stdout), pump(nspawn.stderr)]);
+  })();
+  let exited = false;
+  const status = nspawn.status.finally(() => exited = true);
+
+  const halt = async () => {
+    if (!exited) {
+      // nspawn asks the container's systemd to halt on the first SIGTERM.
+      nspawn.kill("SIGTERM");
+      const timer = setTimeout(() => {
+        if (!exited) nspawn.kill("SIGKILL");
+      }, 20_000);
+      await status;
+      clearTimeout(timer);
+    }
+    await collect;
+    // nspawn leaves the (empty) directory it propagates mounts through.
+    await Deno.remove(`/run/systemd/nspawn/propagate/${options.name}`).catch(() => {});
+  };
+
+  try {
+    const leader = await waitFor(
+      "systemd starts in the container",
+      () => {
+        if (exited) throw new Error(`systemd-nspawn ended: ${output}`);
+        return childNamed(nspawn.pid, "systemd");
+      },
+      15_000,
+    );
+    const exec = (command: string[]) =>
+      run(["nsenter", `--target=${leader}`, "--all", "--", ...command]);
+    const systemctl = (...rest: string[]) => exec(["systemctl", "--no-pager", ...rest]);
+    // Early in the boot systemctl says `offline` (systemd has not yet made
+    // /run/systemd/system) or cannot reach systemd's socket: ask again.
+    await waitFor("the container's boot finishes", async () => {
+      const booted = await systemctl("is-system-running", "--wait");
+      if (/^(running|degraded)$/m.test(booted.stdout)) return true;
+      if (/^offline$/m.test(booted.stdout) || /Failed to connect to bus/.test(booted.stderr)) {
+        return false;
+      }
+      throw new Error(
+        `the container's boot did not finish: ${booted.stdout}${booted.stderr}\n` +
+          `systemd-nspawn said:\n${output}`,
+      );
+    }, 30_000);
+    return {
+      leader,
+      exec,
+      systemctl,
+      property: async (unit, name) =>
+        (await systemctl("show", "--property", name, "--value", unit)).stdout.trim(),
+      journal: async (unit) =>
+        (await exec(["journalctl", "--no-pager", "--output=cat", `--unit=${unit}`])).stdout,
+      [Symbol.asyncDispose]: halt,
+    };
+  } catch (error) {
+    await halt();
+    throw error;
+  }
+}
