@@ -1,7 +1,8 @@
 /**
  * The agent's systemd unit: `systemd-analyze verify` accepts it (with
  * ExecStart pointed at a program that exists here), and it runs the agent
- * as the hooks expect: `Type=notify`, the client with `--agent`,
+ * as the hooks expect: `Type=notify`, the client with `--agent -s` (its
+ * own log to syslog, where the hooks' identities log),
  * `DENO_NO_UPDATE_CHECK=1`, a state directory that outlives a restart.
  * That the agent reports ready on `NOTIFY_SOCKET` is shown in
  * `agent_test.ts`.
@@ -23,7 +24,7 @@ Deno.test({
     const values = (key: string) =>
       text.split("\n").filter((l) => l.startsWith(`${key}=`)).map((l) => l.slice(key.length + 1));
     assertEquals(values("Type"), ["notify"]);
-    assertEquals(values("ExecStart"), ["/usr/sbin/table_allocator_client --agent"]);
+    assertEquals(values("ExecStart"), ["/usr/sbin/table_allocator_client --agent -s"]);
     assertEquals(values("Environment"), ["DENO_NO_UPDATE_CHECK=1"]);
     assertEquals(values("RuntimeDirectory"), ["table-allocator"]);
     assertEquals(values("RuntimeDirectoryPreserve"), ["yes"]);
