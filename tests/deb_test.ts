@@ -20,7 +20,7 @@ import {
   ROOT_SKIP_REASON,
   waitFor,
 } from "./helpers/netns.ts";
-import { bootContainer } from "./helpers/systemd_container.ts";
+import { bootContainer, type SystemdContainer } from "./helpers/systemd_container.ts";
 import { stripJsonComments } from "../config/jsonc.ts";
 import { VERSION } from "../src/version.ts";
 
@@ -41,12 +41,20 @@ const exists = (path: string) => {
     return false;
   }
 };
-const SKIP = !IS_ROOT || !exists("/usr/bin/dpkg-deb") || !exists("/usr/bin/lintian") ||
-  !exists("/usr/bin/systemd-nspawn");
+const SKIP = !IS_ROOT ||
+  [
+    "/usr/bin/dpkg-deb",
+    "/usr/bin/lintian",
+    "/usr/bin/systemd-nspawn",
+    "/usr/bin/networkd-dispatcher",
+  ]
+    .some((path) => !exists(path));
 if (SKIP) {
   console.warn(
     `deb_test.ts skipped: ${
-      IS_ROOT ? "dpkg-deb, lintian or systemd-nspawn missing (make deps)" : ROOT_SKIP_REASON
+      IS_ROOT
+        ? "dpkg-deb, lintian, systemd-nspawn or networkd-dispatcher missing (make deps)"
+        : ROOT_SKIP_REASON
     }`,
   );
 }
@@ -226,11 +234,16 @@ async function checkInstalled() {
 async function checkUnderSystemd() {
   await using ns = await createNetns();
   const etc = await Deno.makeTempDir({ prefix: "ta-deb-etc-" });
+  const network = await Deno.makeTempDir({ prefix: "ta-deb-network-" });
   try {
     // A copy of the config the test can break, readable by the server's user.
     await Deno.chmod(etc, 0o755);
     await Deno.copyFile("/etc/table-allocator/server.json", `${etc}/server.json`);
     await Deno.chmod(`${etc}/server.json`, 0o644);
+    await Deno.chmod(network, 0o755);
+    await Deno.writeTextFile(`${network}/10-${NETWORKD.ifname}.network`, NETWORKD.config);
+    await ns.ip("link", "add", NETWORKD.ifname, "type", "veth", "peer", "name", NETWORKD.peer);
+    await ns.ip("link", "set", NETWORKD.peer, "up");
     await using box = await bootContainer({
       name: ns.name,
       netnsPath: `/run/netns/${ns.name}`,
@@ -238,10 +251,14 @@ async function checkUnderSystemd() {
         "/etc/passwd",
         "/etc/group",
         "/etc/nsswitch.conf",
+        // The alternatives' links: awk, which the hooks use.
+        "/etc/alternatives",
         "/etc/default/table-allocator",
+        // Debian's --run-startup-triggers.
+        "/etc/default/networkd-dispatcher",
         "/var/cache/table-allocator",
       ],
-      writable: [[etc, "/etc/table-allocator"]],
+      writable: [[etc, "/etc/table-allocator"], [network, "/etc/systemd/network"]],
     });
     const SERVER = "table-allocator-server.service";
     const AGENT = "table-allocator-agent.service";
@@ -284,6 +301,8 @@ async function checkUnderSystemd() {
     const db = await box.exec(["stat", "-c", "%a %U", "/var/lib/table-allocator/leases.db"]);
     assertEquals(db.stdout, "600 table-allocator\n");
 
+    await checkNetworkdHook(box, ns);
+
     await ok("systemctl reload", box.systemctl("reload", SERVER));
     await waitFor(
       "the reload in the journal",
@@ -316,7 +335,91 @@ async function checkUnderSystemd() {
     assertMatch(await box.journal(SERVER), /^stopped /m);
   } finally {
     await Deno.remove(etc, { recursive: true });
+    await Deno.remove(network, { recursive: true });
   }
+}
+
+/** The link systemd-networkd configures in {@link checkNetworkdHook}, and its .network file. */
+const NETWORKD = {
+  ifname: "veth2",
+  peer: "veth3",
+  address: "198.51.100.10",
+  config: `[Match]
+Name=veth2
+
+[Network]
+Address=198.51.100.10/24
+Gateway=198.51.100.1
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+`,
+};
+
+/**
+ * The networkd-dispatcher hook, called by its real callers: systemd-networkd
+ * configures a link, networkd-dispatcher (started once it is routable, so
+ * Debian's startup triggers run the hook) calls the installed hook, which
+ * gets a table through the agent's unit and copies networkd's routes into
+ * it; the peer's carrier lost, networkd drops the address and the lease
+ * ends with its rules; the carrier back, the hook runs on the state change.
+ * The agent's lines for the hook's identity reach the journal once.
+ */
+async function checkNetworkdHook(box: SystemdContainer, ns: Netns) {
+  const { ifname, peer, address } = NETWORKD;
+  const rules = async () => (await box.exec(["ip", "-4", "rule", "show"])).stdout;
+  const routes = async (table: string) =>
+    (await box.exec(["ip", "-4", "route", "show", "table", table])).stdout;
+  const leased = async () => {
+    await waitFor(
+      `the hook's table for ${address}`,
+      async () => new RegExp(`from ${address} lookup 10001`).test(await rules()),
+      15_000,
+    );
+    await waitFor(
+      "networkd's routes copied into table 10001",
+      async () =>
+        (await routes("10001")).includes(`default via 198.51.100.1 dev ${ifname} src ${address}`),
+    );
+    assertMatch(
+      await routes("10001"),
+      new RegExp(`^198\\.51\\.100\\.0/24 dev ${ifname} .*src ${address}`, "m"),
+    );
+  };
+  const released = () =>
+    waitFor(
+      "the lease ends with the carrier",
+      async () =>
+        !(await rules()).includes("lookup 10001") && (await routes("10001")).trim() === "" &&
+        /198\.51\.100\.10\s+10001\s+released/.test(
+          (await box.exec(["/usr/bin/table-allocator-ctl", "leases"])).stdout,
+        ),
+      15_000,
+    );
+
+  const networkd = await box.systemctl("start", "systemd-networkd.service");
+  assertEquals(networkd.code, 0, networkd.stderr);
+  await waitFor(
+    `networkd has made ${ifname} routable`,
+    async () =>
+      /State: routable/.test(
+        (await box.exec(["networkctl", "status", "--no-pager", ifname])).stdout,
+      ),
+    15_000,
+  );
+  const dispatcher = await box.systemctl("start", "networkd-dispatcher.service");
+  assertEquals(dispatcher.code, 0, dispatcher.stderr);
+  await leased();
+
+  await ns.ip("link", "set", peer, "down");
+  await released();
+  await ns.ip("link", "set", peer, "up");
+  await leased();
+
+  const journal = await box.journal("table-allocator-agent.service");
+  const granted = journal.split("\n").filter((line) =>
+    line.startsWith(`lease granted identity=${ifname}-${address}-2 `)
+  );
+  assertEquals(granted.length, 2, `once for each lease, in the journal:\n${journal}`);
 }
 
 /** The launchers with no network, no HOME, an empty environment; the shipped cache is used. */

@@ -4,14 +4,15 @@
 # iproute2 (`ip netns` in the end-to-end tests), PostgreSQL (the shared
 # store's tests: initdb and pg_ctl of a throwaway server; the package's own
 # cluster is not used), the real callers of the hook scripts (dhclient with
-# dnsmasq as the DHCP server, ifupdown), what `make deb` and its test use
+# dnsmasq as the DHCP server, ifupdown, networkd-dispatcher with
+# systemd-networkd in the deb test's container), what `make deb` and its test use
 # (dpkg-dev, lintian, systemd-analyze of systemd, man-db, systemd-nspawn of
 # systemd-container to run the installed units under systemd), and openssl (the
 # message-authentication tests check the server against its HMAC, a signer
 # independent of ours).
 # Needs root; does nothing when everything is present.
 set -euo pipefail
-packages=(libmnl0 iproute2 procps postgresql isc-dhcp-client dnsmasq-base ifupdown
+packages=(libmnl0 iproute2 procps postgresql isc-dhcp-client dnsmasq-base ifupdown networkd-dispatcher
   dpkg-dev lintian systemd systemd-container man-db openssl)
 if [ -n "${TA_EXTRA_PACKAGES:-}" ]; then read -r -a extra <<<"$TA_EXTRA_PACKAGES"; packages+=("${extra[@]}"); fi
 missing=()
