@@ -2,9 +2,11 @@
  * End-to-end: the NetworkManager and networkd-dispatcher hooks, run the way
  * their dispatchers run them: as executables, with nothing in the
  * environment but the variables they document (no PATH either), in a
- * network namespace with our server. The daemons themselves cannot run
- * here (they need D-Bus and their network managers), so the test puts the
- * routes into the main table as NetworkManager or systemd-networkd would.
+ * network namespace with our server. The daemons need D-Bus and their
+ * network managers, so here the test puts the routes into the main table
+ * as NetworkManager or systemd-networkd would; networkd-dispatcher itself,
+ * with systemd-networkd, runs the installed hook in `deb_test.ts` (under a
+ * systemd booted in a container).
  *
  * @module
  */
