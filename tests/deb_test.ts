@@ -229,7 +229,8 @@ async function checkInstalled() {
  * directory, logs through syslog to the journal, serves the installed
  * client through the agent's unit, reloads and refuses a broken config
  * while it keeps serving, is started again after a kill -9 with its
- * leases, and stops cleanly.
+ * leases and after its watchdog fires, and stops cleanly; systemd-networkd
+ * and networkd-dispatcher call the installed hook.
  */
 async function checkUnderSystemd() {
   await using ns = await createNetns();
@@ -262,12 +263,7 @@ async function checkUnderSystemd() {
     });
     const SERVER = "table-allocator-server.service";
     const AGENT = "table-allocator-agent.service";
-    const ok = async (what: string, result: Promise<{ code: number; stderr: string }>) => {
-      const { code, stderr } = await result;
-      assertEquals(code, 0, `${what}: ${stderr}`);
-    };
-
-    await ok("the server's unit starts", box.systemctl("start", SERVER));
+    await succeeds("the server's unit starts", box.systemctl("start", SERVER));
     assertEquals(await box.property(SERVER, "SubState"), "running");
     assertMatch(await box.property(SERVER, "StatusText"), /^\d+ bound, \d+ free/);
     const pid = await box.property(SERVER, "MainPID");
@@ -288,7 +284,7 @@ async function checkUnderSystemd() {
       async () => /^ready version=/m.test(await box.journal(SERVER)),
     );
 
-    await ok("the agent's unit starts", box.systemctl("start", AGENT));
+    await succeeds("the agent's unit starts", box.systemctl("start", AGENT));
     const client = ["/usr/sbin/table_allocator_client", "-4", "-a", A.ipv4, "-i", A.ifname];
     const got = await box.exec([...client, "-n", String(A.ipv4Prefix), "-d", "tas_socket"]);
     assertEquals(got.stdout, "10000\n", got.stderr);
@@ -303,7 +299,7 @@ async function checkUnderSystemd() {
 
     await checkNetworkdHook(box, ns);
 
-    await ok("systemctl reload", box.systemctl("reload", SERVER));
+    await succeeds("systemctl reload", box.systemctl("reload", SERVER));
     await waitFor(
       "the reload in the journal",
       async () => /^reloaded /m.test(await box.journal(SERVER)),
@@ -316,7 +312,7 @@ async function checkUnderSystemd() {
     assertEquals(await box.property(SERVER, "MainPID"), pid, "and the server goes on");
     assertEquals(await box.property(SERVER, "SubState"), "running");
 
-    await ok("kill -9", box.systemctl("kill", "--signal=SIGKILL", SERVER));
+    await succeeds("kill -9", box.systemctl("kill", "--signal=SIGKILL", SERVER));
     await waitFor(
       "systemd starts the server again",
       async () =>
@@ -327,9 +323,10 @@ async function checkUnderSystemd() {
     assert(await box.property(SERVER, "MainPID") !== pid, "a new process");
     const leases = await box.exec(["/usr/bin/table-allocator-ctl", "leases"]);
     assertMatch(leases.stdout, /inet\s+veth0\s+192\.0\.2\.10\s+10000\s+bound/, leases.stderr);
+    await checkWatchdog(box, SERVER);
 
-    await ok("the agent's unit stops", box.systemctl("stop", AGENT));
-    await ok("the server's unit stops", box.systemctl("stop", SERVER));
+    await succeeds("the agent's unit stops", box.systemctl("stop", AGENT));
+    await succeeds("the server's unit stops", box.systemctl("stop", SERVER));
     assertEquals(await box.property(SERVER, "Result"), "success");
     assertEquals(await box.property(SERVER, "ExecMainStatus"), "0");
     assertMatch(await box.journal(SERVER), /^stopped /m);
@@ -337,6 +334,50 @@ async function checkUnderSystemd() {
     await Deno.remove(etc, { recursive: true });
     await Deno.remove(network, { recursive: true });
   }
+}
+
+/** Asserts that a command run in the container exited 0, naming `what` and its stderr if not. */
+async function succeeds(what: string, result: Promise<{ code: number; stderr: string }>) {
+  const { code, stderr } = await result;
+  assertEquals(code, 0, `${what}: ${stderr}`);
+}
+
+/**
+ * The watchdog, shortened to 2 s by a drop-in: the server's pings keep it
+ * running; stopped with SIGSTOP (a loop that no longer turns), it is
+ * killed and started again by systemd. The drop-in goes again after.
+ */
+async function checkWatchdog(box: SystemdContainer, unit: string) {
+  const dropIn = `/etc/systemd/system/${unit}.d`;
+  await succeeds(
+    "the drop-in",
+    box.exec([
+      "sh",
+      "-c",
+      `mkdir -p ${dropIn} && printf '[Service]\\nWatchdogSec=2s\\n' > ${dropIn}/watchdog.conf`,
+    ]),
+  );
+  await succeeds("daemon-reload", box.systemctl("daemon-reload"));
+  await succeeds("restart with the drop-in", box.systemctl("restart", unit));
+  assertEquals(await box.property(unit, "WatchdogUSec"), "2s");
+  const pid = await box.property(unit, "MainPID");
+  const restarts = Number(await box.property(unit, "NRestarts"));
+  const pinged = await box.property(unit, "WatchdogTimestampMonotonic");
+  await new Promise((resolve) => setTimeout(resolve, 5000));
+  assertEquals(await box.property(unit, "MainPID"), pid, "pinging, it outlives 2 s watchdogs");
+  assert(await box.property(unit, "WatchdogTimestampMonotonic") !== pinged, "its pings arrive");
+
+  await succeeds("SIGSTOP", box.systemctl("kill", "--signal=SIGSTOP", unit));
+  await waitFor(
+    "the watchdog has the stopped server started again",
+    async () =>
+      Number(await box.property(unit, "NRestarts")) === restarts + 1 &&
+      await box.property(unit, "SubState") === "running",
+    20_000,
+  );
+  assertMatch(await box.journal(unit), /Watchdog timeout \(limit 2s\)/);
+  await succeeds("the drop-in removed", box.exec(["rm", "-r", dropIn]));
+  await succeeds("daemon-reload", box.systemctl("daemon-reload"));
 }
 
 /** The link systemd-networkd configures in {@link checkNetworkdHook}, and its .network file. */
