@@ -1,8 +1,9 @@
 /**
  * The PostgreSQL store's connection: the driver's options from the store
  * config (URL first, then the config's fields over it), the description
- * of where the database is for error messages, answer deadlines, and the
- * classification of driver failures.
+ * of where the database is for error messages, answer deadlines, the
+ * classification of driver failures, and what a failure caused by the
+ * process's own sandbox means.
  *
  * @module
  */
@@ -127,4 +128,29 @@ export function isConnectionFailure(error: unknown): boolean {
  */
 export function isPermanent(state: string | undefined): boolean {
   return state !== undefined && /^(22|23|42)/.test(state);
+}
+
+/**
+ * What a failure to connect means when the process's own sandbox caused
+ * it, for the message an administrator reads (empty otherwise). Under the
+ * packaged unit the server may open unix sockets only
+ * (`RestrictAddressFamilies=`): a TCP connection fails with EAFNOSUPPORT,
+ * which says nothing of systemd. A connection that systemd's
+ * `IPAddressDeny=` blocks fails with EPERM.
+ */
+export function sandboxHint(error: unknown): string {
+  const code = typeof error === "object" && error !== null && "code" in error
+    ? error.code
+    : undefined;
+  switch (code) {
+    case "EAFNOSUPPORT":
+      return " (IP sockets are not allowed to this process: under systemd, its unit needs " +
+        "RestrictAddressFamilies=AF_INET AF_INET6; see the PostgreSQL drop-in in docs/packaging.md)";
+    case "EPERM":
+      return " (the connection is not allowed to this process: under systemd, its unit's " +
+        "IPAddressDeny= needs an IPAddressAllow= for the database; see the PostgreSQL drop-in in " +
+        "docs/packaging.md)";
+    default:
+      return "";
+  }
 }

@@ -48,6 +48,7 @@ import {
   isConnectionFailure,
   isPermanent,
   type PostgresStoreConfig,
+  sandboxHint,
   sqlState,
   timed,
 } from "./postgres_connection.ts";
@@ -166,7 +167,7 @@ export class PostgresLeaseStore implements LeaseStore {
       await ensureSchema(sql, options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS);
     } catch (error) {
       await sql.end({ timeout: 1 }).catch(() => {});
-      const message = `Cannot open ${where}: ${errorMessage(error)}`;
+      const message = `Cannot open ${where}: ${errorMessage(error)}${sandboxHint(error)}`;
       // Unreachable now is worth retrying; a refusal (no such database, a
       // wrong password, a newer schema) is not.
       throw isConnectionFailure(error) && !(error instanceof Error && /schema/.test(error.message))
