@@ -21,6 +21,7 @@ import {
   waitFor,
 } from "./helpers/netns.ts";
 import { bootContainer, type SystemdContainer } from "./helpers/systemd_container.ts";
+import { startPostgres } from "./helpers/postgres.ts";
 import { stripJsonComments } from "../config/jsonc.ts";
 import { VERSION } from "../src/version.ts";
 
@@ -324,6 +325,7 @@ async function checkUnderSystemd() {
     const leases = await box.exec(["/usr/bin/table-allocator-ctl", "leases"]);
     assertMatch(leases.stdout, /inet\s+veth0\s+192\.0\.2\.10\s+10000\s+bound/, leases.stderr);
     await checkWatchdog(box, SERVER);
+    await checkPostgresDropIn(box, ns, etc, SERVER);
 
     await succeeds("the agent's unit stops", box.systemctl("stop", AGENT));
     await succeeds("the server's unit stops", box.systemctl("stop", SERVER));
@@ -378,6 +380,66 @@ async function checkWatchdog(box: SystemdContainer, unit: string) {
   assertMatch(await box.journal(unit), /Watchdog timeout \(limit 2s\)/);
   await succeeds("the drop-in removed", box.exec(["rm", "-r", dropIn]));
   await succeeds("daemon-reload", box.systemctl("daemon-reload"));
+}
+
+/**
+ * The server's unit with a PostgreSQL store over TCP (127.0.0.1 of the
+ * namespace), as docs/packaging.md says to run it: without the drop-in
+ * the unit's `RestrictAddressFamilies=` refuses the server its IP socket
+ * and it waits for the database, saying why; with the documented drop-in
+ * it serves from PostgreSQL. (`IPAddressAllow=` of the drop-in is not
+ * exercised: this container has no BPF firewall, so `IPAddressDeny=`
+ * holds nothing back here.) The config and the drop-in go again after.
+ */
+async function checkPostgresDropIn(box: SystemdContainer, ns: Netns, etc: string, unit: string) {
+  await using pg = await startPostgres({ tcpInNetns: ns.name });
+  const sqlite = await Deno.readTextFile(`${etc}/server.json`);
+  const shipped = JSON.parse(stripJsonComments(sqlite));
+  const url = `postgres://${pg.user}@127.0.0.1:${pg.port}/${pg.database}`;
+  await Deno.writeTextFile(
+    `${etc}/server.json`,
+    JSON.stringify({ ...shipped, store: { kind: "postgres", url } }),
+  );
+  try {
+    await succeeds("restart on PostgreSQL", box.systemctl("restart", "--no-block", unit));
+    await waitFor(
+      "the server says that its IP socket is refused",
+      async () =>
+        /^cannot open the lease store, retrying every 1 s until it can serve: Cannot open PostgreSQL at 127\.0\.0\.1:5432 .*EAFNOSUPPORT.* needs RestrictAddressFamilies=AF_INET AF_INET6;/m
+          .test(await box.journal(unit)),
+      15_000,
+    );
+    const dropIn = `/etc/systemd/system/${unit}.d`;
+    await succeeds(
+      "the documented drop-in",
+      box.exec([
+        "sh",
+        "-c",
+        `mkdir -p ${dropIn} && printf '[Service]\\nRestrictAddressFamilies=AF_INET AF_INET6\\nIPAddressAllow=127.0.0.1\\n' > ${dropIn}/postgres.conf`,
+      ]),
+    );
+    await succeeds("daemon-reload", box.systemctl("daemon-reload"));
+    await succeeds("restart with the drop-in", box.systemctl("restart", unit));
+    // A new identity, so that the agent asks this server (it answers for the ones it holds).
+    await ns.ip("addr", "add", `192.0.2.20/${A.ipv4Prefix}`, "dev", A.ifname);
+    const client = ["/usr/sbin/table_allocator_client", "-4", "-a", "192.0.2.20", "-i", A.ifname];
+    const got = await box.exec([...client, "-n", String(A.ipv4Prefix), "-d", "tas_socket"]);
+    // 10000 and 10001 are held back: the kernel rules of the SQLite store's leases route them.
+    assertEquals(got.stdout, "10002\n", `${got.stderr}${await box.journal(unit)}`);
+    const sql = pg.connect();
+    try {
+      const rows = await sql`SELECT table_id FROM leases WHERE address = '192.0.2.20'`;
+      assertEquals(rows.map((r) => Number(r.table_id)), [10002], "the lease is PostgreSQL's");
+    } finally {
+      await sql.end();
+    }
+    await succeeds("the release", box.exec([...client, "-r", "-d", "tas_socket"]));
+    await succeeds("the drop-in removed", box.exec(["rm", "-r", dropIn]));
+    await succeeds("daemon-reload", box.systemctl("daemon-reload"));
+  } finally {
+    await Deno.writeTextFile(`${etc}/server.json`, sqlite);
+  }
+  await succeeds("restart on SQLite", box.systemctl("restart", unit));
 }
 
 /** The link systemd-networkd configures in {@link checkNetworkdHook}, and its .network file. */

@@ -2,9 +2,9 @@
  * A throwaway PostgreSQL server for tests and benchmarks, from Debian's
  * `postgresql` package: `initdb` and `pg_ctl` run as the `postgres` OS user
  * (they refuse root) on a data directory in a fresh temporary directory.
- * The server listens on a unix socket in that directory only
- * (`listen_addresses = ''`), with fsync on, so commits cost what they cost
- * in production. Disposal stops it and removes the directory, also when
+ * The server listens on a unix socket in that directory, and on TCP only
+ * when asked (127.0.0.1 of a network namespace it then runs in), with
+ * fsync on, so commits cost what they cost in production. Disposal stops it and removes the directory, also when
  * the test failed.
  *
  * ```ts
@@ -130,10 +130,17 @@ export function ignoreWithoutPg(what: string): boolean {
 }
 
 /** Runs a PostgreSQL program as the postgres user; throws with its output on failure. */
-function asPostgres(program: string, args: string[]): Promise<string> {
-  return runOk(["runuser", "-u", "postgres", "--", program, ...args], {
+function asPostgres(program: string, args: string[], netns?: string): Promise<string> {
+  const inNetns = netns ? ["ip", "netns", "exec", netns] : [];
+  return runOk([...inNetns, "runuser", "-u", "postgres", "--", program, ...args], {
     // Not root's locale and home: initdb and pg_ctl would complain about them.
-    env: { LANG: "C.UTF-8", LC_ALL: "C.UTF-8", HOME: "/var/lib/postgresql" },
+    env: {
+      LANG: "C.UTF-8",
+      LC_ALL: "C.UTF-8",
+      HOME: "/var/lib/postgresql",
+      // For `ip netns exec`, which finds runuser (in /usr/sbin) on it.
+      PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
+    },
     clearEnv: true,
   });
 }
@@ -143,7 +150,14 @@ function asPostgres(program: string, args: string[]): Promise<string> {
  * Throws when {@link pgAvailable} is false or the server does not start.
  */
 export async function startPostgres(
-  options: { sharedBuffers?: string } = {},
+  options: {
+    sharedBuffers?: string;
+    /**
+     * Also listen on TCP at 127.0.0.1 of this network namespace (the
+     * server runs inside it), for clients that must come over IP.
+     */
+    tcpInNetns?: string;
+  } = {},
 ): Promise<PgHandle> {
   const bin = pgBinDir();
   const owner = postgresUser();
@@ -204,7 +218,8 @@ export async function startPostgres(
     return Promise.resolve();
   };
   const start = async () => {
-    await asPostgres(`${bin}/pg_ctl`, ["-D", data, "-l", logPath, "-w", "-t", "30", "start"]);
+    const args = ["-D", data, "-l", logPath, "-w", "-t", "30", "start"];
+    await asPostgres(`${bin}/pg_ctl`, args, options.tcpInNetns);
     running = true;
   };
   // A test process that ends without disposing (an uncaught error in a
@@ -253,8 +268,8 @@ export async function startPostgres(
       `${data}/postgresql.conf`,
       [
         "",
-        "# table-allocator tests: unix socket only, in the test's directory",
-        "listen_addresses = ''",
+        "# table-allocator tests: a unix socket in the test's directory",
+        `listen_addresses = '${options.tcpInNetns ? "127.0.0.1" : ""}'`,
         `unix_socket_directories = '${dir}'`,
         `port = ${port}`,
         "fsync = on",
