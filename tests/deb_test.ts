@@ -350,16 +350,7 @@ async function succeeds(what: string, result: Promise<{ code: number; stderr: st
  * killed and started again by systemd. The drop-in goes again after.
  */
 async function checkWatchdog(box: SystemdContainer, unit: string) {
-  const dropIn = `/etc/systemd/system/${unit}.d`;
-  await succeeds(
-    "the drop-in",
-    box.exec([
-      "sh",
-      "-c",
-      `mkdir -p ${dropIn} && printf '[Service]\\nWatchdogSec=2s\\n' > ${dropIn}/watchdog.conf`,
-    ]),
-  );
-  await succeeds("daemon-reload", box.systemctl("daemon-reload"));
+  await using _dropIn = await box.dropIn(unit, "watchdog", "[Service]\nWatchdogSec=2s\n");
   await succeeds("restart with the drop-in", box.systemctl("restart", unit));
   assertEquals(await box.property(unit, "WatchdogUSec"), "2s");
   const pid = await box.property(unit, "MainPID");
@@ -378,8 +369,6 @@ async function checkWatchdog(box: SystemdContainer, unit: string) {
     20_000,
   );
   assertMatch(await box.journal(unit), /Watchdog timeout \(limit 2s\)/);
-  await succeeds("the drop-in removed", box.exec(["rm", "-r", dropIn]));
-  await succeeds("daemon-reload", box.systemctl("daemon-reload"));
 }
 
 /**
@@ -409,16 +398,11 @@ async function checkPostgresDropIn(box: SystemdContainer, ns: Netns, etc: string
           .test(await box.journal(unit)),
       15_000,
     );
-    const dropIn = `/etc/systemd/system/${unit}.d`;
-    await succeeds(
-      "the documented drop-in",
-      box.exec([
-        "sh",
-        "-c",
-        `mkdir -p ${dropIn} && printf '[Service]\\nRestrictAddressFamilies=AF_INET AF_INET6\\nIPAddressAllow=127.0.0.1\\n' > ${dropIn}/postgres.conf`,
-      ]),
+    await using _dropIn = await box.dropIn(
+      unit,
+      "postgres",
+      "[Service]\nRestrictAddressFamilies=AF_INET AF_INET6\nIPAddressAllow=127.0.0.1\n",
     );
-    await succeeds("daemon-reload", box.systemctl("daemon-reload"));
     await succeeds("restart with the drop-in", box.systemctl("restart", unit));
     // A new identity, so that the agent asks this server (it answers for the ones it holds).
     await ns.ip("addr", "add", `192.0.2.20/${A.ipv4Prefix}`, "dev", A.ifname);
@@ -434,8 +418,6 @@ async function checkPostgresDropIn(box: SystemdContainer, ns: Netns, etc: string
       await sql.end();
     }
     await succeeds("the release", box.exec([...client, "-r", "-d", "tas_socket"]));
-    await succeeds("the drop-in removed", box.exec(["rm", "-r", dropIn]));
-    await succeeds("daemon-reload", box.systemctl("daemon-reload"));
   } finally {
     await Deno.writeTextFile(`${etc}/server.json`, sqlite);
   }

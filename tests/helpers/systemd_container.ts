@@ -42,6 +42,12 @@ export interface SystemdContainer extends AsyncDisposable {
   property(unit: string, name: string): Promise<string>;
   /** The unit's messages in the container's journal, one per line (`journalctl -o cat`). */
   journal(unit: string): Promise<string>;
+  /**
+   * Adds the drop-in `NAME.conf` with `text` to a unit (in
+   * `/etc/systemd/system/UNIT.d/` inside) and reloads systemd; disposing
+   * removes it and reloads again. The unit takes it at its next (re)start.
+   */
+  dropIn(unit: string, name: string, text: string): Promise<AsyncDisposable>;
 }
 
 /** The child of `parent` whose command name is `comm`, if any. */
@@ -145,6 +151,24 @@ export async function bootContainer(options: ContainerOptions): Promise<SystemdC
         (await systemctl("show", "--property", name, "--value", unit)).stdout.trim(),
       journal: async (unit) =>
         (await exec(["journalctl", "--no-pager", "--output=cat", `--unit=${unit}`])).stdout,
+      dropIn: async (unit, name, text) => {
+        // The container's files, seen from here through its PID 1's root.
+        const dir = `/proc/${leader}/root/etc/systemd/system/${unit}.d`;
+        const path = `${dir}/${name}.conf`;
+        const reload = async () => {
+          const result = await systemctl("daemon-reload");
+          if (result.code !== 0) throw new Error(`daemon-reload failed: ${result.stderr}`);
+        };
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.writeTextFile(path, text);
+        await reload();
+        return {
+          [Symbol.asyncDispose]: async () => {
+            await Deno.remove(path);
+            await reload();
+          },
+        };
+      },
       [Symbol.asyncDispose]: halt,
     };
   } catch (error) {
