@@ -230,8 +230,9 @@ async function checkInstalled() {
  * directory, logs through syslog to the journal, serves the installed
  * client through the agent's unit, reloads and refuses a broken config
  * while it keeps serving, is started again after a kill -9 with its
- * leases and after its watchdog fires, and stops cleanly; systemd-networkd
- * and networkd-dispatcher call the installed hook.
+ * leases and after its watchdog fires, needs the documented drop-in for a
+ * PostgreSQL store over TCP, and stops cleanly; systemd-networkd and
+ * networkd-dispatcher call the installed hook.
  */
 async function checkUnderSystemd() {
   await using ns = await createNetns();
