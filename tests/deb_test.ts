@@ -3,7 +3,8 @@
  * system (twice: install and reinstall), the installed launchers started
  * with no network and no module cache, the installed server (as its user,
  * the way its unit runs it) and client end to end in a network namespace,
- * the server's and the agent's units under a systemd booted in a container,
+ * the maintainer scripts and the server's and the agent's units under a
+ * systemd booted in a container,
  * then `dpkg -P`, which must leave nothing behind. Idempotent: a package
  * left by an interrupted run is purged first, and always at the end.
  *
@@ -124,6 +125,7 @@ Deno.test({
       assertEquals(lint.code, 0, `lintian found errors or warnings:\n${lint.stdout}`);
 
       await purge();
+      await checkMaintainerScripts(deb);
       try {
         const installed = await dpkg("-i", deb);
         assertEquals(installed.code, 0, installed.stderr);
@@ -221,6 +223,57 @@ async function checkInstalled() {
   assert(!/table-allocator-server\.service:/.test(verify.stderr), verify.stderr);
 }
 
+const SERVER = "table-allocator-server.service";
+const AGENT = "table-allocator-agent.service";
+
+/**
+ * The maintainer scripts where systemd runs, which installing on this
+ * machine cannot show (no systemd here): in a container booting this
+ * machine's own system (whatever dpkg writes stays in the container),
+ * `dpkg -i` enables and starts both units and the server answers the
+ * installed client; `dpkg -i` again (an upgrade) restarts both; `dpkg -r`
+ * stops and masks them; `dpkg -P` removes the state directory and the
+ * units' mask. This machine's policy-rc.d forbids starting services (as in
+ * images built with Docker); a host has none, so it goes inside first.
+ */
+async function checkMaintainerScripts(deb: string) {
+  await using ns = await createNetns();
+  await using box = await bootContainer({
+    name: ns.name,
+    netnsPath: `/run/netns/${ns.name}`,
+    hostSystem: true,
+    readOnly: [deb],
+    // This machine's own cluster: nothing here needs it.
+    masked: ["postgresql.service"],
+  });
+  await succeeds("no policy-rc.d", box.exec(["rm", "-f", "/usr/sbin/policy-rc.d"]));
+  const units = [SERVER, AGENT];
+  const states = async (command: string) =>
+    (await box.systemctl(command, ...units)).stdout.trim().split("\n");
+  const pids = () => Promise.all(units.map((unit) => box.property(unit, "MainPID")));
+
+  await succeeds("dpkg -i", box.exec(["dpkg", "-i", deb]));
+  assertEquals(await states("is-enabled"), ["enabled", "enabled"]);
+  assertEquals(await states("is-active"), ["active", "active"]);
+  const client = ["/usr/sbin/table_allocator_client", "-4", "-a", A.ipv4, "-i", A.ifname];
+  const got = await box.exec([...client, "-n", String(A.ipv4Prefix), "-d", "tas_socket"]);
+  assertEquals(got.stdout, "10000\n", got.stderr);
+
+  const before = await pids();
+  await succeeds("dpkg -i again (an upgrade)", box.exec(["dpkg", "-i", deb]));
+  assertEquals(await states("is-active"), ["active", "active"]);
+  const after = await pids();
+  assert(after.every((pid, i) => pid !== before[i]), `both restarted: ${before} then ${after}`);
+
+  await succeeds("dpkg -r", box.exec(["dpkg", "-r", "table-allocator"]));
+  assertEquals(await states("is-active"), ["inactive", "inactive"]);
+  assertEquals(await states("is-enabled"), ["masked", "masked"]);
+  await succeeds("dpkg -P", box.exec(["dpkg", "-P", "table-allocator"]));
+  for (const path of ["/var/lib/table-allocator", `/etc/systemd/system/${SERVER}`]) {
+    assert((await box.exec(["test", "-e", path])).code !== 0, `purge removed ${path}`);
+  }
+}
+
 /**
  * The installed units under a real systemd, booted in a container over
  * this machine's `/usr` in a network namespace (`systemd_container.ts`),
@@ -263,8 +316,6 @@ async function checkUnderSystemd() {
       ],
       writable: [[etc, "/etc/table-allocator"], [network, "/etc/systemd/network"]],
     });
-    const SERVER = "table-allocator-server.service";
-    const AGENT = "table-allocator-agent.service";
     await succeeds("the server's unit starts", box.systemctl("start", SERVER));
     assertEquals(await box.property(SERVER, "SubState"), "running");
     assertMatch(await box.property(SERVER, "StatusText"), /^\d+ bound, \d+ free/);

@@ -6,7 +6,10 @@
  * `systemd-nspawn --volatile=yes` boots a tmpfs root with the host's `/usr`
  * mounted read-only into it: the units and programs a package installed
  * under `/usr` are there, `/etc` and `/var` start empty (the test binds in
- * what its unit needs: users, config). `--keep-unit --register=no`: there
+ * what its unit needs: users, config). With `hostSystem`, it boots this
+ * machine's own system instead: `/usr`, `/etc` and `/var` as overlays with
+ * a tmpfs above each, so that `dpkg` can install into the container and
+ * nothing it writes reaches the host. `--keep-unit --register=no`: there
  * is no host systemd to ask for a scope or to register a machine with.
  * `--capability=all`: a unit runs with what it would get on a host. The
  * container joins a test's network namespace, so the abstract socket names
@@ -28,6 +31,10 @@ export interface ContainerOptions {
   readOnly?: string[];
   /** Host paths bound writable, as `[host, inside]`. */
   writable?: Array<[string, string]>;
+  /** Boot this machine's `/usr`, `/etc` and `/var`, writable in the container only. */
+  hostSystem?: boolean;
+  /** Units masked for this boot (`systemd.mask=` on systemd's command line). */
+  masked?: string[];
 }
 
 /** A booted container; dispose to halt it (and wait until it is gone). */
@@ -48,6 +55,25 @@ export interface SystemdContainer extends AsyncDisposable {
    * removes it and reloads again. The unit takes it at its next (re)start.
    */
   dropIn(unit: string, name: string, text: string): Promise<AsyncDisposable>;
+}
+
+/**
+ * An empty root for {@link ContainerOptions.hostSystem}: mount points, the
+ * links of a merged `/usr` (Debian 12), and an os-release where nspawn
+ * looks for one before it mounts the overlays that hide it.
+ */
+async function hostSystemRoot(): Promise<string> {
+  const root = await Deno.makeTempDir({ prefix: "ta-container-" });
+  // The container's "/": its services' users must be able to pass through it.
+  await Deno.chmod(root, 0o755);
+  for (const dir of ["usr/lib", "etc", "var", "dev", "proc", "sys", "run", "tmp"]) {
+    await Deno.mkdir(`${root}/${dir}`, { recursive: true });
+  }
+  for (const dir of ["bin", "sbin", "lib", "lib64"]) {
+    await Deno.symlink(`usr/${dir}`, `${root}/${dir}`);
+  }
+  await Deno.copyFile("/usr/lib/os-release", `${root}/usr/lib/os-release`);
+  return root;
 }
 
 /** The child of `parent` whose command name is `comm`, if any. */
@@ -72,9 +98,14 @@ function childNamed(parent: number, comm: string): number | undefined {
  * unit of the bare system failed, such as the first-boot wizard).
  */
 export async function bootContainer(options: ContainerOptions): Promise<SystemdContainer> {
+  const root = options.hostSystem ? await hostSystemRoot() : undefined;
   const args = [
-    "--directory=/",
-    "--volatile=yes",
+    ...(root
+      ? [
+        `--directory=${root}`,
+        ...["/usr", "/etc", "/var"].map((path) => `--overlay=${path}::${path}`),
+      ]
+      : ["--directory=/", "--volatile=yes"]),
     `--machine=${options.name}`,
     "--boot",
     "--register=no",
@@ -85,13 +116,20 @@ export async function bootContainer(options: ContainerOptions): Promise<SystemdC
     `--network-namespace-path=${options.netnsPath}`,
     ...(options.readOnly ?? []).map((path) => `--bind-ro=${path}`),
     ...(options.writable ?? []).map(([host, inside]) => `--bind=${host}:${inside}`),
+    ...(options.masked ?? []).map((unit) => `systemd.mask=${unit}`),
   ];
-  const nspawn = new Deno.Command("systemd-nspawn", {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  let nspawn: Deno.ChildProcess;
+  try {
+    nspawn = new Deno.Command("systemd-nspawn", {
+      args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (error) {
+    if (root) await Deno.remove(root, { recursive: true });
+    throw error;
+  }
   let output = "";
   const collect = (async () => {
     const decoder = new TextDecoder();
@@ -116,6 +154,7 @@ export async function bootContainer(options: ContainerOptions): Promise<SystemdC
     await collect;
     // nspawn leaves the (empty) directory it propagates mounts through.
     await Deno.remove(`/run/systemd/nspawn/propagate/${options.name}`).catch(() => {});
+    if (root) await Deno.remove(root, { recursive: true });
   };
 
   try {
