@@ -17,6 +17,7 @@ import type { AddrFamily } from "../net/family.ts";
 import {
   ConcurrencyError,
   type ExpiryListener,
+  type FlushOptions,
   holdsTable,
   type Lease,
   type LeasePage,
@@ -24,6 +25,7 @@ import {
   type LeaseToken,
   type ListOptions,
   type LookupResult,
+  syncInBackground,
   type TableRun,
   TransientError,
 } from "./lease_store.ts";
@@ -253,13 +255,18 @@ export class PostgresLeaseStore implements LeaseStore {
   /**
    * Sends every update queued so far as one batch, after the batch in
    * flight, and resolves once it is committed (rejects when the commit
-   * failed; each update's own promise carries its outcome).
+   * failed; each update's own promise carries its outcome). The commit is
+   * always waited for off the calling thread: a batch asks
+   * `options.background` all the same, since a caller that gives a
+   * function decides there whether it works meanwhile (the daemon drains
+   * its socket while the database answers, when the socket is filling).
    */
-  flush(): Promise<void> {
+  flush(options: FlushOptions = {}): Promise<void> {
     clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
     const batch = this.#queue;
     this.#queue = [];
+    if (batch.length > 0) syncInBackground(options);
     const run = this.#tail.then(() => batch.length ? this.#commit(batch) : undefined);
     this.#tail = run.catch(() => {});
     return run;

@@ -173,6 +173,22 @@ pgTest("commits every update issued together in one transaction", async ({ open,
 });
 
 pgTest(
+  "flush() asks where to wait for a batch it commits, and not for an empty one",
+  async ({ open }) => {
+    const store = await open();
+    let asked = 0;
+    const background = () => (asked++, true);
+    await store.flush({ background });
+    assertEquals(asked, 0, "nothing queued, nothing to wait for");
+    const { token } = await store.lookup(id("10.0.0.1"));
+    const update = store.update(id("10.0.0.1"), [lease("10.0.0.1", 10000)], token);
+    await store.flush({ background });
+    await update;
+    assertEquals(asked, 1, "the daemon decides there whether to drain its socket meanwhile");
+  },
+);
+
+pgTest(
   "one stale token or taken table in a batch fails alone; the others commit",
   async ({ open }) => {
     const store = await open();
