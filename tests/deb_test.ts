@@ -90,6 +90,21 @@ async function purge() {
   assertEquals(result.code, 0, result.stderr);
 }
 
+/** The installed client asking the shipped server's socket for a table for an address of veth0. */
+function requestTable(address: string): string[] {
+  return [...installedClient(address), "-n", String(A.ipv4Prefix), "-d", "tas_socket"];
+}
+
+/** The installed client releasing that address's lease. */
+function releaseTable(address: string): string[] {
+  return [...installedClient(address), "-r", "-d", "tas_socket"];
+}
+
+/** The installed client for an IPv4 address of veth0 (the namespace's address, or one a test adds). */
+function installedClient(address: string): string[] {
+  return ["/usr/sbin/table_allocator_client", "-4", "-a", address, "-i", A.ifname];
+}
+
 /** Kills every process of the namespace (the server, background clients) and waits. */
 async function stopAll(ns: Netns) {
   for (const pid of await ns.pids()) {
@@ -255,8 +270,7 @@ async function checkMaintainerScripts(deb: string) {
   await succeeds("dpkg -i", box.exec(["dpkg", "-i", deb]));
   assertEquals(await states("is-enabled"), ["enabled", "enabled"]);
   assertEquals(await states("is-active"), ["active", "active"]);
-  const client = ["/usr/sbin/table_allocator_client", "-4", "-a", A.ipv4, "-i", A.ifname];
-  const got = await box.exec([...client, "-n", String(A.ipv4Prefix), "-d", "tas_socket"]);
+  const got = await box.exec(requestTable(A.ipv4));
   assertEquals(got.stdout, "10000\n", got.stderr);
 
   const before = await pids();
@@ -338,8 +352,7 @@ async function checkUnderSystemd() {
     );
 
     await succeeds("the agent's unit starts", box.systemctl("start", AGENT));
-    const client = ["/usr/sbin/table_allocator_client", "-4", "-a", A.ipv4, "-i", A.ifname];
-    const got = await box.exec([...client, "-n", String(A.ipv4Prefix), "-d", "tas_socket"]);
+    const got = await box.exec(requestTable(A.ipv4));
     assertEquals(got.stdout, "10000\n", got.stderr);
     assertMatch((await box.exec(["ip", "-4", "rule", "show"])).stdout, /lookup 10000/);
     // The agent the unit runs holds the lease: the client started none of its own.
@@ -458,8 +471,7 @@ async function checkPostgresDropIn(box: SystemdContainer, ns: Netns, etc: string
     await succeeds("restart with the drop-in", box.systemctl("restart", unit));
     // A new identity, so that the agent asks this server (it answers for the ones it holds).
     await ns.ip("addr", "add", `192.0.2.20/${A.ipv4Prefix}`, "dev", A.ifname);
-    const client = ["/usr/sbin/table_allocator_client", "-4", "-a", "192.0.2.20", "-i", A.ifname];
-    const got = await box.exec([...client, "-n", String(A.ipv4Prefix), "-d", "tas_socket"]);
+    const got = await box.exec(requestTable("192.0.2.20"));
     // 10000 and 10001 are held back: the kernel rules of the SQLite store's leases route them.
     assertEquals(got.stdout, "10002\n", `${got.stderr}${await box.journal(unit)}`);
     const sql = pg.connect();
@@ -469,7 +481,7 @@ async function checkPostgresDropIn(box: SystemdContainer, ns: Netns, etc: string
     } finally {
       await sql.end();
     }
-    await succeeds("the release", box.exec([...client, "-r", "-d", "tas_socket"]));
+    await succeeds("the release", box.exec(releaseTable("192.0.2.20")));
   } finally {
     await Deno.writeTextFile(`${etc}/server.json`, sqlite);
   }
@@ -658,8 +670,7 @@ async function checkEndToEnd() {
       15_000,
     );
 
-    const client = ["/usr/sbin/table_allocator_client", "-4", "-a", "192.0.2.10", "-i", "veth0"];
-    const got = await ns.run([...client, "-n", "24", "-d", "tas_socket"]);
+    const got = await ns.run(requestTable(A.ipv4));
     assertEquals(got.code, 0, got.stderr);
     assertEquals(got.stdout, "10000\n");
     assertMatch(await ns.ip("-4", "rule", "show"), /from 192\.0\.2\.10 lookup 10000/);
@@ -683,7 +694,7 @@ async function checkEndToEnd() {
       Number((await run("id", ["-u", "table-allocator"])).stdout.trim()),
     );
 
-    const released = await ns.run([...client, "-r", "-d", "tas_socket"]);
+    const released = await ns.run(releaseTable(A.ipv4));
     assertEquals(released.code, 0, released.stderr);
     assert(!(await ns.ip("-4", "rule", "show")).includes("lookup 10000"));
     const after = await ns.run(["/usr/bin/table-allocator-ctl", "leases", "--state", "bound"]);
