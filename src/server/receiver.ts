@@ -27,13 +27,15 @@
  *
  * Crowded ({@link BatchReceiver.crowded}: the kernel's queue was found
  * full, so senders are being refused), the daemon also waits for its syncs
- * off the main thread and drains the socket meanwhile.
+ * off the main thread, so that it can prepare the next pass meanwhile.
  *
  * Draining while a sync runs costs a poll(2) on a worker thread, and
  * waking it once the sync ends: tens of microseconds a pass on a virtual
- * machine. It is done only while the kernel's queue is filling ({@link
- * BatchReceiver.filling}); with room to spare (systemd's 512, a few dozen
- * clients) the datagrams wait in the kernel until the sync ends.
+ * machine, more than a fast disk's sync lets arrive. It is done only while
+ * the syncs are long enough to fill the kernel's queue ({@link
+ * BatchReceiver.drainsSyncs}: one lasted a millisecond or more and left it
+ * half full, and none since was shorter); else the datagrams wait in the
+ * kernel until the sync ends, and are taken in one receive then.
  *
  * @module
  */
@@ -93,12 +95,17 @@ export const HOT_SPIN_MS = 0.2;
  * most: 50 ms. With 20, one client got 3 to 6% fewer operations a second.
  */
 export const STARVING_MS = 50;
+/**
+ * A wait for a sync at least this long, which left the kernel's queue half
+ * full, makes the next waits drain the socket ({@link
+ * BatchReceiver.drainsSyncs}) until one is shorter. A drain's poll(2) on a worker thread wakes
+ * the daemon tens of microseconds after a datagram comes, so during a
+ * shorter sync it takes in nothing the receive after the sync would not.
+ */
+export const DRAIN_SYNC_MS = 1;
 /** Busy this long without parking, the receiver yields to the event loop itself. */
 export const MAX_BUSY_MS = 100;
-/**
- * After the kernel's queue was found full, the socket counts as crowded
- * this long; after it was found filling, as filling.
- */
+/** After the kernel's queue was found full, the socket counts as crowded this long. */
 export const CROWDED_MS = 1000;
 /**
  * When the receiver parks after work, malloc's free memory goes back to
@@ -142,8 +149,8 @@ export class BatchReceiver {
   readonly pumpEvery = Math.max(PUMP_EVERY, Math.floor(this.#kernelQueue / 4));
   /** Until when the socket counts as crowded (performance.now()). */
   #crowdedUntil = 0;
-  /** Until when the socket counts as filling (performance.now()). */
-  #fillingUntil = 0;
+  /** The next wait for a sync drains the socket ({@link drainsSyncs}). */
+  #drainSyncs = false;
   /** The last {@link pump} failed (and logged why): a spin stops asking. */
   #pumpFailed = false;
   #trimTimer: ReturnType<typeof setTimeout> | undefined;
@@ -203,12 +210,26 @@ export class BatchReceiver {
   }
 
   /**
-   * A drain within {@link CROWDED_MS} found at least {@link pumpEvery}
-   * datagrams in the kernel's queue (a quarter of it, or more): while a
-   * sync runs, the queue should be drained lest it fill.
+   * A wait for a sync lasted {@link DRAIN_SYNC_MS} or more and left the
+   * kernel's queue at least half full (or, drained, received that many),
+   * and every wait since lasted as long: the syncs last long enough for the
+   * next to fill the queue, so its wait drains it. (Whether the last wait
+   * alone filled it half does not decide: a drained wait takes in what
+   * comes, so its count swings around the half, and a wait left undrained
+   * every other time refused more senders in a measurement with 3 ms
+   * syncs.) A fast disk's sync (a few
+   * hundred microseconds) ends before a drain's wake-up would take in much
+   * (measured in docs/performance.md); during a slow disk's, or a database's
+   * over the network, a crowd's requests would be refused.
    */
-  get filling(): boolean {
-    return performance.now() < this.#fillingUntil;
+  get drainsSyncs(): boolean {
+    return this.#drainSyncs;
+  }
+
+  /** A wait for a sync that began at `since` ended, and `arrived` datagrams came meanwhile. */
+  #judgeSyncWait(since: number, arrived: number): void {
+    const long = performance.now() - since >= DRAIN_SYNC_MS;
+    this.#drainSyncs = long && (this.#drainSyncs || arrived * 2 >= this.#kernelQueue);
   }
 
   /** The event loop just parked (the daemon waited for an operation off the main thread). */
@@ -238,11 +259,7 @@ export class BatchReceiver {
     }
     this.#pumpFailed = failed;
     this.received += drained;
-    if (drained >= this.pumpEvery) {
-      const now = performance.now();
-      this.#fillingUntil = now + CROWDED_MS;
-      if (drained >= this.#kernelQueue) this.#crowdedUntil = now + CROWDED_MS;
-    }
+    if (drained >= this.#kernelQueue) this.#crowdedUntil = performance.now() + CROWDED_MS;
     return queue.length;
   }
 
@@ -265,11 +282,11 @@ export class BatchReceiver {
 
   /**
    * Receives until `done` settles: while a commit waits for the disk on
-   * another thread, the kernel's queue keeps being emptied into ours if it
-   * is {@link filling}; else it is left alone until `done` settles. With
-   * `untilWork`, returns as soon as a datagram waits for a pass, so that
-   * the daemon can work on the next pass meanwhile. Returns whether `done`
-   * has settled.
+   * another thread, the kernel's queue keeps being emptied into ours if
+   * the syncs are long ({@link drainsSyncs}); else it is left alone until
+   * `done` settles, then emptied once. With `untilWork`, returns as soon as
+   * a datagram waits for a pass, so that the daemon can work on the next
+   * pass meanwhile. Returns whether `done` has settled.
    */
   async receiveWhile(done: Promise<unknown>, untilWork = false): Promise<boolean> {
     let settled = false;
@@ -279,14 +296,19 @@ export class BatchReceiver {
       if (this.#polling) this.#socket.wake();
     };
     done.then(stop, stop);
+    const since = performance.now();
     // Reactions to a promise already settled run once this function yields: let them.
     await Promise.resolve();
-    if (!settled && !untilWork && !this.filling) {
+    if (!settled && !untilWork && !this.drainsSyncs) {
       // No poll to start and wake: the event loop parks until the sync ends.
       await done.catch(() => {});
       this.parked();
+      const before = this.received;
+      this.pump();
+      this.#judgeSyncWait(since, this.received - before);
       return true;
     }
+    const before = this.received;
     let parked = false;
     while (!settled && !(untilWork && this.waiting > 0)) {
       this.#polling = true;
@@ -303,6 +325,7 @@ export class BatchReceiver {
       this.pump();
     }
     if (parked) this.parked();
+    if (!untilWork) this.#judgeSyncWait(since, this.received - before);
     return settled;
   }
 

@@ -5,7 +5,7 @@
 
 import { assert, assertEquals } from "../../tests/helpers/assert.ts";
 import { MemoryLogger } from "../../tests/helpers/log.ts";
-import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
+import { AbstractDatagramSocket, datagramQueueLength } from "../unix/abstract_socket.ts";
 import { BatchReceiver, HOT_SPIN_MS, RECEIVE_BATCH } from "./receiver.ts";
 
 function pair() {
@@ -149,21 +149,44 @@ Deno.test("BatchReceiver: a spin that finds nothing ends in poll(2), and only ri
   assertEquals(idle.sleeps, 1);
 });
 
-Deno.test("BatchReceiver: while a sync runs, the socket is drained only once its queue was found filling", async () => {
+Deno.test("BatchReceiver: a sync's wait drains the socket after one of a millisecond or more left the kernel's queue half full, until one is shorter", async () => {
   using p = pair();
-  const syncWith = async (ms: number) => {
-    const sync = new Promise((resolve) => setTimeout(resolve, ms));
-    setTimeout(() => p.send("meanwhile"), 5);
+  const half = Math.ceil(datagramQueueLength() / 2);
+  /** Waits for a 40 ms sync while `arrivals` datagrams come at 5 ms; returns what was queued at 20 ms. */
+  const syncWith = async (arrivals: number) => {
+    const sync = new Promise((resolve) => setTimeout(resolve, 40));
+    setTimeout(() => {
+      for (let i = 0; i < arrivals; i++) assert(p.send(`n${i}`), "the kernel took it");
+    }, 5);
+    let midway = -1;
+    setTimeout(() => midway = p.receiver.queued, 20);
     assertEquals(await p.receiver.receiveWhile(sync), true);
+    assertEquals(p.receiver.queued, arrivals, "all of them taken by the time the wait ends");
+    await p.receiver.next();
+    return midway;
   };
-  assertEquals(p.receiver.filling, false);
-  await syncWith(40);
-  assertEquals(p.receiver.queued, 0, "left in the kernel's queue: no poll to start and wake");
-  assertEquals(p.receiver.pump(), 1);
+  assertEquals(p.receiver.drainsSyncs, false);
+  // A sync that ends within microseconds (a chain of reactions) while the queue is half full.
+  const quickSync = () => {
+    let sync = Promise.resolve();
+    for (let i = 0; i < 20; i++) sync = sync.then(() => {});
+    return sync;
+  };
+  for (let i = 0; i < half; i++) assert(p.send(`early${i}`));
+  assertEquals(await p.receiver.receiveWhile(quickSync()), true);
+  assertEquals(p.receiver.queued, half, "taken once the sync ended");
+  assertEquals(p.receiver.drainsSyncs, false, "a sync too short for a drain to take anything in");
   await p.receiver.next();
-  for (let i = 0; i < p.receiver.pumpEvery; i++) p.send(`n${i}`);
-  assertEquals(p.receiver.pump(), p.receiver.pumpEvery);
-  assertEquals(p.receiver.filling, true, "a quarter of the kernel's queue was waiting");
-  await syncWith(40);
-  assertEquals(p.receiver.queued, p.receiver.pumpEvery + 1, "drained while the sync ran");
+  assertEquals(await syncWith(1), 0, "left in the kernel's queue: no poll to start and wake");
+  assertEquals(
+    p.receiver.drainsSyncs,
+    false,
+    "one datagram in a sync's time: the next is not drained either",
+  );
+  assertEquals(await syncWith(half), 0);
+  assertEquals(p.receiver.drainsSyncs, true, "half the kernel's queue came during a sync");
+  assertEquals(await syncWith(1), 1, "drained while the sync ran");
+  assertEquals(p.receiver.drainsSyncs, true, "the syncs are still long: the next is drained too");
+  assertEquals(await p.receiver.receiveWhile(quickSync()), true);
+  assertEquals(p.receiver.drainsSyncs, false, "a short sync: the next is not drained");
 });

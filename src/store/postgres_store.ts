@@ -259,7 +259,8 @@ export class PostgresLeaseStore implements LeaseStore {
    * always waited for off the calling thread: a batch asks
    * `options.background` all the same, since a caller that gives a
    * function decides there whether it works meanwhile (the daemon drains
-   * its socket while the database answers, when the socket is filling).
+   * its socket while the database answers, once commits prove long
+   * enough to fill the socket's queue).
    */
   flush(options: FlushOptions = {}): Promise<void> {
     clearTimeout(this.#flushTimer);
