@@ -154,7 +154,12 @@ export async function bootContainer(options: ContainerOptions): Promise<SystemdC
     await collect;
     // nspawn leaves the (empty) directory it propagates mounts through.
     await Deno.remove(`/run/systemd/nspawn/propagate/${options.name}`).catch(() => {});
-    if (root) await Deno.remove(root, { recursive: true });
+    if (root) {
+      await Deno.remove(root, { recursive: true });
+      // And the lock it takes on a directory image, beside it: `/tmp/.#<name>.lck`.
+      const slash = root.lastIndexOf("/");
+      await Deno.remove(`${root.slice(0, slash)}/.#${root.slice(slash + 1)}.lck`).catch(() => {});
+    }
   };
 
   try {
