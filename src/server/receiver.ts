@@ -98,9 +98,10 @@ export const STARVING_MS = 50;
 /**
  * A wait for a sync at least this long, which left the kernel's queue half
  * full, makes the next waits drain the socket ({@link
- * BatchReceiver.drainsSyncs}) until one is shorter. A drain's poll(2) on a worker thread wakes
- * the daemon tens of microseconds after a datagram comes, so during a
- * shorter sync it takes in nothing the receive after the sync would not.
+ * BatchReceiver.drainsSyncs}) until one is shorter. A drain's poll(2) on a
+ * worker thread wakes the daemon tens of microseconds after a datagram
+ * comes, so during a shorter sync it takes in little that the receive
+ * after the sync would not.
  */
 export const DRAIN_SYNC_MS = 1;
 /** Busy this long without parking, the receiver yields to the event loop itself. */
@@ -217,10 +218,11 @@ export class BatchReceiver {
    * alone filled it half does not decide: a drained wait takes in what
    * comes, so its count swings around the half, and a wait left undrained
    * every other time refused more senders in a measurement with 3 ms
-   * syncs.) A fast disk's sync (a few
-   * hundred microseconds) ends before a drain's wake-up would take in much
-   * (measured in docs/performance.md); during a slow disk's, or a database's
-   * over the network, a crowd's requests would be refused.
+   * syncs.) A fast disk's sync (a few hundred microseconds) ends before a
+   * drain's wake-up would take in much (measured in docs/performance.md);
+   * during a slow disk's, or a database's over the network, a crowd's
+   * requests would be refused. A wait for a sync that had already ended
+   * tells nothing and changes nothing.
    */
   get drainsSyncs(): boolean {
     return this.#drainSyncs;
@@ -325,7 +327,7 @@ export class BatchReceiver {
       this.pump();
     }
     if (parked) this.parked();
-    if (!untilWork) this.#judgeSyncWait(since, this.received - before);
+    if (!untilWork && parked) this.#judgeSyncWait(since, this.received - before);
     return settled;
   }
 

@@ -187,6 +187,10 @@ Deno.test("BatchReceiver: a sync's wait drains the socket after one of a millise
   assertEquals(p.receiver.drainsSyncs, true, "half the kernel's queue came during a sync");
   assertEquals(await syncWith(1), 1, "drained while the sync ran");
   assertEquals(p.receiver.drainsSyncs, true, "the syncs are still long: the next is drained too");
+  const ended = Promise.resolve();
+  await ended;
+  assertEquals(await p.receiver.receiveWhile(ended), true);
+  assertEquals(p.receiver.drainsSyncs, true, "a sync that had ended before its wait tells nothing");
   assertEquals(await p.receiver.receiveWhile(quickSync()), true);
   assertEquals(p.receiver.drainsSyncs, false, "a short sync: the next is not drained");
 });
