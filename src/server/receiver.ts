@@ -59,7 +59,7 @@ export const RECEIVE_BATCH = 32;
  * and refuses further senders (EAGAIN), and each reply brings its client's
  * next request.
  */
-export const PUMP_EVERY = 4;
+export const PUMP_EVERY = 2;
 /** Most datagrams handled in one pass (one transaction). */
 export const MAX_BATCH = 512;
 /**
@@ -145,7 +145,8 @@ export class BatchReceiver {
    * next requests the replies bring find room, and at least {@link
    * PUMP_EVERY}. A drain that finds the queue nearly empty is a system call
    * for nothing: with systemd's 512 this is 128, with the kernel's 10 it
-   * is 4.
+   * is 2 (with 4, 32 clients were refused a fifth more often, and served
+   * as fast or slower: docs/performance.md).
    */
   readonly pumpEvery = Math.max(PUMP_EVERY, Math.floor(this.#kernelQueue / 4));
   /** Until when the socket counts as crowded (performance.now()). */
