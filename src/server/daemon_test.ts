@@ -367,3 +367,45 @@ Deno.test("Daemon tells the observers of a pass only once its replies are sent",
   assertEquals((await client.request("2001:db8::1", { family: 10 })).error, "family_disabled");
   assertEquals(delivered, [["granted", true], ["family_disabled", true]]);
 });
+
+Deno.test("Daemon drains its socket while a crowd's lookups run, so the kernel's queue does not stay full", async () => {
+  let lookups = 0;
+  let filled = 0;
+  /** The lookup during which the kernel first took the probe (numbered from 0: the first pass's first). */
+  let probeTaken: number | undefined;
+  let filler: WireClient | undefined;
+  const send = (net: number, i: number) =>
+    filler!.socket.sendToName(
+      new TextEncoder().encode(requestBody(`10.${net}.${i >> 8}.${i & 255}`)),
+      h.socketName,
+    );
+  class WatchedStore extends ForwardingStore {
+    override lookup = (clientId: string) => {
+      const n = lookups++;
+      if (n === 0) {
+        // The pass's first lookup: the kernel's queue is filled until it refuses.
+        while (send(1, filled)) filled++;
+      } else if (probeTaken === undefined && send(2, 0)) probeTaken = n;
+      return this.inner.lookup(clientId);
+    };
+  }
+  await using h = await startDaemon({
+    start: false,
+    config: { num_tables: 2048 },
+    wrap: (store) => new WatchedStore(store),
+  });
+  filler = h.client();
+  let crowd = 0;
+  while (send(0, crowd)) crowd++; // one pass's batch: as many as the kernel holds
+  assert(crowd > 2, `the kernel held ${crowd} datagrams`);
+  h.run();
+  const served = () => probeTaken !== undefined && h.daemon.stats.requests === crowd + filled + 1;
+  const deadline = Date.now() + 10_000;
+  while (!served() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert(served(), "every datagram was received, the probe among them");
+  assert(filled >= crowd - 1, `the queue was filled again during the first lookup (${filled})`);
+  assert(
+    probeTaken !== undefined && probeTaken < crowd,
+    `a send during the pass's ${crowd} lookups found room (taken at lookup ${probeTaken})`,
+  );
+});

@@ -74,7 +74,13 @@ export async function preparePass(
   const { jobs, controls } = sort(c, batch, out);
   pass.controls = controls;
   const [lookups, held] = await Promise.all([
-    Promise.allSettled(jobs.map((job) => c.store.lookup(job.clientId))),
+    Promise.allSettled(jobs.map((job, i) => {
+      const lookup = c.store.lookup(job.clientId);
+      // The SQLite store reads at the call: without a drain among them, a crowd's lookups
+      // let the kernel's queue fill (measured in docs/performance.md).
+      if (i % c.receiver.pumpEvery === c.receiver.pumpEvery - 1) c.receiver.pump();
+      return lookup;
+    })),
     countHeld(c, jobs),
   ]);
   const policy = c.policy();
