@@ -373,12 +373,6 @@ Deno.test("Daemon drains its socket while a crowd's lookups run, so the kernel's
   let filled = 0;
   /** The lookup during which the kernel first took the probe (numbered from 0: the first pass's first). */
   let probeTaken: number | undefined;
-  let filler: WireClient | undefined;
-  const send = (net: number, i: number) =>
-    filler!.socket.sendToName(
-      new TextEncoder().encode(requestBody(`10.${net}.${i >> 8}.${i & 255}`)),
-      h.socketName,
-    );
   class WatchedStore extends ForwardingStore {
     override lookup = (clientId: string) => {
       const n = lookups++;
@@ -394,7 +388,12 @@ Deno.test("Daemon drains its socket while a crowd's lookups run, so the kernel's
     config: { num_tables: 2048 },
     wrap: (store) => new WatchedStore(store),
   });
-  filler = h.client();
+  const filler = h.client();
+  const send = (net: number, i: number) =>
+    filler.socket.sendToName(
+      new TextEncoder().encode(requestBody(`10.${net}.${i >> 8}.${i & 255}`)),
+      h.socketName,
+    );
   let crowd = 0;
   while (send(0, crowd)) crowd++; // one pass's batch: as many as the kernel holds
   assert(crowd > 2, `the kernel held ${crowd} datagrams`);
