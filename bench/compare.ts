@@ -201,6 +201,19 @@ if (import.meta.main) {
   const seconds = Number(options.seconds);
   const rounds = Number(options.rounds);
   const root = await Deno.makeTempDir({ prefix: "ta-compare-" });
+  const servers: Running[] = [];
+  // Interrupted (a kill, or Ctrl-C), the servers are stopped and the tree removed, as at the end
+  // (once the run in progress returns: the load generator's runs are synchronous).
+  const interrupted = () => {
+    for (const server of servers) {
+      try {
+        server.process.kill("SIGTERM");
+      } catch { /* gone */ }
+    }
+    Deno.removeSync(root, { recursive: true });
+    Deno.exit(130);
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, interrupted);
   try {
     const trees = await Promise.all(revs.map((rev, i) => exportRevision(rev, i, root)));
     console.log(
@@ -211,7 +224,6 @@ if (import.meta.main) {
     const floors: number[] = [];
     const cpuPerOp = new Map<string, number[]>();
     const rss = new Map<number, number>();
-    const servers: Running[] = [];
     try {
       for (const tree of trees) {
         const work = await Deno.makeTempDir({ dir: root, prefix: "work-" });
@@ -291,5 +303,8 @@ if (import.meta.main) {
     }
   } finally {
     await Deno.remove(root, { recursive: true });
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      Deno.removeSignalListener(signal, interrupted);
+    }
   }
 }

@@ -41,11 +41,24 @@ export async function runWithQueueLength(
   const child = ns.spawn([Deno.execPath(), "run", "-A", script, ...args], {
     env: { [QLEN_ENV]: String(qlen) },
   });
-  const [out] = await Promise.all([
-    new Response(child.stdout).text(),
-    child.stderr.pipeTo(Deno.stderr.writable, { preventClose: true }),
-  ]);
-  const status = await child.status;
-  if (!status.success) throw new Error(`${script} in the namespace exited with ${status.code}`);
-  return out;
+  // Interrupted (Ctrl-C, a kill), the run inside is stopped and the namespace still removed:
+  // without a listener the runtime would exit at once and leave the namespace behind.
+  const stop = () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* ended already */ }
+  };
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    const [out] = await Promise.all([
+      new Response(child.stdout).text(),
+      child.stderr.pipeTo(Deno.stderr.writable, { preventClose: true }),
+    ]);
+    const status = await child.status;
+    if (!status.success) throw new Error(`${script} in the namespace exited with ${status.code}`);
+    return out;
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  }
 }
