@@ -63,6 +63,24 @@ Deno.test("sortBatch() refuses bad datagrams and disabled families, and sets con
   assertEquals(intake.jobs, []);
 });
 
+Deno.test("sortBatch() runs its callback between two datagrams, whatever becomes of them", () => {
+  const calls: number[] = [];
+  const batch = [
+    datagram("nope"), // refused
+    datagram(`{"version":1,"cmd":16,"op":"status"}`), // set aside
+    datagram(body("10.0.0.1")),
+    datagram(body("10.0.0.1"), 0, "c2"), // a twin
+    datagram(body("10.0.0.2")),
+  ];
+  const intake = sortBatch(batch, POLICY, undefined, (sorted) => calls.push(sorted));
+  assertEquals(calls, [1, 2, 3, 4], "after each datagram but the last");
+  assertEquals(intake.jobs.length, 2);
+  const one = sortBatch([datagram(body("10.0.0.3"))], POLICY, undefined, () => {
+    throw new Error("a batch of one has no in-between");
+  });
+  assertEquals(one.jobs.length, 1);
+});
+
 Deno.test("sortBatch() checks a MAC once: a carried datagram keeps its verdict", () => {
   const auth = { authenticator: new Authenticator(parsePsk("ab".repeat(32))), require: true };
   const signed = new TextDecoder().decode(

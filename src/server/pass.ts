@@ -155,7 +155,10 @@ function sort(
   batch: Carried[],
   out: Outgoing[],
 ): Pick<Intake, "jobs" | "controls"> {
-  const intake = sortBatch(batch, c.policy(), c.auth);
+  const every = c.receiver.pumpEvery;
+  const intake = sortBatch(batch, c.policy(), c.auth, (sorted) => {
+    if (sorted % every === 0) c.receiver.pump();
+  });
   for (const { answer, datagram, request, signed } of intake.refused) {
     out.push([c.replies.reject(answer.code, answer.message, datagram, request, signed), datagram]);
   }
