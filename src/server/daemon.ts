@@ -389,7 +389,7 @@ export class Daemon {
       // Each reply brings its client's next request: keep the kernel's queue empty meanwhile.
       pass.out.forEach(([data, datagram], i) => {
         this.#replies.sendWithTwins(data, datagram, pass.twins.get(datagram) ?? []);
-        if (i % this.#receiver.pumpEvery === this.#receiver.pumpEvery - 1) this.#receiver.pump();
+        this.#receiver.pumpAfter(i + 1);
       });
       // Control requests are rare and not on the hot path: one at a time, after the leases.
       for (const { datagram, message } of pass.controls) {

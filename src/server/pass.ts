@@ -78,7 +78,7 @@ export async function preparePass(
       const lookup = c.store.lookup(job.clientId);
       // The SQLite store reads at the call: without a drain among them, a crowd's lookups
       // let the kernel's queue fill (measured in docs/performance.md).
-      if (i % c.receiver.pumpEvery === c.receiver.pumpEvery - 1) c.receiver.pump();
+      c.receiver.pumpAfter(i + 1);
       return lookup;
     })),
     countHeld(c, jobs),
@@ -114,7 +114,7 @@ export async function preparePass(
     ) held.set(uid!, count + 1);
     const write = c.writes.enact(job, decision, token, out);
     if (write) pass.writes.push(write);
-    if (i % c.receiver.pumpEvery === c.receiver.pumpEvery - 1) c.receiver.pump();
+    c.receiver.pumpAfter(i + 1);
   });
   for (const job of jobs) if (job.twins.length > 0) pass.twins.set(job.datagram, job.twins);
   // Right after the writes, before any await: else the store's own flush (on this thread) comes first.
@@ -155,10 +155,7 @@ function sort(
   batch: Carried[],
   out: Outgoing[],
 ): Pick<Intake, "jobs" | "controls"> {
-  const every = c.receiver.pumpEvery;
-  const intake = sortBatch(batch, c.policy(), c.auth, (sorted) => {
-    if (sorted % every === 0) c.receiver.pump();
-  });
+  const intake = sortBatch(batch, c.policy(), c.auth, (sorted) => c.receiver.pumpAfter(sorted));
   for (const { answer, datagram, request, signed } of intake.refused) {
     out.push([c.replies.reject(answer.code, answer.message, datagram, request, signed), datagram]);
   }

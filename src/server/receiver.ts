@@ -267,6 +267,14 @@ export class BatchReceiver {
   }
 
   /**
+   * Called in a pass's loops (sorting, lookups, decisions, replies) after
+   * `done` items: drains the socket after every {@link pumpEvery} of them.
+   */
+  pumpAfter(done: number): void {
+    if (done % this.pumpEvery === 0) this.pump();
+  }
+
+  /**
    * Drains the socket without sleeping until a datagram comes, `ms` pass
    * or receiving fails; returns whether one came.
    */

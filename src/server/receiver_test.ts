@@ -194,3 +194,12 @@ Deno.test("BatchReceiver: a sync's wait drains the socket after one of a millise
   assertEquals(await p.receiver.receiveWhile(quickSync()), true);
   assertEquals(p.receiver.drainsSyncs, false, "a short sync: the next is not drained");
 });
+
+Deno.test("BatchReceiver: a pass's loop drains the socket after every pumpEvery items", () => {
+  using p = pair();
+  p.send("waiting");
+  for (let done = 1; done < p.receiver.pumpEvery; done++) p.receiver.pumpAfter(done);
+  assertEquals(p.receiver.queued, 0, "not before pumpEvery items");
+  p.receiver.pumpAfter(p.receiver.pumpEvery);
+  assertEquals(p.receiver.queued, 1);
+});
