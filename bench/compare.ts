@@ -30,7 +30,7 @@ import { SERVER_RUN_FLAGS } from "../tests/helpers/server.ts";
 import { requestBody } from "../tests/helpers/wire.ts";
 import { loadAverage, nodeSqliteFloor } from "./floor.ts";
 import { median } from "./stats.ts";
-import { insideQueueNamespace, runWithQueueLength } from "./queue_length.ts";
+import { insideQueueNamespace, onInterrupt, runWithQueueLength } from "./queue_length.ts";
 import { table } from "./main.ts";
 import type { Row } from "./server.ts";
 import { rssMiB } from "./server.ts";
@@ -204,7 +204,7 @@ if (import.meta.main) {
   const servers: Running[] = [];
   // Interrupted (a kill, or Ctrl-C), the servers are stopped and the tree removed, as at the end
   // (once the run in progress returns: the load generator's runs are synchronous).
-  const interrupted = () => {
+  using _interrupt = onInterrupt(() => {
     for (const server of servers) {
       try {
         server.process.kill("SIGTERM");
@@ -212,8 +212,7 @@ if (import.meta.main) {
     }
     Deno.removeSync(root, { recursive: true });
     Deno.exit(130);
-  };
-  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, interrupted);
+  });
   try {
     const trees = await Promise.all(revs.map((rev, i) => exportRevision(rev, i, root)));
     console.log(
@@ -303,8 +302,5 @@ if (import.meta.main) {
     }
   } finally {
     await Deno.remove(root, { recursive: true });
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
-      Deno.removeSignalListener(signal, interrupted);
-    }
   }
 }

@@ -19,6 +19,20 @@ export const SYSTEMD_DGRAM_QLEN = 512;
 /** Set inside the namespace, so that a script re-run there knows it is. */
 const QLEN_ENV = "TA_BENCH_DGRAM_QLEN";
 
+/**
+ * Runs `handler` at SIGINT or SIGTERM until disposed: without a listener
+ * the runtime exits at once, and no `finally` cleans up after the run.
+ */
+export function onInterrupt(handler: () => void): Disposable {
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  for (const signal of signals) Deno.addSignalListener(signal, handler);
+  return {
+    [Symbol.dispose]() {
+      for (const signal of signals) Deno.removeSignalListener(signal, handler);
+    },
+  };
+}
+
 /** Whether this process is the re-run of {@link runWithQueueLength} (inside its namespace). */
 export function insideQueueNamespace(): boolean {
   return Deno.env.get(QLEN_ENV) !== undefined;
@@ -41,24 +55,17 @@ export async function runWithQueueLength(
   const child = ns.spawn([Deno.execPath(), "run", "-A", script, ...args], {
     env: { [QLEN_ENV]: String(qlen) },
   });
-  // Interrupted (Ctrl-C, a kill), the run inside is stopped and the namespace still removed:
-  // without a listener the runtime would exit at once and leave the namespace behind.
-  const stop = () => {
+  // Interrupted (Ctrl-C, a kill), the run inside is stopped and the namespace still removed.
+  using _interrupt = onInterrupt(() => {
     try {
       child.kill("SIGTERM");
     } catch { /* ended already */ }
-  };
-  const signals = ["SIGINT", "SIGTERM"] as const;
-  for (const signal of signals) Deno.addSignalListener(signal, stop);
-  try {
-    const [out] = await Promise.all([
-      new Response(child.stdout).text(),
-      child.stderr.pipeTo(Deno.stderr.writable, { preventClose: true }),
-    ]);
-    const status = await child.status;
-    if (!status.success) throw new Error(`${script} in the namespace exited with ${status.code}`);
-    return out;
-  } finally {
-    for (const signal of signals) Deno.removeSignalListener(signal, stop);
-  }
+  });
+  const [out] = await Promise.all([
+    new Response(child.stdout).text(),
+    child.stderr.pipeTo(Deno.stderr.writable, { preventClose: true }),
+  ]);
+  const status = await child.status;
+  if (!status.success) throw new Error(`${script} in the namespace exited with ${status.code}`);
+  return out;
 }
