@@ -100,6 +100,7 @@ export class Daemon {
       options.socket,
       options.logger,
       () => this.#store.expectLookup?.(),
+      options.kernelQueue,
     );
     this.#limited = new LimitedLog(options.logger);
     this.#observer = fanOut([

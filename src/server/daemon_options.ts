@@ -29,6 +29,12 @@ export interface DaemonOptions {
   observers?: LeaseObserver[];
   /** Wall clock in ms. */
   now?: () => number;
+  /**
+   * How many datagrams the kernel queues for the socket (default:
+   * `net.unix.max_dgram_qlen`, read at start): with half of it waiting at
+   * a commit, the daemon waits for the sync off the main thread.
+   */
+  kernelQueue?: number;
   /** Seconds on the clock the C client reads (CLOCK_MONOTONIC_RAW). */
   monotonicSeconds?: () => number;
   /**

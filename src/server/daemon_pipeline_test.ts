@@ -1,6 +1,7 @@
 /**
- * The daemon's passes overlap by one: while a pass waits for its sync, the
- * next is prepared and committed. A store whose syncs end when the test
+ * The daemon's passes overlap by one: while a pass waits for its sync off
+ * the main thread (half the kernel's queue waiting, here a queue of two),
+ * the next is prepared and committed; with room in the queue, one at a time. A store whose syncs end when the test
  * says (each flush commits at once and gets a gate) shows that no reply
  * goes out before its own sync, in order, that a failed sync acknowledges
  * nothing of either pass, and that a stop waits for both.
@@ -96,19 +97,29 @@ async function until(condition: () => boolean, what: string): Promise<void> {
 }
 
 /**
- * Two passes in flight: the client asks for 10.0.0.1; while that pass
- * writes, its request for 10.0.0.2 arrives (so the first sync runs off
- * the main thread), and the second pass commits while the first pass's
- * sync is held. Both requests come from one socket, so the order of the
- * replies shows.
+ * A kernel queue of two datagrams for the daemon's socket: one request
+ * waiting at a commit is half of it, so the sync runs off the main thread
+ * and the next pass may start meanwhile.
  */
-async function twoPassesInFlight(gated: GatedStore, client: WireClient, socketName: string) {
+const SMALL_QUEUE = { kernelQueue: 2 };
+
+/** The client asks for 10.0.0.1; while that pass writes, its request for 10.0.0.2 arrives. */
+function askTwice(gated: GatedStore, client: WireClient, socketName: string): Promise<void> {
   gated.onUpdate = (n) => {
     if (n === 1) {
       client.socket.sendToName(new TextEncoder().encode(requestBody("10.0.0.2")), socketName);
     }
   };
-  await client.send(requestBody("10.0.0.1"));
+  return client.send(requestBody("10.0.0.1"));
+}
+
+/**
+ * Two passes in flight ({@link askTwice}, with {@link SMALL_QUEUE}): the
+ * second pass commits while the first pass's sync is held. Both requests
+ * come from one socket, so the order of the replies shows.
+ */
+async function twoPassesInFlight(gated: GatedStore, client: WireClient, socketName: string) {
+  await askTwice(gated, client, socketName);
   await until(() => gated.gates.length === 2, "the second pass's commit");
 }
 
@@ -123,7 +134,10 @@ async function stored(store: LeaseStore): Promise<number[][]> {
 
 Deno.test("Daemon commits the next pass while one waits for its sync; each reply waits for its own sync, in order", async () => {
   let gated!: GatedStore;
-  await using h = await startDaemon({ wrap: (s) => (gated = new GatedStore(s)) });
+  await using h = await startDaemon({
+    wrap: (s) => (gated = new GatedStore(s)),
+    daemon: SMALL_QUEUE,
+  });
   using _ = gated;
   const client = h.client();
   await twoPassesInFlight(gated, client, h.socketName);
@@ -142,7 +156,10 @@ Deno.test("Daemon commits the next pass while one waits for its sync; each reply
 
 Deno.test("Daemon: a failed sync fails the pass committed after it too, and acknowledges nothing", async () => {
   let gated!: GatedStore;
-  await using h = await startDaemon({ wrap: (s) => (gated = new GatedStore(s)) });
+  await using h = await startDaemon({
+    wrap: (s) => (gated = new GatedStore(s)),
+    daemon: SMALL_QUEUE,
+  });
   using _ = gated;
   const client = h.client();
   await twoPassesInFlight(gated, client, h.socketName);
@@ -159,7 +176,11 @@ Deno.test("Daemon: a failed sync fails the pass committed after it too, and ackn
 
 Deno.test("Daemon.stop() with two passes in flight answers both once durable, and loses nothing", async () => {
   let gated!: GatedStore;
-  await using h = await startDaemon({ wrap: (s) => (gated = new GatedStore(s)), start: false });
+  await using h = await startDaemon({
+    wrap: (s) => (gated = new GatedStore(s)),
+    daemon: SMALL_QUEUE,
+    start: false,
+  });
   let stopped = false;
   const running = h.daemon.run().then(() => (stopped = true));
   using _ = gated;
@@ -174,4 +195,24 @@ Deno.test("Daemon.stop() with two passes in flight answers both once durable, an
   assertEquals((await client.receive())?.table, 10000);
   assertEquals((await client.receive())?.table, 10001);
   assertEquals(await stored(h.store), [[10000], [10001]], "every acknowledged lease is stored");
+});
+
+Deno.test("Daemon runs one pass at a time while the kernel's queue has room: a request that came during the commit waits for its sync", async () => {
+  let gated!: GatedStore;
+  await using h = await startDaemon({
+    wrap: (s) => (gated = new GatedStore(s)),
+    daemon: { kernelQueue: 512 },
+  });
+  using _ = gated;
+  const client = h.client();
+  await askTwice(gated, client, h.socketName);
+  await until(() => gated.gates.length === 1, "the first pass's commit");
+  await pause(50);
+  assertEquals(gated.gates.length, 1, "no second pass while the first waits for its sync");
+  gated.gates[0].open();
+  assertEquals((await client.receive())?.table, 10000);
+  await until(() => gated.gates.length === 2, "the second pass's commit");
+  gated.gates[1].open();
+  assertEquals((await client.receive())?.table, 10001);
+  assertEquals(h.daemon.stats.batches, 2);
 });

@@ -123,11 +123,13 @@ export class PassWrites {
    * failed, and each write's own promise says which. {@link settle} them
    * after it.
    *
-   * When more requests wait, the socket is crowded, the event loop has not
-   * run for a while, or an earlier pass is still waiting for its sync
+   * When the kernel's queue might overflow meanwhile (half of it waits, or
+   * it was found full: `BatchReceiver.mayOverflow`), the event loop has
+   * not run for a while, or an earlier pass is still waiting for its sync
    * (`overlapping`), the sync runs off the main thread and the daemon
-   * keeps working meanwhile; a lone client's commit syncs on this thread,
-   * which is quicker than a hand-off. A commit durable before this returns
+   * keeps working meanwhile; otherwise the commit syncs on this thread,
+   * which is quicker than a hand-off, and the requests that come meanwhile
+   * wait in the kernel's queue for the next pass. A commit durable before this returns
    * (synced here, or a pass of releases, which needs no sync) has its
    * writes answered there and then, unless an earlier pass's replies are
    * still to go out: the rest of their work waits for {@link settle}.
@@ -138,8 +140,7 @@ export class PassWrites {
     let background = false;
     let returned = false;
     // Asked only when the commit is to be synced: a release's pass spares the receive.
-    const ask = () =>
-      background = receiver.pump() > 0 || receiver.crowded || receiver.starving || overlapping;
+    const ask = () => background = receiver.mayOverflow() || receiver.starving || overlapping;
     const durable = (updates: ReadonlySet<Promise<void>>) => {
       if (returned || overlapping) return;
       for (const w of writes) if (updates.has(w.done)) this.#answerNow(w);

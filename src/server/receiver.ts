@@ -26,8 +26,13 @@
  * one the receiver yields to the loop itself.
  *
  * Crowded ({@link BatchReceiver.crowded}: the kernel's queue was found
- * full, so senders are being refused), the daemon also waits for its syncs
- * off the main thread, so that it can prepare the next pass meanwhile.
+ * full, so senders are being refused), or with half the kernel's queue
+ * waiting at a commit ({@link BatchReceiver.mayOverflow}), the daemon
+ * also waits for its syncs off the main thread, so that it can drain the
+ * socket and prepare the next pass meanwhile. With fewer waiting it syncs
+ * on the main thread and the datagrams wait in the kernel's queue, which
+ * has room for them: the hand-off to a worker thread, and that thread's
+ * turn on a busy CPU, cost more than the next pass's head start saves.
  *
  * Draining while a sync runs costs a poll(2) on a worker thread, and
  * waking it once the sync ends: tens of microseconds a pass on a virtual
@@ -138,7 +143,8 @@ export class BatchReceiver {
   #polling = false;
   /** When the event loop last parked (performance.now()). */
   #parkedAt = performance.now();
-  #kernelQueue = datagramQueueLength();
+  /** The kernel's queue for the socket, in datagrams. */
+  #kernelQueue: number;
   /**
    * While a pass works, the socket is drained after every this many
    * requests and replies: a quarter of the kernel's queue, so that the
@@ -148,7 +154,7 @@ export class BatchReceiver {
    * is 2 (with 4, 32 clients were refused a fifth more often, and served
    * as fast or slower: docs/performance.md).
    */
-  readonly pumpEvery = Math.max(PUMP_EVERY, Math.floor(this.#kernelQueue / 4));
+  readonly pumpEvery: number;
   /** Until when the socket counts as crowded (performance.now()). */
   #crowdedUntil = 0;
   /** The next wait for a sync drains the socket ({@link drainsSyncs}). */
@@ -167,11 +173,20 @@ export class BatchReceiver {
    * Receives from `socket`; failures to receive are logged to `log`.
    * `beforeSpin` runs each time the receiver starts a spin for the next
    * request of a client it has just answered ({@link HOT_SPIN_MS}).
+   * `kernelQueue` is how many datagrams the kernel queues for the socket
+   * (default: `net.unix.max_dgram_qlen`, read now).
    */
-  constructor(socket: AbstractDatagramSocket, log: Logger, beforeSpin?: () => void) {
+  constructor(
+    socket: AbstractDatagramSocket,
+    log: Logger,
+    beforeSpin?: () => void,
+    kernelQueue = datagramQueueLength(),
+  ) {
     this.#socket = socket;
     this.#log = log;
     this.#beforeSpin = beforeSpin;
+    this.#kernelQueue = kernelQueue;
+    this.pumpEvery = Math.max(PUMP_EVERY, Math.floor(kernelQueue / 4));
   }
 
   /** Puts a datagram into the next batch (a request that waits for the next pass). */
@@ -209,6 +224,16 @@ export class BatchReceiver {
    */
   get crowded(): boolean {
     return performance.now() < this.#crowdedUntil;
+  }
+
+  /**
+   * Drains the socket and tells whether a sync on the main thread might
+   * see senders refused: half the kernel's queue or more is waiting for a
+   * pass (a crowd that size brings as many requests again while the disk
+   * works), or the socket is {@link crowded}.
+   */
+  mayOverflow(): boolean {
+    return this.pump() * 2 >= this.#kernelQueue || this.crowded;
   }
 
   /**

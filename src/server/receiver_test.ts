@@ -8,14 +8,14 @@ import { MemoryLogger } from "../../tests/helpers/log.ts";
 import { AbstractDatagramSocket, datagramQueueLength } from "../unix/abstract_socket.ts";
 import { BatchReceiver, HOT_SPIN_MS, RECEIVE_BATCH } from "./receiver.ts";
 
-function pair() {
+function pair(kernelQueue?: number) {
   const name = `ta-recv-${crypto.randomUUID().slice(0, 8)}`;
   const server = AbstractDatagramSocket.bind(name, {
     passCredentials: true,
     receiveBatch: RECEIVE_BATCH,
   });
   const client = AbstractDatagramSocket.bind(null);
-  const receiver = new BatchReceiver(server, new MemoryLogger());
+  const receiver = new BatchReceiver(server, new MemoryLogger(), undefined, kernelQueue);
   const send = (text: string) => client.sendToName(new TextEncoder().encode(text), name);
   return {
     receiver,
@@ -54,6 +54,25 @@ Deno.test("BatchReceiver: the socket counts as crowded once its kernel queue was
   assert(sent >= 2, `the kernel queued ${sent} datagrams`);
   assertEquals(p.receiver.pump(), 1 + sent);
   assertEquals(p.receiver.crowded, true);
+});
+
+Deno.test("BatchReceiver: the queue may overflow during a sync once half of it waits", () => {
+  using p = pair(6);
+  p.send("a");
+  p.send("b");
+  assertEquals(p.receiver.mayOverflow(), false, "two of six waiting");
+  p.send("c");
+  assertEquals(p.receiver.mayOverflow(), true, "three of six waiting");
+  assertEquals(p.receiver.queued, 3, "it drained the socket");
+});
+
+Deno.test("BatchReceiver: the queue may overflow during a sync while it counts as crowded, even with none waiting", async () => {
+  using p = pair();
+  let sent = 0;
+  while (p.send(`n${sent}`)) sent++; // until the kernel refuses (EAGAIN)
+  assertEquals((await p.receiver.next()).length, sent);
+  assertEquals([p.receiver.queued, p.receiver.crowded], [0, true]);
+  assertEquals(p.receiver.mayOverflow(), true);
 });
 
 Deno.test("BatchReceiver: an idle wait ends with an empty batch when the socket is woken", async () => {
