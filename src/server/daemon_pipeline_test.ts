@@ -1,10 +1,11 @@
 /**
  * The daemon's passes overlap by one: while a pass waits for its sync off
  * the main thread (half the kernel's queue waiting, here a queue of two),
- * the next is prepared and committed; with room in the queue, one at a time. A store whose syncs end when the test
- * says (each flush commits at once and gets a gate) shows that no reply
- * goes out before its own sync, in order, that a failed sync acknowledges
- * nothing of either pass, and that a stop waits for both.
+ * the next is prepared and committed; with room in the queue, one at a
+ * time. A store whose syncs end when the test says (each flush commits at
+ * once and gets a gate) shows that no reply goes out before its own sync,
+ * in order, that a failed sync acknowledges nothing of either pass, and
+ * that a stop waits for both.
  */
 
 import { assert, assertEquals } from "../../tests/helpers/assert.ts";

@@ -129,10 +129,11 @@ export class PassWrites {
    * (`overlapping`), the sync runs off the main thread and the daemon
    * keeps working meanwhile; otherwise the commit syncs on this thread,
    * which is quicker than a hand-off, and the requests that come meanwhile
-   * wait in the kernel's queue for the next pass. A commit durable before this returns
-   * (synced here, or a pass of releases, which needs no sync) has its
-   * writes answered there and then, unless an earlier pass's replies are
-   * still to go out: the rest of their work waits for {@link settle}.
+   * wait in the kernel's queue for the next pass. A commit durable before
+   * this returns (synced here, or a pass of releases, which needs no sync)
+   * has its writes answered there and then, unless an earlier pass's
+   * replies are still to go out: the rest of their work waits for
+   * {@link settle}.
    */
   flush(writes: Write[], overlapping: boolean): Flushed {
     const { receiver } = this.#c;
