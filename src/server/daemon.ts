@@ -407,13 +407,20 @@ export class Daemon {
     }
   }
 
-  /** Tells the observers what they are to hear of a pass. */
+  /**
+   * Tells the observers what they are to hear of a pass, draining the
+   * socket as among its replies: each client just answered sends its next
+   * request meanwhile.
+   */
   #tellPass(pass: Pass): void {
     const told = pass.told;
     pass.told = [];
     this.#log.hold();
     try {
-      for (const tell of told) tell();
+      told.forEach((tell, i) => {
+        tell();
+        this.#receiver.pumpAfter(i + 1);
+      });
     } finally {
       this.#log.release();
     }

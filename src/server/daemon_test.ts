@@ -5,7 +5,12 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../../tests/helpers/assert.ts";
-import { ForwardingStore, kinds, startDaemon } from "../../tests/helpers/daemon.ts";
+import {
+  ForwardingStore,
+  type HarnessOptions,
+  kinds,
+  startDaemon,
+} from "../../tests/helpers/daemon.ts";
 import { requestBody, WireClient } from "../../tests/helpers/wire.ts";
 import { validateConfig } from "../../config/config.ts";
 import { encodeControlRequest } from "../control/protocol.ts";
@@ -368,25 +373,30 @@ Deno.test("Daemon tells the observers of a pass only once its replies are sent",
   assertEquals(delivered, [["granted", true], ["family_disabled", true]]);
 });
 
-Deno.test("Daemon drains its socket while a crowd's lookups run, so the kernel's queue does not stay full", async () => {
-  let lookups = 0;
+/**
+ * One pass's crowd (as many requests as the kernel holds) meets `watch`'s
+ * hook, which the daemon calls once per request of the pass somewhere in
+ * its work (`during` says where): at the first call the kernel's queue is
+ * filled again until it refuses, and each later call tries one send more,
+ * which must find room before the pass's calls are over (the daemon
+ * drained its socket in between).
+ */
+async function assertDrainsDuring(
+  during: string,
+  watch: (hook: () => void) => Partial<HarnessOptions>,
+): Promise<void> {
+  let calls = 0;
   let filled = 0;
-  /** The lookup during which the kernel first took the probe (numbered from 0: the first pass's first). */
+  /** The call during which the kernel first took the probe (numbered from 0). */
   let probeTaken: number | undefined;
-  class WatchedStore extends ForwardingStore {
-    override lookup = (clientId: string) => {
-      const n = lookups++;
-      if (n === 0) {
-        // The pass's first lookup: the kernel's queue is filled until it refuses.
-        while (send(1, filled)) filled++;
-      } else if (probeTaken === undefined && send(2, 0)) probeTaken = n;
-      return this.inner.lookup(clientId);
-    };
-  }
   await using h = await startDaemon({
     start: false,
     config: { num_tables: 2048 },
-    wrap: (store) => new WatchedStore(store),
+    ...watch(() => {
+      const n = calls++;
+      if (n === 0) { while (send(1, filled)) filled++; }
+      else if (probeTaken === undefined && send(2, 0)) probeTaken = n;
+    }),
   });
   const filler = h.client();
   const send = (net: number, i: number) =>
@@ -402,9 +412,28 @@ Deno.test("Daemon drains its socket while a crowd's lookups run, so the kernel's
   const deadline = Date.now() + 10_000;
   while (!served() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   assert(served(), "every datagram was received, the probe among them");
-  assert(filled >= crowd - 1, `the queue was filled again during the first lookup (${filled})`);
+  assert(filled >= crowd - 1, `the queue was filled again during the first call (${filled})`);
   assert(
     probeTaken !== undefined && probeTaken < crowd,
-    `a send during the pass's ${crowd} lookups found room (taken at lookup ${probeTaken})`,
+    `a send during the pass's ${crowd} ${during} found room (taken at call ${probeTaken})`,
   );
+}
+
+Deno.test("Daemon drains its socket while a crowd's lookups run, so the kernel's queue does not stay full", async () => {
+  await assertDrainsDuring("lookups", (hook) => ({
+    wrap: (store) =>
+      new class extends ForwardingStore {
+        override lookup = (clientId: string) => {
+          hook();
+          return this.inner.lookup(clientId);
+        };
+      }(store),
+  }));
+});
+
+Deno.test("Daemon drains its socket while the observers hear a crowd's leases, so the kernel's queue does not stay full", async () => {
+  // The pass's replies are sent before its events: each client answered sends again meanwhile.
+  await assertDrainsDuring("lease events", (hook) => ({
+    observers: [{ onLease: hook, onErrorReply() {} }],
+  }));
 });
