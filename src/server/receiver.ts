@@ -292,7 +292,7 @@ export class BatchReceiver {
   }
 
   /**
-   * Called in a pass's loops (sorting, lookups, decisions, replies) after
+   * Called in a pass's loops (sorting, lookups, decisions, replies, events) after
    * `done` items: drains the socket after every {@link pumpEvery} of them.
    */
   pumpAfter(done: number): void {
