@@ -233,7 +233,12 @@ export class BatchReceiver {
    * works), or the socket is {@link crowded}.
    */
   mayOverflow(): boolean {
-    return this.pump() * 2 >= this.#kernelQueue || this.crowded;
+    return this.#halfQueue(this.pump()) || this.crowded;
+  }
+
+  /** Whether `datagrams` are half the kernel's queue or more ({@link mayOverflow}, {@link drainsSyncs}). */
+  #halfQueue(datagrams: number): boolean {
+    return datagrams * 2 >= this.#kernelQueue;
   }
 
   /**
@@ -257,7 +262,7 @@ export class BatchReceiver {
   /** A wait for a sync that began at `since` ended, and `arrived` datagrams came meanwhile. */
   #judgeSyncWait(since: number, arrived: number): void {
     const long = performance.now() - since >= DRAIN_SYNC_MS;
-    this.#drainSyncs = long && (this.#drainSyncs || arrived * 2 >= this.#kernelQueue);
+    this.#drainSyncs = long && (this.#drainSyncs || this.#halfQueue(arrived));
   }
 
   /** The event loop just parked (the daemon waited for an operation off the main thread). */
