@@ -236,7 +236,10 @@ export class BatchReceiver {
     return this.#halfQueue(this.pump()) || this.crowded;
   }
 
-  /** Whether `datagrams` are half the kernel's queue or more ({@link mayOverflow}, {@link drainsSyncs}). */
+  /**
+   * Whether `datagrams` are half the kernel's queue or more: the threshold
+   * of {@link mayOverflow} and of {@link drainsSyncs}.
+   */
   #halfQueue(datagrams: number): boolean {
     return datagrams * 2 >= this.#kernelQueue;
   }
@@ -297,8 +300,9 @@ export class BatchReceiver {
   }
 
   /**
-   * Called in a pass's loops (sorting, lookups, decisions, replies, events) after
-   * `done` items: drains the socket after every {@link pumpEvery} of them.
+   * Called in a pass's loops (sorting, lookups, decisions, replies,
+   * events) after `done` items: drains the socket after every {@link
+   * pumpEvery} of them.
    */
   pumpAfter(done: number): void {
     if (done % this.pumpEvery === 0) this.pump();
