@@ -11,10 +11,13 @@
  * suit one client, whose figure moves most from one minute to the next.
  *
  *     deno run -A bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N]
- *       [--startup no] REV...
+ *       [--retry-ms MS] [--startup no] REV...
  *
  * With `--qlen N`, everything runs in a network namespace of its own whose
- * `net.unix.max_dgram_qlen` is N (`queue_length.ts`; root).
+ * `net.unix.max_dgram_qlen` is N (`queue_length.ts`; root). With
+ * `--retry-ms MS`, a send the server's queue refused is tried again MS
+ * later, as the host agent does with 20 (else at the load generator's next
+ * wake-up, within a millisecond: `drive` in `tests/helpers/load.ts`).
  *
  * Each revision is exported with `git archive` into a temporary directory
  * and started from there with this Deno; a revision's own store code seeds
@@ -176,6 +179,7 @@ if (import.meta.main) {
     seconds: "3",
     rounds: "3",
     qlen: "",
+    "retry-ms": "0",
     /** `no`: no start-up rows (seeding 100,000 leases takes minutes on a slow disk). */
     startup: "yes",
   };
@@ -188,7 +192,7 @@ if (import.meta.main) {
   if (revs.length === 0) {
     console.error(
       "usage: bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N] " +
-        "[--startup no] REV...",
+        "[--retry-ms MS] [--startup no] REV...",
     );
     Deno.exit(2);
   }
@@ -200,6 +204,7 @@ if (import.meta.main) {
   const clientCounts = options.clients.split(",").map(Number);
   const seconds = Number(options.seconds);
   const rounds = Number(options.rounds);
+  const retryMs = Number(options["retry-ms"]);
   const root = await Deno.makeTempDir({ prefix: "ta-compare-" });
   const servers: Running[] = [];
   // Interrupted (a kill, or Ctrl-C), the servers are stopped and the tree removed, as at the end
@@ -237,7 +242,7 @@ if (import.meta.main) {
             floors.push(nodeSqliteFloor(server.work, 300));
             const key = `${server.tree.id} ${clients}`;
             const cpuBefore = cpuSeconds(server.process.pid);
-            const result = drive(server, clients, seconds);
+            const result = drive(server, clients, seconds, retryMs);
             const cpu = cpuSeconds(server.process.pid) - cpuBefore;
             results.set(key, [...results.get(key) ?? [], result]);
             cpuPerOp.set(key, [

@@ -119,11 +119,15 @@ export interface DriveResult {
 /**
  * Runs `clients` clients for `seconds`, each looping request then release
  * of its own identities, each next message sent as soon as the reply came.
+ * A send the server's queue refused is tried again at the next wake-up (a
+ * reply to any client, or 1 ms), or, with `retryMs`, that long after it:
+ * the host agent waits 20 ms (`QUEUE_FULL_RETRY_MS`).
  */
 export function drive(
   server: { socketName: string },
   clients: number,
   seconds: number,
+  retryMs = 0,
 ): DriveResult {
   const sockets = Array.from({ length: clients }, () => AbstractDatagramSocket.bind(null));
   const fds = new Uint8Array(8 * clients);
@@ -144,6 +148,7 @@ export function drive(
   const sentAt = new Float64Array(clients);
   const step = new Uint32Array(clients); // even: request next, odd: release next
   const waiting = new Uint8Array(clients); // 1: a send is due (queue was full)
+  const retryAt = new Float64Array(clients); // when a refused send is tried again
   let waitingCount = 0;
   let errors = 0;
   let eagain = 0;
@@ -169,6 +174,7 @@ export function drive(
       eagain++;
       if (!waiting[i]) waitingCount++;
       waiting[i] = 1;
+      retryAt[i] = performance.now() + retryMs;
     }
   };
 
@@ -181,7 +187,7 @@ export function drive(
     const now = performance.now();
     for (let i = 0; i < clients; i++) {
       if (waiting[i]) {
-        send(i);
+        if (now >= retryAt[i]) send(i);
         continue;
       }
       if (ready <= 0 || (fds[8 * i + 6] | fds[8 * i + 7]) === 0) {
