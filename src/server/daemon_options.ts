@@ -32,7 +32,9 @@ export interface DaemonOptions {
   /**
    * How many datagrams the kernel queues for the socket (default:
    * `net.unix.max_dgram_qlen`, read at start): with half of it waiting at
-   * a commit, the daemon waits for the sync off the main thread.
+   * a commit, the daemon waits for the sync off the main thread, and while
+   * a pass works it drains the socket after every quarter of it
+   * (`BatchReceiver.pumpEvery`).
    */
   kernelQueue?: number;
   /** Seconds on the clock the C client reads (CLOCK_MONOTONIC_RAW). */
