@@ -111,8 +111,14 @@ export const STARVING_MS = 50;
 export const DRAIN_SYNC_MS = 1;
 /** Busy this long without parking, the receiver yields to the event loop itself. */
 export const MAX_BUSY_MS = 100;
-/** After the kernel's queue was found full, the socket counts as crowded this long. */
+/** After the kernel's queue was found full (or nearly), the socket counts as crowded this long. */
 export const CROWDED_MS = 1000;
+/**
+ * After a warning that the kernel's queue was found full, the next comes
+ * this much later at the earliest: a crowd that stays finds it full
+ * thousands of times a minute.
+ */
+export const QUEUE_FULL_REPORT_MS = 60_000;
 /**
  * When the receiver parks after work, malloc's free memory goes back to
  * the kernel this much later (once the runtime's idle collection has
@@ -128,6 +134,29 @@ export interface Carried extends Races {
    * datagram is not checked again (its nonce is already spent).
    */
   verdict?: "authentic" | "unsigned" | undefined;
+}
+
+/**
+ * When to warn that the kernel's queue was found full: the first time,
+ * then at most once per {@link QUEUE_FULL_REPORT_MS}, each warning with
+ * the times since the one before. Pure: the caller passes the clock.
+ */
+export class QueueFullReports {
+  #reportedAt = -Infinity;
+  #unreported = 0;
+
+  /**
+   * The queue was found full at `now` (ms): returns the times since the
+   * last warning (this one included) when a warning is due.
+   */
+  found(now: number): number | undefined {
+    this.#unreported++;
+    if (now - this.#reportedAt < QUEUE_FULL_REPORT_MS) return undefined;
+    this.#reportedAt = now;
+    const times = this.#unreported;
+    this.#unreported = 0;
+    return times;
+  }
 }
 
 /** Batches of datagrams for the daemon's passes. */
@@ -163,8 +192,14 @@ export class BatchReceiver {
   #pumpFailed = false;
   #trimTimer: ReturnType<typeof setTimeout> | undefined;
   #receivedAtTrim = 0;
+  #fullReports = new QueueFullReports();
   /** Datagrams received so far. */
   received = 0;
+  /**
+   * Drains that found the kernel's queue full (it holds one datagram more
+   * than `net.unix.max_dgram_qlen`): senders were refused meanwhile.
+   */
+  queueFull = 0;
 
   /** Called right before a spin: the next request is expected within it. */
   #beforeSpin: (() => void) | undefined;
@@ -187,6 +222,11 @@ export class BatchReceiver {
     this.#beforeSpin = beforeSpin;
     this.#kernelQueue = kernelQueue;
     this.pumpEvery = Math.max(PUMP_EVERY, Math.floor(kernelQueue / 4));
+  }
+
+  /** The kernel's queue for the socket (`net.unix.max_dgram_qlen`, read at start). */
+  get kernelQueue(): number {
+    return this.#kernelQueue;
   }
 
   /** Puts a datagram into the next batch (a request that waits for the next pass). */
@@ -218,9 +258,9 @@ export class BatchReceiver {
   }
 
   /**
-   * The kernel's queue was found full within {@link CROWDED_MS}: senders
-   * are likely being refused (EAGAIN), so every moment the daemon waits
-   * should be spent draining the socket.
+   * The kernel's queue was found full, or one datagram short of it, within
+   * {@link CROWDED_MS}: senders are likely being refused (EAGAIN), so every
+   * moment the daemon waits should be spent draining the socket.
    */
   get crowded(): boolean {
     return performance.now() < this.#crowdedUntil;
@@ -295,8 +335,32 @@ export class BatchReceiver {
     }
     this.#pumpFailed = failed;
     this.received += drained;
-    if (drained >= this.#kernelQueue) this.#crowdedUntil = performance.now() + CROWDED_MS;
+    if (drained >= this.#kernelQueue) {
+      this.#crowdedUntil = performance.now() + CROWDED_MS;
+      // The kernel queues one datagram beyond its limit before it refuses the next sender.
+      if (drained > this.#kernelQueue) this.#foundFull();
+    }
     return queue.length;
+  }
+
+  /**
+   * Counts a drain that found the kernel's queue full and warns of it
+   * ({@link QueueFullReports}): the senders refused meanwhile cannot tell
+   * the server, and a C client refused tries again only 2 s later.
+   */
+  #foundFull(): void {
+    this.queueFull++;
+    const times = this.#fullReports.found(performance.now());
+    if (times === undefined) return;
+    this.#log.warn(
+      "the socket's kernel queue was full: senders were refused until it was drained",
+      {
+        times,
+        max_dgram_qlen: this.#kernelQueue,
+        hint: "raise net.unix.max_dgram_qlen in the server's network namespace and restart the " +
+          "server (docs/operations.md, Many clients at once)",
+      },
+    );
   }
 
   /**

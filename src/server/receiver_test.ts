@@ -6,7 +6,13 @@
 import { assert, assertEquals } from "../../tests/helpers/assert.ts";
 import { MemoryLogger } from "../../tests/helpers/log.ts";
 import { AbstractDatagramSocket, datagramQueueLength } from "../unix/abstract_socket.ts";
-import { BatchReceiver, HOT_SPIN_MS, RECEIVE_BATCH } from "./receiver.ts";
+import {
+  BatchReceiver,
+  HOT_SPIN_MS,
+  QUEUE_FULL_REPORT_MS,
+  QueueFullReports,
+  RECEIVE_BATCH,
+} from "./receiver.ts";
 
 function pair(kernelQueue?: number) {
   const name = `ta-recv-${crypto.randomUUID().slice(0, 8)}`;
@@ -15,12 +21,14 @@ function pair(kernelQueue?: number) {
     receiveBatch: RECEIVE_BATCH,
   });
   const client = AbstractDatagramSocket.bind(null);
-  const receiver = new BatchReceiver(server, new MemoryLogger(), undefined, kernelQueue);
+  const log = new MemoryLogger();
+  const receiver = new BatchReceiver(server, log, undefined, kernelQueue);
   const send = (text: string) => client.sendToName(new TextEncoder().encode(text), name);
   return {
     receiver,
     server,
     send,
+    log,
     [Symbol.dispose]() {
       client.close();
       server.close();
@@ -54,6 +62,41 @@ Deno.test("BatchReceiver: the socket counts as crowded once its kernel queue was
   assert(sent >= 2, `the kernel queued ${sent} datagrams`);
   assertEquals(p.receiver.pump(), 1 + sent);
   assertEquals(p.receiver.crowded, true);
+});
+
+Deno.test("BatchReceiver: a drain that finds the kernel's queue full is counted, and warned of once", () => {
+  using p = pair(); // the kernel's own queue length, as the daemon reads it
+  const qlen = datagramQueueLength();
+  const warnings = () => p.log.matching(/^WARN the socket's kernel queue was full/);
+  const fill = () => {
+    let sent = 0;
+    while (p.send(`n${sent}`)) sent++; // until the kernel refuses (EAGAIN)
+    return sent;
+  };
+  assertEquals(fill(), qlen + 1, "the kernel queues one datagram beyond its limit");
+  p.receiver.pump();
+  assertEquals(p.receiver.queueFull, 1);
+  assertEquals(warnings().length, 1);
+  assert(warnings()[0].includes(` times=1 max_dgram_qlen=${qlen} `), warnings()[0]);
+  assert(warnings()[0].includes("raise net.unix.max_dgram_qlen"), warnings()[0]);
+  // As many as the limit: nobody was refused, so it was not full.
+  for (let i = 0; i < qlen; i++) assert(p.send(`m${i}`));
+  p.receiver.pump();
+  assertEquals(p.receiver.queueFull, 1);
+  fill();
+  p.receiver.pump();
+  assertEquals(p.receiver.queueFull, 2, "counted every time");
+  assertEquals(warnings().length, 1, "warned of once a minute at most");
+});
+
+Deno.test("QueueFullReports: the first time, then once per interval with the times since the last", () => {
+  const reports = new QueueFullReports();
+  assertEquals(reports.found(1_000), 1);
+  assertEquals(reports.found(2_000), undefined);
+  assertEquals(reports.found(1_000 + QUEUE_FULL_REPORT_MS - 1), undefined);
+  assertEquals(reports.found(1_000 + QUEUE_FULL_REPORT_MS), 3);
+  assertEquals(reports.found(1_000 + QUEUE_FULL_REPORT_MS + 1), undefined);
+  assertEquals(reports.found(10 * QUEUE_FULL_REPORT_MS), 2);
 });
 
 Deno.test("BatchReceiver: the queue may overflow during a sync once half of it waits", () => {
