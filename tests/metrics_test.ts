@@ -12,7 +12,8 @@ import { e2eTest } from "./helpers/e2e.ts";
 import { waitFor } from "./helpers/netns.ts";
 import { parsePrometheusText } from "./helpers/prometheus.ts";
 import { startServer } from "./helpers/server.ts";
-import { WireClient } from "./helpers/wire.ts";
+import { requestBody, WireClient } from "./helpers/wire.ts";
+import { datagramQueueLength } from "../src/unix/abstract_socket.ts";
 
 e2eTest("ctl metrics counts leases, events, errors and commits in valid exposition text", {
   root: true, // control requests are answered to root only
@@ -93,3 +94,45 @@ e2eTest("ctl metrics counts leases, events, errors and commits in valid expositi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+e2eTest(
+  "a server that finds its socket's kernel queue full counts it, warns and serves every request",
+  {
+    root: true, // control requests are answered to root only
+  },
+  async () => {
+    await using server = await startServer();
+    const qlen = datagramQueueLength();
+    const clients = Array.from({ length: qlen + 2 }, () => new WireClient(server.socketName));
+    try {
+      // Frozen, the server drains nothing: the kernel queues one datagram beyond
+      // its limit and refuses the next sender, as it refuses a crowd's.
+      Deno.kill(server.process.pid, "SIGSTOP");
+      const encoded = clients.map((_, i) => new TextEncoder().encode(requestBody(`10.0.1.${i}`)));
+      let accepted: boolean[];
+      try {
+        accepted = clients.map((c, i) => c.socket.sendToName(encoded[i], server.socketName));
+      } finally {
+        Deno.kill(server.process.pid, "SIGCONT");
+      }
+      assertEquals(accepted.filter((a) => a).length, qlen + 1, `accepted: ${accepted}`);
+      assertEquals(accepted.at(-1), false, "the last sender was refused");
+      // The refused one tries again, as clients do.
+      await clients.at(-1)!.send(encoded.at(-1)!);
+      const tables = await Promise.all(clients.map(async (c) => (await c.receive())?.table));
+      assertEquals(
+        new Set(tables).size,
+        qlen + 2,
+        `every request got a table of its own: ${tables}`,
+      );
+
+      const m = parsePrometheusText((await ctl(["-d", server.socketName, "metrics"])).stdout);
+      assertEquals(m.value("table_allocator_socket_queue_limit"), qlen);
+      assertEquals(m.value("table_allocator_socket_queue_full_total"), 1);
+      const warning = await server.waitForLog(/WARN the socket's kernel queue was full/);
+      assert(warning.includes(` times=1 max_dgram_qlen=${qlen} `), warning);
+    } finally {
+      for (const c of clients) c[Symbol.dispose]();
+    }
+  },
+);

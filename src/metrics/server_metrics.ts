@@ -51,6 +51,11 @@ export interface MetricsSnapshot {
   outside: number;
   uptimeSeconds: number;
   version: string;
+  /**
+   * The server's socket: `net.unix.max_dgram_qlen` as read at start, and
+   * the drains that found the kernel's queue full (senders were refused).
+   */
+  socketQueue: { limit: number; full: number };
 }
 
 /**
@@ -178,6 +183,20 @@ export class ServerMetrics implements LeaseObserver {
         help: "Datagrams received since the start.",
         type: "counter",
         samples: [{ value: this.#datagrams }],
+      },
+      {
+        name: "table_allocator_socket_queue_limit",
+        help: "Datagrams the kernel queues for the server's socket before it refuses senders " +
+          "(net.unix.max_dgram_qlen, read at start).",
+        type: "gauge",
+        samples: [{ value: snapshot.socketQueue.limit }],
+      },
+      {
+        name: "table_allocator_socket_queue_full_total",
+        help: "Times the server found its socket's kernel queue full: senders were refused " +
+          "(EAGAIN) until it was drained.",
+        type: "counter",
+        samples: [{ value: snapshot.socketQueue.full }],
       },
       {
         name: "table_allocator_commit_duration_seconds",

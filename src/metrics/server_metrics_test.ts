@@ -10,6 +10,7 @@ const SNAPSHOT = {
   outside: 3,
   uptimeSeconds: 12,
   version: "1.0.0",
+  socketQueue: { limit: 10, full: 4 },
 };
 
 Deno.test("ServerMetrics counts events, errors, passes and commits and writes valid text", () => {
@@ -52,6 +53,9 @@ Deno.test("ServerMetrics counts events, errors, passes and commits and writes va
   assertEquals(m.value("table_allocator_leases_outside_pools"), 3);
   assertEquals(m.value("table_allocator_uptime_seconds"), 12);
   assertEquals(m.value("table_allocator_info", { version: "1.0.0" }), 1);
+  assertEquals(m.value("table_allocator_socket_queue_limit"), 10);
+  assertEquals(m.value("table_allocator_socket_queue_full_total"), 4);
+  assertEquals(m.family("table_allocator_socket_queue_full_total").type, "counter");
 });
 
 Deno.test("a fresh ServerMetrics writes every family, with empty ones declared", () => {

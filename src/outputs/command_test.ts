@@ -157,7 +157,13 @@ Deno.test("CommandOutput logs a failure and a timeout, retries, and stops a hung
     assertMatch(logged, /ERROR command timed out and was stopped output=outputs\[2\] .*timeout=1s/);
     assertMatch(logged, /ERROR command cannot start output=outputs\[3\] .*no-such-program/);
     const m = parsePrometheusText(
-      metrics.render({ pools: [], outside: 0, uptimeSeconds: 0, version: "t" }),
+      metrics.render({
+        pools: [],
+        outside: 0,
+        uptimeSeconds: 0,
+        version: "t",
+        socketQueue: { limit: 10, full: 0 },
+      }),
     );
     assertEquals(m.value("table_allocator_output_failures_total", { output: "outputs[0]" }), 2);
     assertEquals(m.value("table_allocator_output_failures_total", { output: "outputs[2]" }), 1);

@@ -21,6 +21,7 @@ const SNAPSHOT = {
   outside: 1,
   uptimeSeconds: 5,
   version: "1.0.0",
+  socketQueue: { limit: 512, full: 0 },
 };
 
 async function withContext(

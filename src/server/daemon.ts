@@ -321,7 +321,10 @@ export class Daemon {
 
   /** The pools and counts the metrics read. */
   snapshot(): MetricsSnapshot {
-    return metricsSnapshot(this.#allocation, Math.floor((this.#now() - this.#startedAt) / 1000));
+    return metricsSnapshot(this.#allocation, Math.floor((this.#now() - this.#startedAt) / 1000), {
+      limit: this.#receiver.kernelQueue,
+      full: this.#receiver.queueFull,
+    });
   }
 
   /**

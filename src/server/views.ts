@@ -55,7 +55,11 @@ export function statusLine(allocation: Allocation): string {
 }
 
 /** What the metrics read of the allocation, with the server's uptime. */
-export function metricsSnapshot(allocation: Allocation, uptimeSeconds: number): MetricsSnapshot {
+export function metricsSnapshot(
+  allocation: Allocation,
+  uptimeSeconds: number,
+  socketQueue: MetricsSnapshot["socketQueue"],
+): MetricsSnapshot {
   return {
     pools: poolViews(allocation).map((p) => ({
       name: p.name,
@@ -69,5 +73,6 @@ export function metricsSnapshot(allocation: Allocation, uptimeSeconds: number): 
     outside: allocation.outside,
     uptimeSeconds,
     version: VERSION,
+    socketQueue,
   };
 }
