@@ -53,7 +53,7 @@ export interface MetricsSnapshot {
   version: string;
   /**
    * The server's socket: `net.unix.max_dgram_qlen` as read at start, and
-   * the drains that found the kernel's queue full (senders were refused).
+   * the drains that found the kernel's queue full (while full, it refuses senders).
    */
   socketQueue: { limit: number; full: number };
 }
@@ -193,8 +193,8 @@ export class ServerMetrics implements LeaseObserver {
       },
       {
         name: "table_allocator_socket_queue_full_total",
-        help: "Times the server found its socket's kernel queue full: senders were refused " +
-          "(EAGAIN) until it was drained.",
+        help: "Times the server found its socket's kernel queue full; while full, the kernel " +
+          "refuses senders (EAGAIN).",
         type: "counter",
         samples: [{ value: snapshot.socketQueue.full }],
       },

@@ -197,7 +197,7 @@ export class BatchReceiver {
   received = 0;
   /**
    * Drains that found the kernel's queue full (it holds one datagram more
-   * than `net.unix.max_dgram_qlen`): senders were refused meanwhile.
+   * than `net.unix.max_dgram_qlen`): while full, the kernel refuses senders.
    */
   queueFull = 0;
 
@@ -345,15 +345,15 @@ export class BatchReceiver {
 
   /**
    * Counts a drain that found the kernel's queue full and warns of it
-   * ({@link QueueFullReports}): the senders refused meanwhile cannot tell
-   * the server, and a C client refused tries again only 2 s later.
+   * ({@link QueueFullReports}): a sender refused while it is full cannot
+   * tell the server, and a C client refused tries again only 2 s later.
    */
   #foundFull(): void {
     this.queueFull++;
     const times = this.#fullReports.found(performance.now());
     if (times === undefined) return;
     this.#log.warn(
-      "the socket's kernel queue was full: senders were refused until it was drained",
+      "the socket's kernel queue was full: the kernel refuses senders until it is drained",
       {
         times,
         max_dgram_qlen: this.#kernelQueue,
