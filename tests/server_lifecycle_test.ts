@@ -251,22 +251,31 @@ const devLogExists = (() => {
 })();
 
 Deno.test({
-  name: "do_syslog sends lease events through syslog(3) with facility daemon",
+  name:
+    "do_syslog sends lease events to syslog, facility daemon, and never waits for a stuck daemon",
   // Only where no syslog daemon owns /dev/log: the test stands in for it.
   ignore: devLogExists || !IS_ROOT,
   async fn() {
     const syslog = AbstractDatagramSocket.bindPath("/dev/log", { receiveBufferSize: 4096 });
     const lines: string[] = [];
-    // Drained from the bind to the close: programs of the tests running
-    // meanwhile may log here too, and glibc's syslog(3) blocks its caller
-    // while this socket's kernel queue is full.
+    // Drained from the bind to the close but while `stuck`: programs of the
+    // tests running meanwhile may log here too, and glibc's syslog(3) (which
+    // ours replaced) blocks its caller while this socket's queue is full.
     let open = true;
+    let stuck = false;
+    const drain = () => {
+      for (let d = syslog.receive(); d; d = syslog.receive()) {
+        lines.push(new TextDecoder().decode(d.data));
+      }
+    };
     const reading = (async () => {
       while (open) {
-        await syslog.readable(-1);
-        for (let d = syslog.receive(); d; d = syslog.receive()) {
-          lines.push(new TextDecoder().decode(d.data));
+        if (stuck) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          continue;
         }
+        await syslog.readable(-1);
+        drain();
       }
     })();
     const waitForLine = async (pattern: RegExp) => {
@@ -299,6 +308,26 @@ Deno.test({
         /^<30>.*: granted family=inet ifname=eth1 address=10\.0\.0\.1 table=10000 /,
       );
       assertEquals(server.output(), "", "nothing went to stderr");
+
+      // A daemon that stops reading (journald on a slow disk, rsyslog stuck
+      // on a remote target): the server answers every request all the same,
+      // its lines beyond the socket's queue dropped, and says so afterwards.
+      stuck = true;
+      const crowd = Array.from({ length: 30 }, () => new WireClient(server.socketName));
+      try {
+        const tables = await Promise.all(crowd.map((c, i) => c.request(`10.0.2.${i}`)));
+        assertEquals(tables.filter((r) => typeof r.table === "number" && r.table > 0).length, 30);
+      } finally {
+        for (const c of crowd) c[Symbol.dispose]();
+      }
+      stuck = false;
+      drain(); // at once: the reader may still sleep, and the next line must find room
+      assertEquals((await client.request("10.0.3.1")).table, 10031);
+      assertMatch(
+        await waitForLine(/ log lines dropped: the syslog daemon at \/dev\/log /),
+        /^<28>.*table_allocator_server\[\d+\]: \d+ log lines dropped: /,
+      );
+      await waitForLine(/: granted family=inet ifname=eth1 address=10\.0\.3\.1 table=10031 /);
     } finally {
       open = false;
       syslog.wake();

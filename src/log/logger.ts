@@ -1,6 +1,7 @@
 /**
  * A small line logger for the daemons: stderr by default, appended to a file
- * when a path is given, or syslog(3) with facility daemon. One event per
+ * when a path is given, or syslog with facility daemon (`syslog_sink.ts`:
+ * sent without ever blocking). One event per
  * line: a message followed by `key=value` fields, so lines grep well.
  *
  * On stderr under journald (`JOURNAL_STREAM` names our stderr), a line
@@ -13,9 +14,10 @@
  * @module
  */
 
-import { closelog, LogSeverity, openlog, syslog } from "../../ffi/libc.ts";
+import { LogSeverity } from "../../ffi/libc.ts";
 import { errorMessage } from "../util/errors.ts";
 import { IsoTimes } from "./iso_time.ts";
+import { SyslogSink } from "./syslog_sink.ts";
 
 /** Severity of a log line, most severe first. */
 export type Level = "error" | "warn" | "info" | "debug";
@@ -39,6 +41,8 @@ export interface LoggerOptions {
   logPath?: string | undefined;
   /** Send lines to syslog (facility daemon) instead of stderr or the file. */
   syslog?: boolean | undefined;
+  /** The syslog daemon's socket (default `/dev/log`; tests use a stand-in). */
+  syslogPath?: string | undefined;
   /** Lines below this level are dropped (default `info`). */
   level?: Level | undefined;
   /**
@@ -94,7 +98,7 @@ const encoder = new TextEncoder();
 export class Logger {
   #level = LEVELS.info;
   #file: Deno.FsFile | undefined;
-  #syslog = false;
+  #syslog: SyslogSink | undefined;
   #journal = false;
   /** Lines held by {@link hold}, written at {@link release}. */
   #held: string[] | undefined;
@@ -123,8 +127,9 @@ export class Logger {
       }
     }
     this.close();
-    if (syslog) openlog(options.program);
-    this.#syslog = syslog;
+    this.#syslog = syslog
+      ? new SyslogSink(options.program, { path: options.syslogPath })
+      : undefined;
     this.#file = file;
     this.#journal = !syslog && !file && (options.journal ?? journalStreamIsStderr());
     this.#level = LEVELS[options.level ?? "info"];
@@ -157,7 +162,7 @@ export class Logger {
     if (LEVELS[level] > this.#level) return;
     const body = `${message}${formatFields(fields)}`;
     if (this.#syslog) {
-      syslog(SYSLOG_SEVERITY[level], body);
+      this.#syslog.send(SYSLOG_SEVERITY[level], body);
       return;
     }
     const line = this.#journal
@@ -199,7 +204,7 @@ export class Logger {
     this.release();
     this.#file?.close();
     this.#file = undefined;
-    if (this.#syslog) closelog();
-    this.#syslog = false;
+    this.#syslog?.close();
+    this.#syslog = undefined;
   }
 }
