@@ -1,8 +1,8 @@
 /**
  * A small line logger for the daemons: stderr by default, appended to a file
- * when a path is given, or syslog with facility daemon (`syslog_sink.ts`:
- * sent without ever blocking). One event per
- * line: a message followed by `key=value` fields, so lines grep well.
+ * when a path is given, or syslog with facility daemon (`syslog_sink.ts`,
+ * which never blocks). One event per line: a message followed by
+ * `key=value` fields, so lines grep well.
  *
  * On stderr under journald (`JOURNAL_STREAM` names our stderr), a line
  * starts with its `<N>` syslog priority instead of a timestamp and a level

@@ -94,6 +94,10 @@ export class SyslogSink {
 
   /** One datagram to the daemon; false when it was not taken. */
   #deliver(severity: number, message: string): boolean {
+    if (this.#libc) {
+      syslog(severity, message);
+      return true;
+    }
     const line = `<${this.#facility | severity}>${
       syslogTime(new Date())
     } ${this.#ident}[${Deno.pid}]: ${message}`;

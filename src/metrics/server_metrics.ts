@@ -186,8 +186,8 @@ export class ServerMetrics implements LeaseObserver {
       },
       {
         name: "table_allocator_socket_queue_limit",
-        help: "Datagrams the kernel queues for the server's socket before it refuses senders " +
-          "(net.unix.max_dgram_qlen, read at start).",
+        help: "net.unix.max_dgram_qlen of the server's socket, read at start: the kernel " +
+          "refuses senders once more datagrams than this wait.",
         type: "gauge",
         samples: [{ value: snapshot.socketQueue.limit }],
       },
