@@ -69,6 +69,10 @@ const EXTRA_SYMBOLS = {
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
   // int stat(const char *pathname, struct stat *statbuf) (exported by glibc since 2.33)
   stat: { parameters: ["buffer", "buffer"], result: "i32" },
+  // ssize_t send(int sockfd, const void *buf, size_t len, int flags): a log line to journald's stream
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  // int socketpair(int domain, int type, int protocol, int sv[2]): a stand-in for that stream (tests)
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -214,6 +218,8 @@ export const SO_PASSCRED = 16;
 export const SO_NETNS_COOKIE = 71;
 /** Receive buffer size option. */
 export const SO_RCVBUF = 8;
+/** `SO_SNDBUF` of `<sys/socket.h>`. */
+export const SO_SNDBUF = 7;
 /** Control message type carrying `struct ucred`. */
 export const SCM_CREDENTIALS = 2;
 /** recv/send flag: do not block. */
@@ -444,6 +450,50 @@ export class MessageReceiver {
       gid: c.getUint32(at + 24, true),
     };
   }
+}
+
+/** Flags of send(2): never wait, and no SIGPIPE from a peer that is gone. */
+export const MSG_NOSIGNAL = 0x4000;
+/** `SOCK_STREAM` of `<sys/socket.h>`. */
+export const SOCK_STREAM = 1;
+
+/**
+ * send(2) of `data` on a connected socket without waiting (`MSG_DONTWAIT |
+ * MSG_NOSIGNAL`): the bytes sent (fewer when its buffer had less room), or
+ * the errno negated (`-EAGAIN`: no room at all; `-ENOTSOCK`: not a socket).
+ */
+export function sendNow(fd: number, data: Uint8Array<ArrayBuffer>): number {
+  const sent = Number(
+    libcExtra().send(fd, data, BigInt(data.byteLength), MSG_DONTWAIT | MSG_NOSIGNAL),
+  );
+  return sent >= 0 ? sent : -errno();
+}
+
+/** socketpair(2) of two connected `AF_UNIX` stream sockets (non-blocking, close-on-exec). */
+export function socketPair(): [number, number] {
+  const fds = new Int32Array(2);
+  check(
+    "socketpair",
+    libcExtra().socketpair(
+      AF_UNIX,
+      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+      0,
+      new Uint8Array(fds.buffer),
+    ),
+  );
+  return [fds[0], fds[1]];
+}
+
+/** read(2) of at most `max` bytes from a non-blocking descriptor; empty when none waits. */
+export function readSome(fd: number, max: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(max);
+  const got = Number(libc().read(fd, buf, BigInt(max)));
+  if (got < 0) {
+    const code = errno();
+    if (code === Errno.EAGAIN) return new Uint8Array(0);
+    throw new ErrnoError("read", code);
+  }
+  return buf.slice(0, got);
 }
 
 /** setsockopt(2) for an `int` option. */

@@ -6,7 +6,8 @@
  *
  * On stderr under journald (`JOURNAL_STREAM` names our stderr), a line
  * starts with its `<N>` syslog priority instead of a timestamp and a level
- * word: journald stamps and ranks each line itself (sd-daemon(3)).
+ * word: journald stamps and ranks each line itself (sd-daemon(3)); and it
+ * is sent without waiting for journald (`journal_stream.ts`).
  *
  * (LogTape would work from npm, but the three sinks we need are a few lines
  * each and keep the compiled binaries free of dependencies.)
@@ -17,6 +18,7 @@
 import { LogSeverity } from "../../ffi/libc.ts";
 import { errorMessage } from "../util/errors.ts";
 import { IsoTimes } from "./iso_time.ts";
+import { JournalStream } from "./journal_stream.ts";
 import { SyslogSink } from "./syslog_sink.ts";
 
 /** Severity of a log line, most severe first. */
@@ -50,6 +52,8 @@ export interface LoggerOptions {
    * (default: {@link journalStreamIsStderr}).
    */
   journal?: boolean | undefined;
+  /** The descriptor of stderr in journal mode (default 2; tests use a stand-in socket). */
+  journalFd?: number | undefined;
 }
 
 /**
@@ -100,6 +104,8 @@ export class Logger {
   #file: Deno.FsFile | undefined;
   #syslog: SyslogSink | undefined;
   #journal = false;
+  /** stderr is journald's stream: lines are sent without waiting (`journal_stream.ts`). */
+  #journalStream: JournalStream | undefined;
   /** Lines held by {@link hold}, written at {@link release}. */
   #held: string[] | undefined;
   /** A pass's lines share their time stamp. */
@@ -132,6 +138,7 @@ export class Logger {
       : undefined;
     this.#file = file;
     this.#journal = !syslog && !file && (options.journal ?? journalStreamIsStderr());
+    this.#journalStream = this.#journal ? new JournalStream(options.journalFd) : undefined;
     this.#level = LEVELS[options.level ?? "info"];
   }
 
@@ -188,6 +195,7 @@ export class Logger {
   }
 
   #write(text: string): void {
+    if (!this.#file && this.#journalStream?.write(text)) return;
     const bytes = encoder.encode(text);
     try {
       // writeSync may write part of a large buffer: finish it.

@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "../../tests/helpers/assert.ts";
+import { close, readSome, socketPair } from "../../ffi/libc.ts";
 import { formatFields, journalStreamIsStderr, Logger } from "./logger.ts";
 
 Deno.test("journalStreamIsStderr() is true only for the device and inode of that stream", async () => {
@@ -77,4 +78,24 @@ Deno.test("formatFields() writes key=value in order, quotes what would not read 
     ' table=10000 neg=-1.5 ok=true ifname=eth1 empty="" spaced="two words" tab="a\\tb"' +
       ' nbsp="a\u00a0b" quote="say \\"hi\\"" eq="a=b"',
   );
+});
+
+Deno.test("Logger in journal mode sends <N> lines to journald's stream socket, a pass's lines in one send", () => {
+  const [ours, journald] = socketPair();
+  try {
+    const log = new Logger({ program: "t", journal: true, journalFd: ours });
+    log.hold();
+    log.info("granted", { table: 10000 });
+    log.warn("rejected", { error: "bad_json" });
+    assertEquals(readSome(journald, 4096).length, 0, "held until the pass ends");
+    log.release();
+    log.error("cannot commit");
+    assertEquals(
+      new TextDecoder().decode(readSome(journald, 4096)),
+      "<6>granted table=10000\n<4>rejected error=bad_json\n<3>cannot commit\n",
+    );
+  } finally {
+    close(ours);
+    close(journald);
+  }
 });
