@@ -452,7 +452,7 @@ export class MessageReceiver {
   }
 }
 
-/** Flags of send(2): never wait, and no SIGPIPE from a peer that is gone. */
+/** send(2) flag: no SIGPIPE when the peer is gone. */
 export const MSG_NOSIGNAL = 0x4000;
 /** `SOCK_STREAM` of `<sys/socket.h>`. */
 export const SOCK_STREAM = 1;
