@@ -69,9 +69,7 @@ const EXTRA_SYMBOLS = {
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
   // int stat(const char *pathname, struct stat *statbuf) (exported by glibc since 2.33)
   stat: { parameters: ["buffer", "buffer"], result: "i32" },
-  // ssize_t send(int sockfd, const void *buf, size_t len, int flags): a log line to journald's stream
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  // int socketpair(int domain, int type, int protocol, int sv[2]): a stand-in for that stream (tests)
+  // int socketpair(int domain, int type, int protocol, int sv[2]): a stand-in for journald's stream (tests)
   socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -456,18 +454,6 @@ export class MessageReceiver {
 export const MSG_NOSIGNAL = 0x4000;
 /** `SOCK_STREAM` of `<sys/socket.h>`. */
 export const SOCK_STREAM = 1;
-
-/**
- * send(2) of `data` on a connected socket without waiting (`MSG_DONTWAIT |
- * MSG_NOSIGNAL`): the bytes sent (fewer when its buffer had less room), or
- * the errno negated (`-EAGAIN`: no room at all; `-ENOTSOCK`: not a socket).
- */
-export function sendNow(fd: number, data: Uint8Array<ArrayBuffer>): number {
-  const sent = Number(
-    libcExtra().send(fd, data, BigInt(data.byteLength), MSG_DONTWAIT | MSG_NOSIGNAL),
-  );
-  return sent >= 0 ? sent : -errno();
-}
 
 /** socketpair(2) of two connected `AF_UNIX` stream sockets (non-blocking, close-on-exec). */
 export function socketPair(): [number, number] {

@@ -15,9 +15,11 @@
  * @module
  */
 
-import { Errno, sendNow } from "../../ffi/libc.ts";
+import { Errno, ErrnoError, MSG_DONTWAIT, MSG_NOSIGNAL, sendto } from "../../ffi/libc.ts";
 
 const encoder = new TextEncoder();
+/** No address: the stream is connected. */
+const CONNECTED = new Uint8Array(0);
 
 /** Lines (each ending in a newline) to a stream socket, sent without waiting. */
 export class JournalStream {
@@ -79,12 +81,19 @@ export class JournalStream {
   #send(
     bytes: Uint8Array<ArrayBuffer>,
   ): Uint8Array<ArrayBuffer> | undefined | "dropped" | "not a socket" {
-    const sent = sendNow(this.#fd, bytes);
-    if (sent === -Errno.ENOTSOCK) {
-      this.#notSocket = true;
-      return "not a socket";
+    let sent: number;
+    try {
+      sent = sendto(this.#fd, bytes, MSG_DONTWAIT | MSG_NOSIGNAL, CONNECTED);
+    } catch (error) {
+      const code = error instanceof ErrnoError ? error.errno : undefined;
+      if (code === Errno.ENOTSOCK) {
+        this.#notSocket = true;
+        return "not a socket";
+      }
+      // Interrupted: again; journald gone (EPIPE) or another failure: dropped.
+      return code === Errno.EINTR ? this.#send(bytes) : "dropped";
     }
-    if (sent < 0) return sent === -Errno.EINTR ? this.#send(bytes) : "dropped";
+    if (sent < 0) return "dropped"; // no room at all (EAGAIN)
     if (sent === bytes.byteLength) return undefined;
     if (sent === 0) return "dropped";
     return bytes.slice(sent);

@@ -13,15 +13,22 @@
  */
 
 import {
+  AF_UNIX,
+  close,
   closelog,
   Errno,
   ErrnoError,
   LOG_DAEMON,
   LogSeverity,
+  MSG_DONTWAIT,
   openlog,
+  sendto,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  socket,
   syslog,
 } from "../../ffi/libc.ts";
-import { AbstractDatagramSocket, unixAddress } from "../unix/abstract_socket.ts";
+import { unixAddress } from "../unix/abstract_socket.ts";
 
 /** Where the local syslog daemon listens. */
 export const SYSLOG_PATH = "/dev/log";
@@ -53,7 +60,8 @@ export class SyslogSink {
   #path: string;
   #address: Uint8Array<ArrayBuffer>;
   #facility: number;
-  #socket: AbstractDatagramSocket | undefined;
+  /** An unbound datagram socket, as glibc's: the daemon never answers. */
+  #fd: number | undefined;
   /** `/dev/log` is a stream socket: lines go through syslog(3). */
   #libc = false;
   /** Lines dropped since the last one that got through. */
@@ -102,8 +110,8 @@ export class SyslogSink {
       syslogTime(new Date())
     } ${this.#ident}[${Deno.pid}]: ${message}`;
     try {
-      this.#socket ??= AbstractDatagramSocket.bind(null);
-      return this.#socket.send(encoder.encode(line), this.#address);
+      this.#fd ??= socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      return sendto(this.#fd, encoder.encode(line), MSG_DONTWAIT, this.#address) >= 0;
     } catch (error) {
       if (error instanceof ErrnoError && error.errno === Errno.EPROTOTYPE) {
         // A stream socket: glibc knows how to talk to it (and blocks, as before).
@@ -119,8 +127,8 @@ export class SyslogSink {
 
   /** Closes the socket (or glibc's connection); safe to call twice. */
   close(): void {
-    this.#socket?.close();
-    this.#socket = undefined;
+    if (this.#fd !== undefined) close(this.#fd);
+    this.#fd = undefined;
     if (this.#libc) closelog();
     this.#libc = false;
   }
