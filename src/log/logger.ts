@@ -103,9 +103,11 @@ export class Logger {
   #level = LEVELS.info;
   #file: Deno.FsFile | undefined;
   #syslog: SyslogSink | undefined;
-  #journal = false;
-  /** stderr is journald's stream: lines are sent without waiting (`journal_stream.ts`). */
-  #journalStream: JournalStream | undefined;
+  /**
+   * stderr is journald's stream: lines carry their priority, and are sent
+   * without waiting (`journal_stream.ts`).
+   */
+  #journal: JournalStream | undefined;
   /** Lines held by {@link hold}, written at {@link release}. */
   #held: string[] | undefined;
   /** A pass's lines share their time stamp. */
@@ -137,8 +139,8 @@ export class Logger {
       ? new SyslogSink(options.program, { path: options.syslogPath })
       : undefined;
     this.#file = file;
-    this.#journal = !syslog && !file && (options.journal ?? journalStreamIsStderr());
-    this.#journalStream = this.#journal ? new JournalStream(options.journalFd) : undefined;
+    const journal = !syslog && !file && (options.journal ?? journalStreamIsStderr());
+    this.#journal = journal ? new JournalStream(options.journalFd) : undefined;
     this.#level = LEVELS[options.level ?? "info"];
   }
 
@@ -195,7 +197,7 @@ export class Logger {
   }
 
   #write(text: string): void {
-    if (!this.#file && this.#journalStream?.write(text)) return;
+    if (this.#journal?.write(text)) return;
     const bytes = encoder.encode(text);
     try {
       // writeSync may write part of a large buffer: finish it.
