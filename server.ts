@@ -14,11 +14,9 @@ import { UsageError } from "./src/cli/usage.ts";
 import { ConfigError, loadConfig } from "./config/config.ts";
 import { ErrnoError, fixMallocMmapThreshold } from "./ffi/libc.ts";
 import { Logger } from "./src/log/logger.ts";
-import { MAX_REQUEST_BYTES } from "./src/protocol/v1.ts";
 import { Daemon } from "./src/server/daemon.ts";
 import { SERVER_OWNER } from "./src/server/decide.ts";
 import { SystemdNotifier } from "./src/server/notify.ts";
-import { RECEIVE_BATCH } from "./src/server/receiver.ts";
 import type { ImportReport } from "./src/store/c_database_import.ts";
 import { poolViews, statusLine } from "./src/server/views.ts";
 import { familyName } from "./src/net/family.ts";
@@ -27,8 +25,8 @@ import { Outputs } from "./src/outputs/outputs.ts";
 import type { ServerConfig } from "./config/config.ts";
 import { listAll } from "./src/store/lease_store.ts";
 import type { LeaseStore } from "./src/store/lease_store.ts";
-import { loadAuth, openStoreWhenReachable } from "./src/server/start.ts";
-import { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
+import { bindServerSocket, loadAuth, openStoreWhenReachable } from "./src/server/start.ts";
+import type { AbstractDatagramSocket } from "./src/unix/abstract_socket.ts";
 import { VERSION } from "./src/version.ts";
 import { errorMessage } from "./src/util/errors.ts";
 
@@ -171,12 +169,9 @@ export async function main(args: string[]): Promise<number> {
   }
 
   let socket: AbstractDatagramSocket;
+  let socketQueue: number;
   try {
-    socket = AbstractDatagramSocket.bind(config.socketPath, {
-      passCredentials: true,
-      receiveBufferSize: MAX_REQUEST_BYTES,
-      receiveBatch: RECEIVE_BATCH,
-    });
+    ({ socket, queue: socketQueue } = bindServerSocket(config, logger));
   } catch (error) {
     const inUse = error instanceof ErrnoError && error.code === "EADDRINUSE";
     logger.error(
@@ -203,6 +198,7 @@ export async function main(args: string[]): Promise<number> {
       config,
       store,
       socket,
+      kernelQueue: socketQueue,
       logger,
       sharedStore: config.store.kind === "postgres",
       storeDescription,
@@ -253,6 +249,7 @@ export async function main(args: string[]): Promise<number> {
   logger.info("ready", {
     version: VERSION,
     socket: `@${config.socketPath}`,
+    queue: socketQueue,
     store: storeDescription,
     pools: pools.join(","),
     leased: poolViews(allocation).reduce((n, p) => n + p.bound, 0) + allocation.outside,

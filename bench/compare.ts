@@ -27,7 +27,8 @@
  * @module
  */
 
-import { AbstractDatagramSocket, datagramQueueLength } from "../src/unix/abstract_socket.ts";
+import { AbstractDatagramSocket } from "../src/unix/abstract_socket.ts";
+import { datagramQueueLength } from "../src/unix/datagram_queue.ts";
 import { drive, type DriveResult } from "../tests/helpers/load.ts";
 import { SERVER_RUN_FLAGS } from "../tests/helpers/server.ts";
 import { requestBody } from "../tests/helpers/wire.ts";

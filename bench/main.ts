@@ -13,7 +13,7 @@ import { loadAverage, nodeSqliteFloor, pythonFloor } from "./floor.ts";
 import { benchPostgres } from "./postgres.ts";
 import { benchResync } from "./resync.ts";
 import { SYSTEMD_DGRAM_QLEN } from "./queue_length.ts";
-import { datagramQueueLength, KERNEL_DGRAM_QLEN } from "../src/unix/abstract_socket.ts";
+import { datagramQueueLength, KERNEL_DGRAM_QLEN } from "../src/unix/datagram_queue.ts";
 import {
   benchMemory,
   benchStartup,

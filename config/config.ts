@@ -10,8 +10,10 @@ import { stripJsonComments } from "./jsonc.ts";
 import { ConfigError } from "./config_error.ts";
 import { unknownKeyWarnings } from "./unknown_keys.ts";
 import {
+  DEFAULT_SOCKET_QUEUE_LENGTH,
   MAX_NUM_TABLES,
   MAX_SOCKET_PATH,
+  MAX_SOCKET_QUEUE_LENGTH,
   MAX_TABLE,
   MAX_TABLE_TIMEOUT,
   RESERVED_TABLES,
@@ -33,8 +35,10 @@ export { ConfigError } from "./config_error.ts";
 export { type PoolConfig, type ReservationConfig, type TableRange } from "./pools.ts";
 export { type AuthConfig, type TrustConfig } from "./trust.ts";
 export {
+  DEFAULT_SOCKET_QUEUE_LENGTH,
   MAX_NUM_TABLES,
   MAX_SOCKET_PATH,
+  MAX_SOCKET_QUEUE_LENGTH,
   MAX_TABLE,
   MAX_TABLE_TIMEOUT,
   RESERVED_TABLES,
@@ -85,6 +89,11 @@ export interface ServerConfig extends OperationsConfig {
   dbPath: string | undefined;
   /** The lease store: SQLite at `db_path` unless `store` says otherwise. */
   store: StoreConfig;
+  /**
+   * Datagrams the kernel queues for the server's socket, at least (`socket_queue_length`):
+   * the namespace's `net.unix.max_dgram_qlen` is raised for the socket when lower; 0 keeps it.
+   */
+  socketQueueLength: number;
   /** Families served. */
   addrFamilies: FamilyFlags;
   /** Log to syslog (facility daemon). */
@@ -103,6 +112,7 @@ export interface ServerConfig extends OperationsConfig {
 
 const KEYS = [
   "socket_path",
+  "socket_queue_length",
   "table_offset",
   "num_tables",
   "table_timeout",
@@ -294,6 +304,9 @@ export function validateConfig(raw: unknown): ServerConfig {
   if (socketPath.includes("\0")) {
     throw new ConfigError(`"socket_path" must not contain NUL`, "socket_path");
   }
+  const socketQueueLength = obj.socket_queue_length === undefined
+    ? DEFAULT_SOCKET_QUEUE_LENGTH
+    : integer(obj, "socket_queue_length", 0, MAX_SOCKET_QUEUE_LENGTH);
   const shorthand =
     obj.table_offset === undefined && obj.num_tables === undefined && obj.pools !== undefined
       ? undefined
@@ -309,6 +322,7 @@ export function validateConfig(raw: unknown): ServerConfig {
   const logPath = obj.log_path === undefined ? undefined : text(obj, "log_path", 4096);
   return {
     socketPath,
+    socketQueueLength,
     pools,
     reservations,
     tableTimeout,

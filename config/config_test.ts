@@ -14,6 +14,7 @@ function rejects(change: Record<string, unknown>, key: string | undefined, messa
 Deno.test("validateConfig() accepts the original's example and fills defaults", () => {
   assertEquals(validateConfig(VALID), {
     socketPath: "tas_socket",
+    socketQueueLength: 512,
     pools: [{
       name: "default",
       family: 2,
@@ -49,6 +50,12 @@ Deno.test("validateConfig() accepts every valid extreme the original got wrong",
     true,
   );
   assertEquals(validateConfig({ ...VALID, do_syslog: true, log_path: "/tmp/x" }).logPath, "/tmp/x");
+  for (const length of [0, 1, 65_536]) {
+    assertEquals(
+      validateConfig({ ...VALID, socket_queue_length: length }).socketQueueLength,
+      length,
+    );
+  }
 });
 
 Deno.test("validateConfig() names the key, the expected form and the value for each error", () => {
@@ -59,6 +66,13 @@ Deno.test("validateConfig() names the key, the expected form and the value for e
     /"socket_path" must be a string of 1 to 106 characters, got 5/,
   );
   rejects({ socket_path: "" }, "socket_path", /got ""/);
+  rejects(
+    { socket_queue_length: 65_537 },
+    "socket_queue_length",
+    /"socket_queue_length" must be an integer from 0 to 65536, got 65537/,
+  );
+  rejects({ socket_queue_length: -1 }, "socket_queue_length", /got -1/);
+  rejects({ socket_queue_length: "512" }, "socket_queue_length", /got "512"/);
   rejects({ socket_path: "x".repeat(107) }, "socket_path", /1 to 106 characters/);
   rejects({ table_offset: undefined }, "table_offset", /"table_offset" is required/);
   rejects(

@@ -13,7 +13,7 @@ import { waitFor } from "./helpers/netns.ts";
 import { parsePrometheusText } from "./helpers/prometheus.ts";
 import { startServer } from "./helpers/server.ts";
 import { requestBody, WireClient } from "./helpers/wire.ts";
-import { datagramQueueLength } from "../src/unix/abstract_socket.ts";
+import { datagramQueueLength } from "../src/unix/datagram_queue.ts";
 
 e2eTest("ctl metrics counts leases, events, errors and commits in valid exposition text", {
   root: true, // control requests are answered to root only
@@ -130,7 +130,7 @@ e2eTest(
       assertEquals(m.value("table_allocator_socket_queue_limit"), qlen);
       assertEquals(m.value("table_allocator_socket_queue_full_total"), 1);
       const warning = await server.waitForLog(/WARN the socket's kernel queue was full/);
-      assert(warning.includes(` times=1 max_dgram_qlen=${qlen} `), warning);
+      assert(warning.includes(` times=1 queue=${qlen} `), warning);
     } finally {
       for (const c of clients) c[Symbol.dispose]();
     }

@@ -52,7 +52,8 @@ export interface MetricsSnapshot {
   uptimeSeconds: number;
   version: string;
   /**
-   * The server's socket: `net.unix.max_dgram_qlen` as read at start, and
+   * The server's socket: its kernel queue (`socket_queue_length` or the
+   * namespace's `net.unix.max_dgram_qlen`, whichever is longer), and
    * the drains that found the kernel's queue full (while full, it refuses senders).
    */
   socketQueue: { limit: number; full: number };
@@ -186,7 +187,8 @@ export class ServerMetrics implements LeaseObserver {
       },
       {
         name: "table_allocator_socket_queue_limit",
-        help: "net.unix.max_dgram_qlen of the server's socket, read at start: the kernel " +
+        help: "Datagrams the kernel queues for the server's socket (socket_queue_length or " +
+          "the namespace's net.unix.max_dgram_qlen, whichever is longer): the kernel " +
           "refuses senders once more datagrams than this wait.",
         type: "gauge",
         samples: [{ value: snapshot.socketQueue.limit }],

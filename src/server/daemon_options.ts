@@ -31,7 +31,8 @@ export interface DaemonOptions {
   now?: () => number;
   /**
    * How many datagrams the kernel queues for the socket (default:
-   * `net.unix.max_dgram_qlen`, read at start): with half of it waiting at
+   * `net.unix.max_dgram_qlen`, read at start; the server passes what
+   * `bindServerSocket` gave its socket): with half of it waiting at
    * a commit, the daemon waits for the sync off the main thread, and while
    * a pass works it drains the socket after every quarter of it
    * (`BatchReceiver.pumpEvery`).

@@ -47,11 +47,8 @@
 
 import { mallocTrim } from "../../ffi/libc.ts";
 import type { Logger } from "../log/logger.ts";
-import {
-  type AbstractDatagramSocket,
-  type Datagram,
-  datagramQueueLength,
-} from "../unix/abstract_socket.ts";
+import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.ts";
+import { datagramQueueLength } from "../unix/datagram_queue.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Races } from "./decide.ts";
 
@@ -209,7 +206,8 @@ export class BatchReceiver {
    * `beforeSpin` runs each time the receiver starts a spin for the next
    * request of a client it has just answered ({@link HOT_SPIN_MS}).
    * `kernelQueue` is how many datagrams the kernel queues for the socket
-   * (default: `net.unix.max_dgram_qlen`, read now).
+   * (default: `net.unix.max_dgram_qlen`, read now, which a socket made
+   * earlier has unless it was raised for it).
    */
   constructor(
     socket: AbstractDatagramSocket,
@@ -224,7 +222,7 @@ export class BatchReceiver {
     this.pumpEvery = Math.max(PUMP_EVERY, Math.floor(kernelQueue / 4));
   }
 
-  /** The kernel's queue for the socket (`net.unix.max_dgram_qlen`, read at start). */
+  /** The kernel's queue for the socket, as given at start. */
   get kernelQueue(): number {
     return this.#kernelQueue;
   }
@@ -356,8 +354,9 @@ export class BatchReceiver {
       "the socket's kernel queue was full: the kernel refuses senders until it is drained",
       {
         times,
-        max_dgram_qlen: this.#kernelQueue,
-        hint: "raise net.unix.max_dgram_qlen in the server's network namespace and restart the " +
+        queue: this.#kernelQueue,
+        hint: "raise socket_queue_length (the server raises net.unix.max_dgram_qlen for its " +
+          "socket when it may) or the namespace's net.unix.max_dgram_qlen, and restart the " +
           "server (docs/operations.md, Many clients at once)",
       },
     );

@@ -5,7 +5,8 @@
 
 import { assert, assertEquals } from "../../tests/helpers/assert.ts";
 import { MemoryLogger } from "../../tests/helpers/log.ts";
-import { AbstractDatagramSocket, datagramQueueLength } from "../unix/abstract_socket.ts";
+import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
+import { datagramQueueLength } from "../unix/datagram_queue.ts";
 import {
   BatchReceiver,
   HOT_SPIN_MS,
@@ -77,8 +78,8 @@ Deno.test("BatchReceiver: a drain that finds the kernel's queue full is counted,
   p.receiver.pump();
   assertEquals(p.receiver.queueFull, 1);
   assertEquals(warnings().length, 1);
-  assert(warnings()[0].includes(` times=1 max_dgram_qlen=${qlen} `), warnings()[0]);
-  assert(warnings()[0].includes("raise net.unix.max_dgram_qlen"), warnings()[0]);
+  assert(warnings()[0].includes(` times=1 queue=${qlen} `), warnings()[0]);
+  assert(warnings()[0].includes("raise socket_queue_length"), warnings()[0]);
   // As many as the limit: nobody was refused, so it was not full.
   for (let i = 0; i < qlen; i++) assert(p.send(`m${i}`));
   p.receiver.pump();

@@ -123,6 +123,10 @@ export function restartNeeded(current: ServerConfig, next: ServerConfig): string
       JSON.stringify(next.socketPath)
     }: restart the server to apply it`;
   }
+  if (current.socketQueueLength !== next.socketQueueLength) {
+    // The kernel gives a socket its queue when the socket is made; a reload keeps the socket.
+    return `"socket_queue_length" changed from ${current.socketQueueLength} to ${next.socketQueueLength}: restart the server to apply it`;
+  }
   if (JSON.stringify(current.trust.auth) !== JSON.stringify(next.trust.auth)) {
     // The PSK file is read, and checked, at start.
     return `"auth" changed: restart the server to apply it`;

@@ -6,7 +6,7 @@ import { restartNeeded } from "./reload.ts";
 const BASE = VALID_CONFIG;
 const config = (change: Record<string, unknown> = {}) => validateConfig({ ...BASE, ...change });
 
-Deno.test("restartNeeded() lets pools, outputs, logs and timeouts change, not the socket or store", () => {
+Deno.test("restartNeeded() lets pools, outputs, logs and timeouts change, not the socket, its queue or the store", () => {
   const current = config();
   for (
     const change of [
@@ -22,6 +22,10 @@ Deno.test("restartNeeded() lets pools, outputs, logs and timeouts change, not th
   assertMatch(
     restartNeeded(current, config({ socket_path: "other" }))!,
     /^"socket_path" changed from "tas_socket" to "other": restart the server/,
+  );
+  assertMatch(
+    restartNeeded(current, config({ socket_queue_length: 1024 }))!,
+    /^"socket_queue_length" changed from 512 to 1024: restart the server/,
   );
   assertMatch(
     restartNeeded(current, config({ db_path: "/var/lib/x.db" }))!,

@@ -3,7 +3,8 @@
  * read the PSK of message authentication, and open the lease store, which
  * for a shared PostgreSQL store means waiting, with a clear log line, until
  * the database can be reached. The server binds its socket and reports
- * ready to systemd only after both.
+ * ready to systemd only after both; its socket gets the kernel queue the
+ * config asks for.
  *
  * @module
  */
@@ -14,6 +15,10 @@ import type { Logger } from "../log/logger.ts";
 import { Authenticator } from "../protocol/auth.ts";
 import { type LeaseStore, TransientError } from "../store/lease_store.ts";
 import { openStore, type OpenStoreOptions } from "../store/open_store.ts";
+import { AbstractDatagramSocket } from "../unix/abstract_socket.ts";
+import { withDatagramQueue } from "../unix/datagram_queue.ts";
+import { MAX_REQUEST_BYTES } from "../protocol/v1.ts";
+import { RECEIVE_BATCH } from "./receiver.ts";
 import { errorMessage } from "../util/errors.ts";
 
 /** Between two attempts to open an unreachable store. */
@@ -85,4 +90,56 @@ export async function openStoreWhenReachable(
     });
     if (aborted) return undefined;
   }
+}
+
+/** Where the hints of the queue's log lines point. */
+const QUEUE_DOC = "docs/operations.md, Many clients at once";
+
+/**
+ * Binds the server's socket with a kernel queue of `socket_queue_length`
+ * datagrams at least ({@link withDatagramQueue}: the namespace's
+ * `net.unix.max_dgram_qlen` is raised for the socket alone). Logs what
+ * it got when that is not the namespace's value: an info line when
+ * raised, a warning when the value could not be raised (the socket then
+ * has the namespace's, and a crowd of clients gets EAGAIN sooner) or
+ * could not be put back. Returns the socket and its queue; throws what
+ * bind(2) throws (a name in use).
+ */
+export function bindServerSocket(
+  config: ServerConfig,
+  log: Logger,
+): { socket: AbstractDatagramSocket; queue: number } {
+  const wanted = config.socketQueueLength;
+  const bound = withDatagramQueue(wanted, () =>
+    AbstractDatagramSocket.bind(config.socketPath, {
+      passCredentials: true,
+      receiveBufferSize: MAX_REQUEST_BYTES,
+      receiveBatch: RECEIVE_BATCH,
+    }));
+  if (bound.raiseError !== undefined) {
+    log.warn("cannot raise the kernel queue of the server's socket to socket_queue_length", {
+      socket_queue_length: wanted,
+      max_dgram_qlen: bound.namespaceQueue,
+      error: bound.raiseError,
+      hint: "the server needs root and a writable /proc/sys to raise it for its socket; or " +
+        "raise net.unix.max_dgram_qlen in its network namespace, or set socket_queue_length " +
+        `to 0 to keep it (${QUEUE_DOC})`,
+    });
+  } else if (bound.queue > bound.namespaceQueue) {
+    log.info("raised the kernel queue of the server's socket above its namespace's", {
+      queue: bound.queue,
+      max_dgram_qlen: bound.namespaceQueue,
+    });
+  }
+  if (bound.restoreError !== undefined) {
+    log.warn(
+      "cannot put net.unix.max_dgram_qlen back: new sockets of this namespace get the server's queue",
+      {
+        max_dgram_qlen: bound.queue,
+        was: bound.namespaceQueue,
+        error: bound.restoreError,
+      },
+    );
+  }
+  return { socket: bound.made, queue: bound.queue };
 }

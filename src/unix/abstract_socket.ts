@@ -40,22 +40,6 @@ const SUN_PATH_SIZE = 108;
 /** Longest abstract name: `sun_path` less the leading NUL. */
 export const MAX_ABSTRACT_NAME = SUN_PATH_SIZE - 1;
 
-/** The kernel's default `net.unix.max_dgram_qlen`. */
-export const KERNEL_DGRAM_QLEN = 10;
-
-/**
- * How many datagrams the kernel queues for a unix datagram socket of this
- * network namespace before it refuses senders (`net.unix.max_dgram_qlen`);
- * the kernel's default where it cannot be read.
- */
-export function datagramQueueLength(): number {
-  try {
-    const value = Number(Deno.readTextFileSync("/proc/sys/net/unix/max_dgram_qlen").trim());
-    if (Number.isInteger(value) && value > 0) return value;
-  } catch { /* not Linux's /proc */ }
-  return KERNEL_DGRAM_QLEN;
-}
-
 /** Sender credentials from `SCM_CREDENTIALS`, checked by the kernel. */
 export type Credentials = Ucred;
 

@@ -32,7 +32,10 @@ export interface StoredLease {
 
 /** Options of {@link startServer}. */
 export interface StartOptions {
-  /** Config keys overriding the defaults (40 tables from 10000, 3600 s, all families). */
+  /**
+   * Config keys overriding the defaults (40 tables from 10000, 3600 s, all
+   * families; outside a namespace, `socket_queue_length` 0).
+   */
   config?: Record<string, unknown>;
   /** Run the server inside this network namespace (`ip netns exec`). */
   netns?: string;
@@ -96,6 +99,9 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
     table_timeout: 3600,
     db_path: dbPath,
     addr_families: { inet: true, inet6: true, unspec: true },
+    // Tests share the host's namespace and its net.unix.max_dgram_qlen: a server raising it
+    // for its socket would, for that moment, give the raised queue to another test's socket.
+    ...(options.netns ? {} : { socket_queue_length: 0 }),
     ...options.config,
   };
   await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
