@@ -11,10 +11,14 @@
  * suit one client, whose figure moves most from one minute to the next.
  *
  *     deno run -A bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N]
- *       [--retry-ms MS] [--startup no] REV...
+ *       [--socket-queue-length N] [--retry-ms MS] [--startup no] REV...
  *
  * With `--qlen N`, everything runs in a network namespace of its own whose
- * `net.unix.max_dgram_qlen` is N (`queue_length.ts`; root). With
+ * `net.unix.max_dgram_qlen` is N (`queue_length.ts`; root). Each server
+ * runs with its revision's default `socket_queue_length` (since ab39a2f
+ * the server raises the namespace's value to 512 for its socket), unless
+ * `--socket-queue-length N` writes N into every config (0: the namespace's
+ * value; a revision without the key ignores it). With
  * `--retry-ms MS`, a send the server's queue refused is tried again MS
  * later, as the host agent does with 20 (else at the load generator's next
  * wake-up, within a millisecond: `drive` in `tests/helpers/load.ts`).
@@ -66,7 +70,12 @@ interface Running {
 }
 
 /** Writes the server's config into `work` and spawns the revision's server; does not wait. */
-async function spawnFrom(tree: Tree, work: string, numTables = 100_000): Promise<Running> {
+async function spawnFrom(
+  tree: Tree,
+  work: string,
+  numTables = 100_000,
+  extra: Record<string, unknown> = {},
+): Promise<Running> {
   const socketName = `ta-cmp-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.writeTextFile(
     `${work}/server.json`,
@@ -78,6 +87,7 @@ async function spawnFrom(tree: Tree, work: string, numTables = 100_000): Promise
       db_path: `${work}/leases.db`,
       log_path: `${work}/server.log`,
       addr_families: { inet: true, inet6: true, unspec: true },
+      ...extra,
     }),
   );
   const process = new Deno.Command(Deno.execPath(), {
@@ -90,9 +100,13 @@ async function spawnFrom(tree: Tree, work: string, numTables = 100_000): Promise
   return { tree, socketName, process, work };
 }
 
-/** Spawns the revision's server and waits for its `ready` line. */
-async function startFrom(tree: Tree, work: string): Promise<Running> {
-  const server = await spawnFrom(tree, work);
+/** Spawns the revision's server (`extra` config keys) and waits for its `ready` line. */
+async function startFrom(
+  tree: Tree,
+  work: string,
+  extra: Record<string, unknown>,
+): Promise<Running> {
+  const server = await spawnFrom(tree, work, undefined, extra);
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {
@@ -181,6 +195,7 @@ if (import.meta.main) {
     rounds: "3",
     qlen: "",
     "retry-ms": "0",
+    "socket-queue-length": "",
     /** `no`: no start-up rows (seeding 100,000 leases takes minutes on a slow disk). */
     startup: "yes",
   };
@@ -193,7 +208,7 @@ if (import.meta.main) {
   if (revs.length === 0) {
     console.error(
       "usage: bench/compare.ts [--clients 1,32,256] [--seconds 3] [--rounds 3] [--qlen N] " +
-        "[--retry-ms MS] [--startup no] REV...",
+        "[--socket-queue-length N] [--retry-ms MS] [--startup no] REV...",
     );
     Deno.exit(2);
   }
@@ -206,6 +221,9 @@ if (import.meta.main) {
   const seconds = Number(options.seconds);
   const rounds = Number(options.rounds);
   const retryMs = Number(options["retry-ms"]);
+  const extra = options["socket-queue-length"] === ""
+    ? {}
+    : { socket_queue_length: Number(options["socket-queue-length"]) };
   const root = await Deno.makeTempDir({ prefix: "ta-compare-" });
   const servers: Running[] = [];
   // Interrupted (a kill, or Ctrl-C), the servers are stopped and the tree removed, as at the end
@@ -232,7 +250,7 @@ if (import.meta.main) {
     try {
       for (const tree of trees) {
         const work = await Deno.makeTempDir({ dir: root, prefix: "work-" });
-        const server = await startFrom(tree, work);
+        const server = await startFrom(tree, work, extra);
         servers.push(server);
         drive(server, 4, 1); // warm-up
       }

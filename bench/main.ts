@@ -25,8 +25,14 @@ import { pgAvailable } from "../tests/helpers/postgres.ts";
 
 /** The queue lengths the throughput rows run with, and whose they are. */
 const QUEUE_LENGTHS: Array<[number, string]> = [
-  [SYSTEMD_DGRAM_QLEN, "what systemd sets at boot (a server on a systemd host)"],
-  [KERNEL_DGRAM_QLEN, "the kernel's default (a namespace made later, a host without systemd)"],
+  [
+    SYSTEMD_DGRAM_QLEN,
+    "what systemd sets at boot, and what the server gives its socket by default where it may",
+  ],
+  [
+    KERNEL_DGRAM_QLEN,
+    "the kernel's default, kept (socket_queue_length 0, or a server that may not write /proc/sys)",
+  ],
 ];
 
 /** Prints one throughput table under its heading, and the server's RSS after it. */

@@ -7,7 +7,10 @@
  * This machine's benchmark runs in a container without systemd: each
  * figure says which queue length it ran with, and the throughput rows run
  * with both, each in a network namespace of its own with the value set
- * there (the host's value is left alone).
+ * there (the host's value is left alone). The servers keep that value
+ * (`socket_queue_length` 0, which `startServer` writes for a server in
+ * the namespace it runs in), so that each row has the queue it names: by
+ * default a server run as root raises its own socket's to 512.
  *
  * @module
  */
