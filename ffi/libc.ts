@@ -104,12 +104,16 @@ export const Errno = {
   ENOTDIR: 20,
   EINVAL: 22,
   ENOSPC: 28,
+  EROFS: 30,
   EPIPE: 32,
   ERANGE: 34,
+  ENAMETOOLONG: 36,
+  ELOOP: 40,
   EOPNOTSUPP: 95,
   EMSGSIZE: 90,
   EPROTOTYPE: 91,
   EADDRINUSE: 98,
+  EADDRNOTAVAIL: 99,
   ENETUNREACH: 101,
   ENOBUFS: 105,
   ENOTSOCK: 88,
@@ -242,8 +246,44 @@ export function socket(domain: number, type: number, protocol: number): number {
 
 /** bind(2). */
 export function bind(fd: number, addr: Uint8Array<ArrayBuffer>, detail?: string): void {
-  check("bind", libc().bind(fd, addr, addr.byteLength), detail);
+  const { rc, code } = callDoubtingErrno(
+    () => libc().bind(fd, addr, addr.byteLength),
+    bindErrnos(addr),
+  );
+  if (rc < 0) throw new ErrnoError("bind", code, detail);
 }
+
+/**
+ * The errno values bind(2) gives for a unix socket's `addr` (its manual
+ * page): a filesystem path's lookup errors only for a path, never for an
+ * abstract name or an autobind. A host agent once saw a lone ENOENT where
+ * the name was held (EADDRINUSE, which tells it to ask the holder); a
+ * failed bind changes nothing, so the call is made again
+ * ({@link callDoubtingErrno}).
+ */
+export function bindErrnos(addr: Uint8Array<ArrayBuffer>): ReadonlySet<number> {
+  const path = addr.byteLength > 2 && addr[2] !== 0;
+  return path ? BIND_PATH_ERRNOS : BIND_ERRNOS;
+}
+
+const BIND_ERRNOS: ReadonlySet<number> = new Set([
+  Errno.EACCES,
+  Errno.EADDRINUSE,
+  Errno.EADDRNOTAVAIL,
+  Errno.EBADF,
+  Errno.EFAULT,
+  Errno.EINVAL,
+  Errno.ENOMEM,
+  Errno.ENOTSOCK,
+]);
+const BIND_PATH_ERRNOS: ReadonlySet<number> = new Set([
+  ...BIND_ERRNOS,
+  Errno.ELOOP,
+  Errno.ENAMETOOLONG,
+  Errno.ENOENT,
+  Errno.ENOTDIR,
+  Errno.EROFS,
+]);
 
 /**
  * sendto(2). Returns the number of bytes sent, or -1 when the call would

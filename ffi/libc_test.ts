@@ -1,7 +1,8 @@
 /** The libc bindings' own logic, and malloc's threshold (the socket calls are tested through their users). */
 
 import { assertEquals } from "../tests/helpers/assert.ts";
-import { callDoubtingErrno, Errno } from "./libc.ts";
+import { bindErrnos, callDoubtingErrno, Errno, ErrnoError } from "./libc.ts";
+import { AbstractDatagramSocket, paddedAbstractAddress } from "../src/unix/abstract_socket.ts";
 
 /** A call that gives the scripted results in turn, each with its errno. */
 function scripted(results: Array<[number, number]>) {
@@ -51,6 +52,32 @@ Deno.test("callDoubtingErrno() makes the call once more for an errno the call do
     code: Errno.ENOENT,
   });
   assertEquals(twice.calls(), 2);
+});
+
+Deno.test("bind() doubts a path's errors for an abstract name, and believes them for a path", () => {
+  const abstract = bindErrnos(paddedAbstractAddress("ta-x"));
+  const autobind = bindErrnos(new Uint8Array([1, 0]));
+  for (const set of [abstract, autobind]) {
+    assertEquals([set.has(Errno.EADDRINUSE), set.has(Errno.ENOENT)], [true, false]);
+  }
+  const path = bindErrnos(new Uint8Array([1, 0, ...new TextEncoder().encode("/x/y"), 0]));
+  assertEquals([path.has(Errno.EADDRINUSE), path.has(Errno.ENOENT)], [true, true]);
+
+  // The real calls: a held name, a path whose directory does not exist.
+  const name = `ta-bind-${crypto.randomUUID().slice(0, 8)}`;
+  using _held = AbstractDatagramSocket.bind(name);
+  const codes = [
+    () => AbstractDatagramSocket.bind(name),
+    () => AbstractDatagramSocket.bindPath(`/nonexistent-${crypto.randomUUID()}/sock`),
+  ].map((bind) => {
+    try {
+      bind().close();
+      return "bound";
+    } catch (error) {
+      return error instanceof ErrnoError ? error.code : String(error);
+    }
+  });
+  assertEquals(codes, ["EADDRINUSE", "ENOENT"]);
 });
 
 /**

@@ -92,9 +92,6 @@ export async function openStoreWhenReachable(
   }
 }
 
-/** Where the hints of the queue's log lines point. */
-const QUEUE_DOC = "docs/operations.md, Many clients at once";
-
 /**
  * Binds the server's socket with a kernel queue of `socket_queue_length`
  * datagrams at least ({@link withDatagramQueue}: the namespace's
@@ -123,7 +120,7 @@ export function bindServerSocket(
       error: bound.raiseError,
       hint: "the server needs root and a writable /proc/sys to raise it for its socket; or " +
         "raise net.unix.max_dgram_qlen in its network namespace, or set socket_queue_length " +
-        `to 0 to keep it (${QUEUE_DOC})`,
+        "to 0 to keep it (docs/config.md, Socket queue)",
     });
   } else if (bound.queue > bound.namespaceQueue) {
     log.info("raised the kernel queue of the server's socket above its namespace's", {
