@@ -33,6 +33,11 @@ async function fillFrozen(ns: Netns, server: ServerHandle, count: number): Promi
   }
 }
 
+/** The namespace's `net.unix.max_dgram_qlen`, as text. */
+async function namespaceQueue(ns: Netns): Promise<string> {
+  return (await ns.run(["cat", QLEN_PATH])).stdout.trim();
+}
+
 async function queueLimitMetric(ns: Netns, server: ServerHandle): Promise<number | undefined> {
   const out = await ctl(["-d", server.socketName, "metrics"], { netns: ns.name });
   assertEquals(out.code, 0, out.stderr);
@@ -44,14 +49,14 @@ e2eTest(
   { root: true },
   async () => {
     await using ns = await addNetns();
-    assertEquals((await ns.run(["cat", QLEN_PATH])).stdout.trim(), "10");
+    assertEquals(await namespaceQueue(ns), "10");
     await using server = await startServer({ netns: ns.name, config: { socket_queue_length: 40 } });
     assertMatch(
       server.output(),
       / INFO raised the kernel queue of the server's socket above its namespace's queue=40 max_dgram_qlen=10\n/,
     );
     assertMatch(server.output(), / INFO ready .* queue=40 /);
-    assertEquals((await ns.run(["cat", QLEN_PATH])).stdout.trim(), "10", "the value was put back");
+    assertEquals(await namespaceQueue(ns), "10", "the value was put back");
     // The kernel queues one datagram beyond a socket's limit, then refuses.
     assertEquals(await fillFrozen(ns, server, 45), 41);
     assertEquals(await probe(ns, "fresh"), 11, "a socket made since has the namespace's queue");
@@ -68,13 +73,13 @@ e2eTest(
     await using server = await startServer({ netns: ns.name, config: { socket_queue_length: 40 } });
     assert(!server.output().includes("raised the kernel queue"), server.output());
     assertMatch(server.output(), / INFO ready .* queue=64 /);
-    assertEquals((await ns.run(["cat", QLEN_PATH])).stdout.trim(), "64");
+    assertEquals(await namespaceQueue(ns), "64");
     assertEquals(await queueLimitMetric(ns, server), 64);
   },
 );
 
 e2eTest(
-  "a server that may not raise the queue (read-only /proc/sys) warns and serves with the namespace's",
+  "a server that may not raise the queue (read-only /proc/sys) warns and runs with the namespace's",
   { root: true },
   async () => {
     await using ns = await addNetns();
