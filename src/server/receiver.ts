@@ -206,8 +206,8 @@ export class BatchReceiver {
    * `beforeSpin` runs each time the receiver starts a spin for the next
    * request of a client it has just answered ({@link HOT_SPIN_MS}).
    * `kernelQueue` is how many datagrams the kernel queues for the socket
-   * (default: `net.unix.max_dgram_qlen`, read now, which a socket made
-   * earlier has unless it was raised for it).
+   * (default: the namespace's `net.unix.max_dgram_qlen`, read now, which
+   * is right only for a socket whose queue was not raised).
    */
   constructor(
     socket: AbstractDatagramSocket,
