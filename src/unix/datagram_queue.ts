@@ -59,7 +59,10 @@ export interface QueuedSocket<T> {
  *
  * The value is put back only if it still reads what was written: another
  * writer in between (an administrator's sysctl) is left alone, unless it
- * wrote the very same number.
+ * wrote the very same number. Two processes doing this in one namespace
+ * at the same moment may each see the other's value: a socket made just
+ * after the other put it back has the namespace's queue while `queue`
+ * says the raised one.
  */
 export function withDatagramQueue<T>(wanted: number, make: () => T): QueuedSocket<T> {
   const namespaceQueue = datagramQueueLength();
