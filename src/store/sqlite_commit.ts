@@ -33,6 +33,8 @@ import {
 import type { Statements } from "./sqlite_schema.ts";
 import type { Versions } from "./versions.ts";
 import type { WalSync } from "./wal_sync.ts";
+import { type RowCache, rowsOf } from "./row_cache.ts";
+import type { LeaseRow } from "./core.ts";
 import { wrap } from "./sqlite_errors.ts";
 
 interface Pending {
@@ -43,6 +45,8 @@ interface Pending {
   /** Undo of the in-memory version bump, when the commit fails. */
   clientId: string;
   previousVersion: number;
+  /** The client's rows as the update wrote them (none for an expiry). */
+  rows?: readonly LeaseRow[];
   /** Leases reclaimed by expiry, announced after the commit. */
   expired?: Lease[];
 }
@@ -55,14 +59,18 @@ export interface GroupCommitOptions {
   wal: WalSync | undefined;
   /** The store's client versions: a commit confirms its bumps, a failure undoes them. */
   versions: Versions;
+  /** The rows of the clients written last: a commit puts its updates' rows there. */
+  rows: RowCache;
   /** Tells the expiry listeners of a lease reclaimed, once its commit is made. */
   announce: (lease: Lease) => void;
   /** The store's last look at its file before a commit: the loss, if any. */
   checkFile: () => StoreLostError | undefined;
   /** After a commit: the earliest bound expiry it wrote (Infinity: none). */
   committed: (earliestExpiry: number) => void;
-  /** After a failed commit (its expiries are to be tried again). */
+  /** After a failed commit (its expiries are to be tried again, its writes are undone). */
   failed: () => void;
+  /** Right after a transaction began, before anything in it reads. */
+  began: () => void;
 }
 
 /** The open transaction of a `SqliteLeaseStore` and the updates waiting for its commit. */
@@ -94,6 +102,7 @@ export class GroupCommit {
     if (this.#inTransaction) return;
     this.#o.q.beginStatement.run();
     this.#inTransaction = true;
+    this.#o.began();
   }
 
   /**
@@ -146,7 +155,9 @@ export class GroupCommit {
       }
     }
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#pending.push({ promise, resolve, reject, clientId, previousVersion });
+    // The rows as written now: the caller may change its lease objects later.
+    const rows = rowsOf(clientId, leases);
+    this.#pending.push({ promise, resolve, reject, clientId, previousVersion, rows });
     if (!this.#flushQueued) {
       this.#flushQueued = true;
       queueMicrotask(() => {
@@ -191,6 +202,8 @@ export class GroupCommit {
       } catch { /* the transaction may already be gone; the versions below are what matters */ }
       return Promise.reject(this.#fail(pending, wrap("cannot commit", error)));
     }
+    // Committed, in the order written: the file holds these rows now (a failed sync later is final).
+    for (const p of pending) if (p.rows) this.#o.rows.committed(p.clientId, p.rows);
     this.#o.committed(earliest);
     const wal = this.#o.wal;
     if (!durable || !wal) return this.#madeDurable(pending, options);

@@ -190,6 +190,8 @@ export interface Statements {
   releaseSavepoint: StatementSync;
   rollbackToSavepoint: StatementSync;
   checkpoint: StatementSync;
+  /** Moves when another connection commits (the row cache's check). */
+  dataVersion: StatementSync;
 }
 
 /** Prepares every statement of the store on `db`. */
@@ -281,5 +283,6 @@ export function prepareStatements(db: DatabaseSync): Statements {
     releaseSavepoint: db.prepare("RELEASE lease_update"),
     rollbackToSavepoint: db.prepare("ROLLBACK TO lease_update"),
     checkpoint: db.prepare("PRAGMA wal_checkpoint(PASSIVE)"),
+    dataVersion: prepare("PRAGMA data_version"),
   };
 }

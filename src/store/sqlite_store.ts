@@ -58,6 +58,7 @@ import { openDatabase, type OpenedDatabase } from "./sqlite_open.ts";
 import { writeLeaseRows } from "./sqlite_write.ts";
 import { readBoundTables, writeBoundRuns } from "./sqlite_bound.ts";
 import { SqliteUpkeep } from "./sqlite_upkeep.ts";
+import { RowCache } from "./row_cache.ts";
 
 export { DEFAULT_HISTORY_RETENTION_MS } from "./core.ts";
 export { SCHEMA_VERSION } from "./sqlite_schema.ts";
@@ -99,6 +100,10 @@ export class SqliteLeaseStore implements LeaseStore {
   #upkeep: SqliteUpkeep;
   /** The WAL's fdatasync; none for an in-memory database. */
   #wal: WalSync | undefined;
+  /** The rows of the clients written last, so that their next lookup needs no SELECT. */
+  #rowCache = new RowCache();
+  /** `PRAGMA data_version` when the last transaction began: another connection's commit moves it. */
+  #dataVersion = -1;
   /** The database file. */
   readonly path: string;
 
@@ -120,6 +125,8 @@ export class SqliteLeaseStore implements LeaseStore {
       checkFile: () => this.#upkeep.checkFile(),
       committed: (earliest) => this.#committed(earliest),
       failed: () => this.#armBy(this.#now() + 1000),
+      rows: this.#rowCache,
+      began: () => this.#checkDataVersion(),
     });
     this.#upkeep = new SqliteUpkeep({
       db,
@@ -128,6 +135,7 @@ export class SqliteLeaseStore implements LeaseStore {
       historyRetentionMs: options.historyRetentionMs ?? DEFAULT_HISTORY_RETENTION_MS,
       inTransaction: () => this.#commits.inTransaction,
       walFailure: () => wal?.failure,
+      pruned: () => this.#rowCache.clear(),
       guard: opened.guard,
     });
     // Leases that expired while the server was down are reclaimed as soon
@@ -191,6 +199,8 @@ export class SqliteLeaseStore implements LeaseStore {
       const now = this.#now();
       const stored = token.rows as LeaseRow[] | undefined;
       writeLeaseRows(this.#q, clientId, stored ?? this.#rows(clientId), leases, now);
+      // Until its commit, a lookup reads the uncommitted rows from the transaction.
+      this.#rowCache.forget(clientId);
     } catch (error) {
       this.#spend(token);
       if (/UNIQUE constraint failed/.test(errorMessage(error))) {
@@ -376,8 +386,18 @@ export class SqliteLeaseStore implements LeaseStore {
     return this.#rows(clientId).map(leaseFromRow);
   }
 
-  #rows(clientId: string): LeaseRow[] {
-    return this.#q.select.all(clientId) as unknown as LeaseRow[];
+  #rows(clientId: string): readonly LeaseRow[] {
+    return this.#rowCache.get(clientId) ??
+      this.#q.select.all(clientId) as unknown as LeaseRow[];
+  }
+
+  /** Forgets the cached rows when another connection committed since the last transaction. */
+  #checkDataVersion(): void {
+    const [version] = this.#q.dataVersion.get() as unknown as [number];
+    if (version !== this.#dataVersion) {
+      this.#dataVersion = version;
+      this.#rowCache.clear();
+    }
   }
 
   /** Moves the expiry timer to `at` if it is armed later (or not at all). */
@@ -403,6 +423,7 @@ export class SqliteLeaseStore implements LeaseStore {
       // One pending entry per client, so a failed commit restores each version.
       const expiredBy = new Map<string, Lease[]>();
       for (const row of rows) {
+        this.#rowCache.forget(row[0]);
         const list = expiredBy.get(row[0]) ?? [];
         list.push(leaseFromRow(row));
         expiredBy.set(row[0], list);

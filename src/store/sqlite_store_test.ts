@@ -598,6 +598,128 @@ Deno.test("SqliteLeaseStore holds versions only for the clients in flight, not f
   });
 });
 
+/** The client's rows as another connection reads them from the file. */
+function fileRows(path: string, clientId: string): unknown[] {
+  const other = new DatabaseSync(path, { readOnly: true });
+  try {
+    return other.prepare(
+      "SELECT family, ifname, address, table_id, expires_at, tag, owner, state, uid FROM leases " +
+        "WHERE client_id = ? ORDER BY table_id",
+    ).all(clientId).map((r) => Object.values(r));
+  } finally {
+    other.close();
+  }
+}
+
+/** A lease as a row of {@link fileRows}. */
+function asRow(l: Lease): unknown[] {
+  return [
+    l.family,
+    l.ifname,
+    l.address,
+    l.table,
+    l.expiresAt,
+    l.tag ?? null,
+    l.owner,
+    l.state,
+    l.uid,
+  ];
+}
+
+Deno.test("SqliteLeaseStore: a lookup after a commit gives the file's rows, however they were written", async () => {
+  await withStore(async (store, path) => {
+    const id = "2/eth1/10.0.0.1";
+    const write = async (next: Lease[]) => {
+      const { token } = await store.lookup(id);
+      await Promise.all([store.update(id, next, token), store.flush()]);
+      const { leases, token: again } = await store.lookup(id);
+      store.releaseToken(again);
+      assertEquals(leases.map(asRow), fileRows(path, id));
+      return leases;
+    };
+    // Two tables given out of order, a tag, an expiry with a fraction; then one of them moved.
+    const two = await write([
+      { ...lease("10.0.0.1", 10007, Date.now() + 60_000.7), tag: "wan" },
+      lease("10.0.0.1", 10003),
+    ]);
+    assertEquals(two.map((l) => l.table), [10003, 10007]);
+    await write([{ ...two[0], table: 10009, state: "released" }]);
+    await write([]);
+  });
+});
+
+Deno.test("SqliteLeaseStore: a lookup in the transaction of an update reads that update", async () => {
+  await withStore(async (store) => {
+    const id = "2/eth1/10.0.0.1";
+    const a = await store.lookup(id);
+    await Promise.all([store.update(id, [lease("10.0.0.1", 10000)], a.token), store.flush()]);
+    const b = await store.lookup(id);
+    const released = store.update(
+      id,
+      [{ ...lease("10.0.0.1", 10000), state: "released" }],
+      b.token,
+    );
+    // Not committed yet: the lookup reads the open transaction, not the last commit.
+    const c = await store.lookup(id);
+    assertEquals(c.leases.map((l) => l.state), ["released"]);
+    store.releaseToken(c.token);
+    await Promise.all([released, store.flush()]);
+  });
+});
+
+Deno.test("SqliteLeaseStore: a lookup sees another connection's commit to a client it wrote", async () => {
+  await withStore(async (store, path) => {
+    const id = "2/eth1/10.0.0.1";
+    const a = await store.lookup(id);
+    await Promise.all([store.update(id, [lease("10.0.0.1", 10000)], a.token), store.flush()]);
+    // Once the store's transaction has ended (the loop turned), an administrator's sqlite3.
+    await new Promise((r) => setTimeout(r, 10));
+    const other = new DatabaseSync(path);
+    other.exec(`UPDATE leases SET state = 'released' WHERE client_id = '${id}'`);
+    other.close();
+    const { leases, token } = await store.lookup(id);
+    store.releaseToken(token);
+    assertEquals(leases.map((l) => l.state), ["released"]);
+  });
+});
+
+Deno.test("SqliteLeaseStore: a lookup after expiry or the history sweep reads what they left", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
+  const store = SqliteLeaseStore.open(`${dir}/l.db`, { historyRetentionMs: 300 });
+  try {
+    const states = async (id: string) => {
+      const { leases, token } = await store.lookup(id);
+      store.releaseToken(token);
+      return leases.map((l) => l.state);
+    };
+    const expiring = "2/eth1/10.0.0.2";
+    const a = await store.lookup(expiring);
+    await Promise.all([
+      store.update(expiring, [lease("10.0.0.2", 10001, Date.now() + 200)], a.token),
+      store.flush(),
+    ]);
+    const released = "2/eth1/10.0.0.1";
+    const b = await store.lookup(released);
+    await Promise.all([
+      store.update(released, [{ ...lease("10.0.0.1", 10000), state: "released" }], b.token),
+      store.flush(),
+    ]);
+    assertEquals([await states(expiring), await states(released)], [["bound"], ["released"]]);
+    await new Promise((r) => setTimeout(r, 350));
+    assertEquals(await states(expiring), ["expired"]);
+    // The release is older than the retention now: swept out of the file.
+    const deadline = Date.now() + 3000;
+    while ((await store.list({ state: "released" })).leases.length > 0) {
+      assert(Date.now() < deadline, "the sweep did not run");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals(await states(released), []);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SqliteLeaseStore sweeps history out a chunk at a time, and nothing else", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ta-store-" });
   let now = 1_000_000;

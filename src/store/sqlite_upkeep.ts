@@ -52,6 +52,8 @@ export interface SqliteUpkeepOptions {
   walFailure: () => Error | undefined;
   /** The file to watch; none for an in-memory database. */
   guard: StoreGuard | undefined;
+  /** After the history sweep removed rows. */
+  pruned: () => void;
 }
 
 /** The timers of one `SqliteLeaseStore`: checkpoint, history sweep, file check. */
@@ -185,7 +187,10 @@ export class SqliteUpkeep {
             this.#o.now() - this.#o.historyRetentionMs,
           );
           q.commitStatement.run();
-          if (Number(changes) > 0) this.scheduleCheckpoint();
+          if (Number(changes) > 0) {
+            this.#o.pruned();
+            this.scheduleCheckpoint();
+          }
           this.#sweptTo = end ? [end[0], end[1]] : undefined;
         } catch (error) {
           db.exec("ROLLBACK");
