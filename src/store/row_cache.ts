@@ -5,6 +5,12 @@
  * SELECT. With one client, each lookup's SELECT found SQLite's pages cold
  * and took about 16 µs of a 250 µs operation.
  *
+ * Only a commit of one update fills it: a lone client's. A crowd's
+ * lookups find the pages warm (2.5 µs), and a crowd's rows kept for a
+ * while outlive V8's young generation: in a burst of 100,000 refreshes
+ * from 32 clients the server's RSS peaked at 144 MiB instead of 102, and
+ * stayed at 64 instead of 60 MiB 30 s later.
+ *
  * A client's rows enter the cache when the COMMIT that wrote them
  * succeeded, and leave it when an update writes them anew (until that
  * update's commit, a lookup reads them from the open transaction), so a
@@ -27,7 +33,7 @@ import type { LeaseRow } from "./core.ts";
 import type { Lease } from "./lease_store.ts";
 
 /** Clients whose rows the cache holds at most. */
-export const ROW_CACHE_CLIENTS = 4096;
+export const ROW_CACHE_CLIENTS = 256;
 
 /** A client's rows as the store's SELECT gives them, for `leases` as written: ordered by table. */
 export function rowsOf(clientId: string, leases: readonly Lease[]): LeaseRow[] {

@@ -202,8 +202,12 @@ export class GroupCommit {
       } catch { /* the transaction may already be gone; the versions below are what matters */ }
       return Promise.reject(this.#fail(pending, wrap("cannot commit", error)));
     }
-    // Committed, in the order written: the file holds these rows now (a failed sync later is final).
-    for (const p of pending) if (p.rows) this.#o.rows.committed(p.clientId, p.rows);
+    // Committed: the file holds these rows now (a failed sync later is final). Only a lone
+    // update's: a crowd's lookups find SQLite's pages warm, and its rows kept a while are
+    // promoted by V8 (row_cache.ts).
+    if (pending.length === 1 && pending[0].rows) {
+      this.#o.rows.committed(pending[0].clientId, pending[0].rows);
+    }
     this.#o.committed(earliest);
     const wal = this.#o.wal;
     if (!durable || !wal) return this.#madeDurable(pending, options);

@@ -247,6 +247,11 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#versions.spend(token.clientId);
   }
 
+  /** Clients whose rows the row cache holds (for tests). */
+  get cachedClients(): number {
+    return this.#rowCache.size;
+  }
+
   /** Clients whose versions are held now: those with a token out or an update uncommitted. */
   get clientsInFlight(): number {
     return this.#versions.size;

@@ -648,6 +648,23 @@ Deno.test("SqliteLeaseStore: a lookup after a commit gives the file's rows, howe
   });
 });
 
+Deno.test("SqliteLeaseStore caches the rows of a lone update's commit, not a crowd's", async () => {
+  await withStore(async (store) => {
+    let table = 10000;
+    const write = async (addresses: string[]) => {
+      const ids = addresses.map((a) => `2/eth1/${a}`);
+      const tokens = await Promise.all(ids.map(async (id) => (await store.lookup(id)).token));
+      // Issued in one run of code: one commit.
+      const done = ids.map((id, i) => store.update(id, [lease(addresses[i], table++)], tokens[i]));
+      await Promise.all([...done, store.flush()]);
+    };
+    await write(["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    assertEquals(store.cachedClients, 0);
+    await write(["10.0.0.4"]);
+    assertEquals(store.cachedClients, 1);
+  });
+});
+
 Deno.test("SqliteLeaseStore: a lookup in the transaction of an update reads that update", async () => {
   await withStore(async (store) => {
     const id = "2/eth1/10.0.0.1";
