@@ -111,6 +111,22 @@ export function leaseFromRow(row: LeaseRow): Lease {
   };
 }
 
+/** The row the store writes for `lease` of `clientId` (its expiry rounded to a millisecond). */
+export function rowFromLease(clientId: string, lease: Lease): LeaseRow {
+  return [
+    clientId,
+    lease.family,
+    lease.ifname,
+    lease.address,
+    lease.table,
+    Math.round(lease.expiresAt),
+    lease.tag ?? null,
+    lease.owner,
+    lease.state,
+    lease.uid,
+  ];
+}
+
 /** A list position: after this client id and table (rows are ordered by both). */
 export interface Cursor {
   clientId: string;

@@ -29,7 +29,7 @@
  * @module
  */
 
-import type { LeaseRow } from "./core.ts";
+import { type LeaseRow, rowFromLease } from "./core.ts";
 import type { Lease } from "./lease_store.ts";
 
 /** Clients whose rows the cache holds at most. */
@@ -37,18 +37,7 @@ export const ROW_CACHE_CLIENTS = 256;
 
 /** A client's rows as the store's SELECT gives them, for `leases` as written: ordered by table. */
 export function rowsOf(clientId: string, leases: readonly Lease[]): LeaseRow[] {
-  return leases.map((l): LeaseRow => [
-    clientId,
-    l.family,
-    l.ifname,
-    l.address,
-    l.table,
-    Math.round(l.expiresAt),
-    l.tag ?? null,
-    l.owner,
-    l.state,
-    l.uid,
-  ]).sort((a, b) => a[4] - b[4]);
+  return leases.map((l) => rowFromLease(clientId, l)).sort((a, b) => a[4] - b[4]);
 }
 
 /** The rows of the clients written last (see the module's doc for when it is right). */

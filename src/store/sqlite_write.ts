@@ -14,7 +14,7 @@
  */
 
 import type { Lease } from "./lease_store.ts";
-import type { LeaseRow } from "./core.ts";
+import { type LeaseRow, rowFromLease } from "./core.ts";
 import type { Statements } from "./sqlite_schema.ts";
 
 /** Whether a stored row and a new lease have the same identity columns. */
@@ -59,19 +59,7 @@ export function writeLeaseRows(
     leases.forEach((l, i) => {
       // No row to write over: a new one, or history pruned since the lookup.
       if (writeOver(q, clientId, l, kept[i], moved[i], now) === 0) {
-        q.insert.run(
-          clientId,
-          l.family,
-          l.ifname,
-          l.address,
-          l.table,
-          Math.round(l.expiresAt),
-          l.tag ?? null,
-          l.owner,
-          l.state,
-          l.uid,
-          now,
-        );
+        q.insert.run(...rowFromLease(clientId, l), now);
       }
     });
     if (!single) q.releaseSavepoint.run();
