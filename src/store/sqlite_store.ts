@@ -387,13 +387,22 @@ export class SqliteLeaseStore implements LeaseStore {
     if (failure) throw failure;
   }
 
+  /**
+   * The client's leases from the file. Not from the row cache: a read
+   * outside a transaction has had no look at `PRAGMA data_version`, and
+   * peek() serves ctl, not the hot path.
+   */
   #read(clientId: string): Lease[] {
-    return this.#rows(clientId).map(leaseFromRow);
+    return this.#select(clientId).map(leaseFromRow);
   }
 
+  /** The client's rows, inside a transaction (whose start checked the row cache). */
   #rows(clientId: string): readonly LeaseRow[] {
-    return this.#rowCache.get(clientId) ??
-      this.#q.select.all(clientId) as unknown as LeaseRow[];
+    return this.#rowCache.get(clientId) ?? this.#select(clientId);
+  }
+
+  #select(clientId: string): LeaseRow[] {
+    return this.#q.select.all(clientId) as unknown as LeaseRow[];
   }
 
   /** Forgets the cached rows when another connection committed since the last transaction. */

@@ -694,6 +694,11 @@ Deno.test("SqliteLeaseStore: a lookup sees another connection's commit to a clie
     const other = new DatabaseSync(path);
     other.exec(`UPDATE leases SET state = 'released' WHERE client_id = '${id}'`);
     other.close();
+    assertEquals(
+      (await store.peek(id)).map((l) => l.state),
+      ["released"],
+      "peek, outside a transaction",
+    );
     const { leases, token } = await store.lookup(id);
     store.releaseToken(token);
     assertEquals(leases.map((l) => l.state), ["released"]);
