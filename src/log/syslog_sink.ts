@@ -87,7 +87,6 @@ export class SyslogSink {
 
   /** Sends `message` at `severity` (0 to 7), or drops and counts it. Never throws. */
   send(severity: number, message: string): void {
-    if (this.#libc) return syslog(severity, message);
     if (this.#dropped > 0) {
       const lost = `${this.#dropped} log lines dropped: the syslog daemon at ${this.#path} ` +
         "had no room for them, or was not there";

@@ -194,7 +194,7 @@ export class BatchReceiver {
   received = 0;
   /**
    * Drains that found the kernel's queue full (it holds one datagram more
-   * than `net.unix.max_dgram_qlen`): while full, the kernel refuses senders.
+   * than {@link kernelQueue}): while full, the kernel refuses senders.
    */
   queueFull = 0;
 
