@@ -45,7 +45,7 @@ interface Pending {
   /** Undo of the in-memory version bump, when the commit fails. */
   clientId: string;
   previousVersion: number;
-  /** The client's rows as the update wrote them (none for an expiry). */
+  /** The client's rows as the update wrote them (the first update's only; none for an expiry). */
   rows?: readonly LeaseRow[];
   /** Leases reclaimed by expiry, announced after the commit. */
   expired?: Lease[];
@@ -155,8 +155,9 @@ export class GroupCommit {
       }
     }
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    // The rows as written now: the caller may change its lease objects later.
-    const rows = rowsOf(clientId, leases);
+    // The rows as written now (the caller may change its lease objects later), and only for the
+    // transaction's first update: the row cache takes a lone update's rows, never a crowd's.
+    const rows = this.#pending.length === 0 ? rowsOf(clientId, leases) : undefined;
     this.#pending.push({ promise, resolve, reject, clientId, previousVersion, rows });
     if (!this.#flushQueued) {
       this.#flushQueued = true;
