@@ -300,9 +300,9 @@ export class BatchReceiver {
     return this.#drainSyncs;
   }
 
-  /** A wait for a sync that began at `since` ended, and `arrived` datagrams came meanwhile. */
-  #judgeSyncWait(since: number, arrived: number): void {
-    const long = performance.now() - since >= DRAIN_SYNC_MS;
+  /** A sync waited for lasted `lasted` ms, and `arrived` datagrams came meanwhile. */
+  #judgeSyncWait(lasted: number, arrived: number): void {
+    const long = lasted >= DRAIN_SYNC_MS;
     this.#drainSyncs = long && (this.#drainSyncs || this.#halfQueue(arrived));
   }
 
@@ -398,8 +398,11 @@ export class BatchReceiver {
    */
   async receiveWhile(done: Promise<unknown>, untilWork = false): Promise<boolean> {
     let settled = false;
+    /** When `done` settled: the sync's length, without the drain's wake-up after it. */
+    let endedAt = 0;
     const stop = () => {
       settled = true;
+      endedAt = performance.now();
       // Only a poll in progress needs waking; a wake-up left pending would end the next wait early.
       if (this.#polling) this.#socket.wake();
     };
@@ -413,7 +416,7 @@ export class BatchReceiver {
       this.parked();
       const before = this.received;
       this.pump();
-      this.#judgeSyncWait(since, this.received - before);
+      this.#judgeSyncWait(endedAt - since, this.received - before);
       return true;
     }
     const before = this.received;
@@ -433,7 +436,7 @@ export class BatchReceiver {
       this.pump();
     }
     if (parked) this.parked();
-    if (!untilWork && parked) this.#judgeSyncWait(since, this.received - before);
+    if (!untilWork && parked) this.#judgeSyncWait(endedAt - since, this.received - before);
     return settled;
   }
 
