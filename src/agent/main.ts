@@ -33,6 +33,7 @@ import {
   writeState,
 } from "./state_file.ts";
 import { errorMessage } from "../util/errors.ts";
+import { sleep } from "../util/timer.ts";
 
 /** The agent's own log: stderr, `-l PATH` or `-s`. */
 export interface AgentOptions {
@@ -93,7 +94,7 @@ async function bindAgentName(name: string, log: Logger): Promise<AbstractDatagra
       log.info("another agent holds the name; waiting to take over", { socket: `@${name}` });
       notifySystemd(`READY=1\nSTATUS=another agent serves @${name}; waiting to take over`);
     }
-    await new Promise((resolve) => setTimeout(resolve, TAKEOVER_RETRY_MS));
+    await sleep(TAKEOVER_RETRY_MS);
   }
 }
 

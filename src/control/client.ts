@@ -32,6 +32,7 @@ import {
   type StatusView,
 } from "./protocol.ts";
 import { errorMessage } from "../util/errors.ts";
+import { sleep } from "../util/timer.ts";
 import { sameBytes } from "../util/bytes.ts";
 
 /** The shipped server's socket name (`config/default.json`). */
@@ -194,7 +195,7 @@ export class ControlClient {
       if (sent) break;
       // The server's queue is full (net.unix.max_dgram_qlen): it is busy, not gone.
       if (Date.now() >= deadline) throw new TimeoutError(op, this.socket, this.timeoutMs);
-      await new Promise((resolve) => setTimeout(resolve, SEND_RETRY_MS));
+      await sleep(SEND_RETRY_MS);
     }
     for (;;) {
       const datagram = socket.receive();

@@ -11,6 +11,7 @@
  */
 
 import type { Fields, Level, Logger } from "./logger.ts";
+import { every, type Timer } from "../util/timer.ts";
 
 /** Lines of one kind from one sender logged per window, by default. */
 export const DEFAULT_BURST = 10;
@@ -147,7 +148,7 @@ export class LimitedLog {
   #log: Pick<Logger, "log">;
   #limiter: RateLimiter;
   #now: () => number;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: Timer | undefined;
   #windowMs: number;
   #levels = new Map<string, Level>();
 
@@ -170,10 +171,8 @@ export class LimitedLog {
     if (log) this.#log.log(level, message, fields);
     // Reports are due only once something was suppressed: no timer before.
     else if (this.#timer === undefined) {
-      const timer = setInterval(() => this.#sweep(), this.#windowMs);
       // The report timer alone must not keep a stopping process alive.
-      Deno.unrefTimer(timer);
-      this.#timer = timer;
+      this.#timer = every(this.#windowMs, () => this.#sweep(), { keepAlive: false });
     }
   }
 
@@ -184,7 +183,7 @@ export class LimitedLog {
 
   /** Reports the suppressed counts left and stops the timer; safe to call twice. */
   close(): void {
-    clearInterval(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
     for (const s of this.#limiter.drain()) this.#report(s);
   }
@@ -192,7 +191,7 @@ export class LimitedLog {
   #sweep(): void {
     for (const s of this.#limiter.sweep(this.#now())) this.#report(s);
     if (this.#limiter.size === 0) {
-      clearInterval(this.#timer);
+      this.#timer?.cancel();
       this.#timer = undefined;
     }
   }

@@ -15,6 +15,7 @@ import type { ServerMetrics } from "../metrics/server_metrics.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Lease } from "../store/lease_store.ts";
 import type { LeaseEvent, Output } from "./lease_event.ts";
+import { after, sleep, type Timer } from "../util/timer.ts";
 
 /** Options of a command output. */
 export interface CommandOptions {
@@ -121,12 +122,12 @@ export class CommandOutput implements Output {
   async stop(deadline: number, _removed: boolean): Promise<void> {
     this.#stopping = true;
     if (!this.#worker) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const late = new Promise<"late">((resolve) => {
-      timer = setTimeout(() => resolve("late"), Math.max(0, deadline - performance.now()));
+      timer = after(deadline - performance.now(), () => resolve("late"));
     });
     const outcome = await Promise.race([this.#worker.then(() => "done" as const), late]);
-    clearTimeout(timer);
+    timer?.cancel();
     if (outcome === "late") {
       const left = this.#queue.length;
       this.#queue.length = 0;
@@ -146,7 +147,7 @@ export class CommandOutput implements Output {
 
   async #drain(): Promise<void> {
     // Start in a task of its own: the pass that reported the event finishes (and answers) first.
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await sleep(0);
     while (this.#queue.length > 0) {
       const event = this.#queue.shift()!;
       if (this.#dropped > 0) {
@@ -161,7 +162,7 @@ export class CommandOutput implements Output {
         if (await this.#run(event, attempt, attempts)) break;
         this.#metrics?.outputFailure(this.name);
         if (attempt < attempts && !this.#stopping) {
-          await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
+          await sleep(RETRY_DELAY_MS);
         } else break;
       }
     }
@@ -198,24 +199,24 @@ export class CommandOutput implements Output {
     }
     this.#running = child;
     let timedOut = false;
-    let killTimer: ReturnType<typeof setTimeout> | undefined;
-    const timer = setTimeout(() => {
+    let killTimer: Timer | undefined;
+    const timer = after(this.#options.timeout * 1000, () => {
       timedOut = true;
       this.#kill("SIGTERM");
-      killTimer = setTimeout(() => this.#kill("SIGKILL"), KILL_GRACE_MS);
-    }, this.#options.timeout * 1000);
+      killTimer = after(KILL_GRACE_MS, () => this.#kill("SIGKILL"));
+    });
     const readers = [child.stdout.getReader(), child.stderr.getReader()];
     const piped = Promise.all([
       this.#pipe(readers[0], "stdout", fields),
       this.#pipe(readers[1], "stderr", fields),
     ]);
     const status = await child.status;
-    clearTimeout(timer);
-    clearTimeout(killTimer);
-    let graceTimer: ReturnType<typeof setTimeout> | undefined;
-    const grace = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, PIPE_GRACE_MS)));
+    timer.cancel();
+    killTimer?.cancel();
+    let graceTimer: Timer | undefined;
+    const grace = new Promise<void>((resolve) => (graceTimer = after(PIPE_GRACE_MS, resolve)));
     await Promise.race([piped, grace]);
-    clearTimeout(graceTimer);
+    graceTimer?.cancel();
     for (const reader of readers) reader.cancel().catch(() => {});
     await piped;
     this.#running = null;

@@ -2,8 +2,8 @@
  * The timed outputs: `log` (a summary of pools and leases in the log every
  * `interval` seconds) and `prometheus_textfile` (the metrics written
  * atomically to a `.prom` file for node_exporter's textfile collector, at
- * start and every `interval` seconds). Their timers never keep the server
- * alive.
+ * start and every `interval` seconds). Their timers run until the output
+ * stops.
  *
  * @module
  */
@@ -15,13 +15,7 @@ import { errorMessage } from "../util/errors.ts";
 import { writeFileAtomic } from "./atomic_file.ts";
 import type { Lease } from "../store/lease_store.ts";
 import type { LeaseEvent, Output } from "./lease_event.ts";
-
-/** Runs `tick` every `seconds`, unreferenced; returns the stop function. */
-function every(seconds: number, tick: () => void): () => void {
-  const id = setInterval(tick, seconds * 1000);
-  Deno.unrefTimer(id);
-  return () => clearInterval(id);
-}
+import { every, type Timer } from "../util/timer.ts";
 
 /** The `log` output. */
 export class SummaryLogOutput implements Output {
@@ -30,7 +24,7 @@ export class SummaryLogOutput implements Output {
   readonly #interval: number;
   readonly #log: Logger;
   readonly #snapshot: () => MetricsSnapshot;
-  #cancel: () => void = () => {};
+  #timer: Timer | undefined;
 
   /** An output named `name` logging `snapshot()` every `interval` seconds. */
   constructor(name: string, interval: number, log: Logger, snapshot: () => MetricsSnapshot) {
@@ -42,8 +36,8 @@ export class SummaryLogOutput implements Output {
 
   /** Starts the timer (the first summary comes after one interval). */
   start(_bound: readonly Lease[]): void {
-    this.#cancel();
-    this.#cancel = every(this.#interval, () => this.summary());
+    this.#timer?.cancel();
+    this.#timer = every(this.#interval * 1000, () => this.summary());
   }
 
   /** Events are summed up, not logged one by one. */
@@ -78,7 +72,7 @@ export class SummaryLogOutput implements Output {
 
   /** Stops the timer. */
   stop(_deadline: number, _removed: boolean): Promise<void> {
-    this.#cancel();
+    this.#timer?.cancel();
     return Promise.resolve();
   }
 }
@@ -92,7 +86,7 @@ export class PrometheusTextfileOutput implements Output {
   readonly #log: Logger;
   readonly #metrics: ServerMetrics;
   readonly #snapshot: () => MetricsSnapshot;
-  #cancel: () => void = () => {};
+  #timer: Timer | undefined;
   #writing: Promise<void> | null = null;
   #failing = false;
 
@@ -114,9 +108,9 @@ export class PrometheusTextfileOutput implements Output {
 
   /** Writes the file now, then every interval. */
   start(_bound: readonly Lease[]): void {
-    this.#cancel();
+    this.#timer?.cancel();
     this.write();
-    this.#cancel = every(this.#interval, () => this.write());
+    this.#timer = every(this.#interval * 1000, () => this.write());
   }
 
   /** Events show in the counters at the next write. */
@@ -147,7 +141,7 @@ export class PrometheusTextfileOutput implements Output {
 
   /** Stops the timer; a removed output deletes its file (stale metrics would mislead). */
   async stop(_deadline: number, removed: boolean): Promise<void> {
-    this.#cancel();
+    this.#timer?.cancel();
     await this.#writing;
     if (removed) await Deno.remove(this.#path).catch(() => {});
   }

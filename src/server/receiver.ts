@@ -50,6 +50,7 @@ import type { Logger } from "../log/logger.ts";
 import type { AbstractDatagramSocket, Datagram } from "../unix/abstract_socket.ts";
 import { datagramQueueLength } from "../unix/datagram_queue.ts";
 import { errorMessage } from "../util/errors.ts";
+import { after, sleep, type Timer } from "../util/timer.ts";
 import type { Races } from "./decide.ts";
 
 /** Most datagrams the daemon's socket takes from the kernel in one system call (recvmmsg(2)). */
@@ -187,7 +188,7 @@ export class BatchReceiver {
   #drainSyncs = false;
   /** The last {@link pump} failed (and logged why): a spin stops asking. */
   #pumpFailed = false;
-  #trimTimer: ReturnType<typeof setTimeout> | undefined;
+  #trimTimer: Timer | undefined;
   #receivedAtTrim = 0;
   #fullReports = new QueueFullReports();
   /** Datagrams received so far. */
@@ -448,17 +449,17 @@ export class BatchReceiver {
   #trimLater(): void {
     if (this.#trimTimer !== undefined || this.received === this.#receivedAtTrim) return;
     this.#receivedAtTrim = this.received;
-    this.#trimTimer = setTimeout(() => {
+    this.#trimTimer = after(TRIM_DELAY_MS, () => {
       this.#trimTimer = undefined;
       try {
         mallocTrim();
       } catch { /* only memory: nothing to report */ }
-    }, TRIM_DELAY_MS);
+    });
   }
 
   /** Stops the receiver's timer (the daemon has stopped). */
   close(): void {
-    clearTimeout(this.#trimTimer);
+    this.#trimTimer?.cancel();
     this.#trimTimer = undefined;
   }
 
@@ -471,7 +472,7 @@ export class BatchReceiver {
   async next(timeoutMs = -1): Promise<Carried[]> {
     if (performance.now() - this.#parkedAt >= MAX_BUSY_MS) {
       // A timer's turn: the loop parks until it fires (about a millisecond).
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await sleep(0);
       this.parked();
     }
     if (this.#queue.length < MAX_BATCH) this.pump();
@@ -496,7 +497,7 @@ export class BatchReceiver {
       this.parked();
     } catch (error) {
       this.#log.error("cannot receive from the socket", { error: errorMessage(error) });
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
       this.parked();
     }
     return batch;

@@ -20,6 +20,7 @@ import { withDatagramQueue } from "../unix/datagram_queue.ts";
 import { MAX_REQUEST_BYTES } from "../protocol/v1.ts";
 import { RECEIVE_BATCH } from "./receiver.ts";
 import { errorMessage } from "../util/errors.ts";
+import { after } from "../util/timer.ts";
 
 /** Between two attempts to open an unreachable store. */
 export const OPEN_RETRY_MS = 1000;
@@ -82,9 +83,9 @@ export async function openStoreWhenReachable(
     }
     const aborted = await new Promise<boolean>((resolve) => {
       if (signal.aborted) return resolve(true);
-      const timer = setTimeout(() => resolve(false), OPEN_RETRY_MS);
+      const timer = after(OPEN_RETRY_MS, () => resolve(false));
       signal.addEventListener("abort", () => {
-        clearTimeout(timer);
+        timer.cancel();
         resolve(true);
       }, { once: true });
     });

@@ -6,9 +6,7 @@
  */
 
 import type { ExpiryListener, Lease } from "./lease_store.ts";
-
-/** setTimeout's limit is 2^31-1 ms; a later expiry fires early and is re-armed. */
-const MAX_TIMER_MS = 2 ** 30;
+import { after, type Timer } from "../util/timer.ts";
 
 /** The expiry listeners of a store. */
 export class ExpiryNotifier {
@@ -31,14 +29,16 @@ export class ExpiryNotifier {
 }
 
 /**
- * One timer on a wall-clock time. Arming it again replaces the time; a
- * time past setTimeout's range fires early, and the callback (which looks
- * for due leases and re-arms on the next one) simply finds none due.
+ * One timer on a wall-clock time. Arming it again replaces the time. A
+ * replaced timer lingers until its own time (`timer.ts`), so the stores
+ * arm it again only for an earlier time or after it fired; a timer that
+ * fires early after a change of the wall clock finds no lease due, and
+ * the callback arms it on the next one.
  */
 export class ExpiryTimer {
   #now: () => number;
   #fire: () => void;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: Timer | undefined;
   #at = Infinity;
 
   /** A timer that calls `fire` at the armed time of the clock `now` (ms). */
@@ -63,17 +63,16 @@ export class ExpiryTimer {
     this.clear();
     this.#at = at;
     if (at === Infinity) return;
-    const delay = Math.min(Math.max(0, at - this.#now()), MAX_TIMER_MS);
-    this.#timer = setTimeout(() => {
+    this.#timer = after(at - this.#now(), () => {
       this.#timer = undefined;
       this.#at = Infinity;
       this.#fire();
-    }, delay);
+    });
   }
 
   /** Disarms the timer. */
   clear(): void {
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
     this.#at = Infinity;
   }

@@ -11,6 +11,7 @@
 import postgres from "postgres";
 import type { StoreConfig } from "../../config/config.ts";
 import { parsePostgresUrl, type PostgresUrlParts, type SslMode } from "./postgres_url.ts";
+import { after, type Timer } from "../util/timer.ts";
 
 /** The store config this backend takes. */
 export type PostgresStoreConfig = Extract<StoreConfig, { kind: "postgres" }>;
@@ -96,13 +97,13 @@ export function connectionOptions(config: PostgresStoreConfig): {
  * version check refuses the retry of its updates, which is safe.
  */
 export function timed<T>(query: PromiseLike<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timer: Timer | undefined;
   return Promise.race([
     query,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+      timer = after(ms, () => reject(new Error(`no answer within ${ms} ms`)));
     }),
-  ]).finally(() => clearTimeout(timer));
+  ]).finally(() => timer?.cancel());
 }
 
 /** SQLSTATE of a server error, if it is one. */

@@ -56,6 +56,7 @@ import {
 } from "./postgres_connection.ts";
 import { ensureSchema } from "./postgres_schema.ts";
 import { errorMessage } from "../util/errors.ts";
+import { after, every, sleep, type Timer } from "../util/timer.ts";
 
 export { DEFAULT_HISTORY_RETENTION_MS } from "./core.ts";
 export type { PostgresStoreConfig } from "./postgres_connection.ts";
@@ -112,9 +113,9 @@ export class PostgresLeaseStore implements LeaseStore {
   #queue: Pending[] = [];
   /** The last batch sent: batches go one at a time, in order. */
   #tail: Promise<void> = Promise.resolve();
-  #flushTimer: ReturnType<typeof setTimeout> | undefined;
+  #flushTimer: Timer | undefined;
   #expiry: ExpiryTimer;
-  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #sweepTimer: Timer | undefined;
   /** The sweep running now, if any; a timer firing meanwhile asks for another. */
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
@@ -140,7 +141,7 @@ export class PostgresLeaseStore implements LeaseStore {
     this.#queryTimeoutMs = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
     this.#expiry = new ExpiryTimer(this.#now, () => this.#sweep());
     const interval = options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
-    this.#sweepTimer = setInterval(() => this.#sweep(), interval);
+    this.#sweepTimer = every(interval, () => this.#sweep());
     // Leases that expired while every server was down are reclaimed as
     // soon as the caller has had the chance to register its listeners.
     this.#armExpiry(this.#now());
@@ -244,7 +245,7 @@ export class PostgresLeaseStore implements LeaseStore {
     token.used = true;
     return new Promise((resolve, reject) => {
       this.#queue.push({ token, leases, resolve, reject });
-      this.#flushTimer ??= setTimeout(() => this.flush().catch(() => {}), 0);
+      this.#flushTimer ??= after(0, () => this.flush().catch(() => {}));
     });
   }
 
@@ -263,7 +264,7 @@ export class PostgresLeaseStore implements LeaseStore {
    * enough to fill the socket's queue).
    */
   flush(options: FlushOptions = {}): Promise<void> {
-    clearTimeout(this.#flushTimer);
+    this.#flushTimer?.cancel();
     this.#flushTimer = undefined;
     const batch = this.#queue;
     this.#queue = [];
@@ -462,7 +463,7 @@ export class PostgresLeaseStore implements LeaseStore {
     this.#down = { since: this.#now(), error: errorMessage(error) };
     (async () => {
       while (this.#down && !this.#closed) {
-        await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS));
+        await sleep(PROBE_INTERVAL_MS);
         if (this.#closed) break;
         try {
           await timed(this.#sql`SELECT 1`, PROBE_TIMEOUT_MS);
@@ -480,7 +481,7 @@ export class PostgresLeaseStore implements LeaseStore {
       // Refuse new work at once; what was issued before is committed.
       this.#closed = true;
       this.#expiry.clear();
-      clearInterval(this.#sweepTimer);
+      this.#sweepTimer?.cancel();
       try {
         await this.flush();
       } catch { /* each update's promise carries the failure */ }

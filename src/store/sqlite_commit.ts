@@ -36,6 +36,7 @@ import type { WalSync } from "./wal_sync.ts";
 import { type RowCache, rowsOf } from "./row_cache.ts";
 import type { LeaseRow } from "./core.ts";
 import { wrap } from "./sqlite_errors.ts";
+import { after, type Timer } from "../util/timer.ts";
 
 interface Pending {
   /** The update's promise, as add() returned it (none for an expiry). */
@@ -85,7 +86,7 @@ export class GroupCommit {
   /** A flush is queued for the updates of the open transaction. */
   #flushQueued = false;
   /** Ends a transaction opened by {@link beginRead} that no update joined. */
-  #readTimer: ReturnType<typeof setTimeout> | undefined;
+  #readTimer: Timer | undefined;
 
   /** A group commit over the store's parts. */
   constructor(options: GroupCommitOptions) {
@@ -115,10 +116,10 @@ export class GroupCommit {
   beginRead(): void {
     if (this.#inTransaction) return;
     this.begin();
-    this.#readTimer ??= setTimeout(() => {
+    this.#readTimer ??= after(0, () => {
       this.#readTimer = undefined;
       if (this.#inTransaction && this.#pending.length === 0) this.#endRead();
-    }, 0);
+    });
   }
 
   /** Ends a transaction that only read: nothing to announce, sync or checkpoint. */
@@ -135,7 +136,7 @@ export class GroupCommit {
 
   /** Stops the timer of {@link beginRead} (the store is closing). */
   close(): void {
-    clearTimeout(this.#readTimer);
+    this.#readTimer?.cancel();
     this.#readTimer = undefined;
   }
 

@@ -24,6 +24,7 @@ import type { DatabaseSync } from "node:sqlite";
 import { StoreLostError } from "./lease_store.ts";
 import type { Statements } from "./sqlite_schema.ts";
 import type { FileIdentity, PathLock } from "./file_guard.ts";
+import { after, every, type Timer } from "../util/timer.ts";
 
 /** How often an idle store checks that its database file is still its own. */
 export const FILE_CHECK_INTERVAL_MS = 250;
@@ -59,13 +60,13 @@ export interface SqliteUpkeepOptions {
 /** The timers of one `SqliteLeaseStore`: checkpoint, history sweep, file check. */
 export class SqliteUpkeep {
   #o: SqliteUpkeepOptions;
-  #checkpointTimer: ReturnType<typeof setTimeout> | undefined;
+  #checkpointTimer: Timer | undefined;
   #checkpoints = 0;
-  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  #sweepTimer: Timer | undefined;
   #sweepEveryMs: number;
   /** Where the history sweep goes on: after this key; undefined: from the start. */
   #sweptTo: [string, number] | undefined;
-  #guard: (StoreGuard & { timer: ReturnType<typeof setInterval> }) | undefined;
+  #guard: (StoreGuard & { timer: Timer }) | undefined;
   /** Set once the database file is gone: every call of the store fails with it. */
   #lost: StoreLostError | undefined;
   #fatalListeners = new Set<(error: StoreLostError) => void>();
@@ -75,14 +76,12 @@ export class SqliteUpkeep {
   constructor(options: SqliteUpkeepOptions) {
     this.#o = options;
     if (options.guard) {
-      const timer = setInterval(() => this.checkFile(), FILE_CHECK_INTERVAL_MS);
-      // The check alone must not keep a process alive.
-      Deno.unrefTimer(timer);
+      const timer = every(FILE_CHECK_INTERVAL_MS, () => this.checkFile());
       this.#guard = { ...options.guard, timer };
     }
     // A full sweep takes at most about a hundredth of the retention (or 10 s a chunk).
     this.#sweepEveryMs = Math.min(10_000, Math.max(20, options.historyRetentionMs / 100));
-    this.#sweepTimer = setTimeout(() => this.#sweep(), this.#sweepEveryMs);
+    this.#sweepTimer = after(this.#sweepEveryMs, () => this.#sweep());
   }
 
   /** Checkpoints the store ran. */
@@ -103,7 +102,7 @@ export class SqliteUpkeep {
 
   /** After a commit: a checkpoint {@link CHECKPOINT_DELAY_MS} later, unless one is due already. */
   scheduleCheckpoint(): void {
-    this.#checkpointTimer ??= setTimeout(() => this.#checkpoint(), CHECKPOINT_DELAY_MS);
+    this.#checkpointTimer ??= after(CHECKPOINT_DELAY_MS, () => this.#checkpoint());
   }
 
   /**
@@ -118,7 +117,7 @@ export class SqliteUpkeep {
     this.#lost = new StoreLostError(
       `${problem}: nothing can be made durable any more (the server must restart)`,
     );
-    clearInterval(this.#guard.timer);
+    this.#guard.timer.cancel();
     for (const listener of this.#fatalListeners) {
       try {
         listener(this.#lost);
@@ -130,9 +129,9 @@ export class SqliteUpkeep {
   /** Stops every timer: the store calls it before it closes its database. */
   stop(): void {
     this.#closed = true;
-    clearTimeout(this.#checkpointTimer);
-    clearTimeout(this.#sweepTimer);
-    if (this.#guard) clearInterval(this.#guard.timer);
+    this.#checkpointTimer?.cancel();
+    this.#sweepTimer?.cancel();
+    this.#guard?.timer.cancel();
   }
 
   /** Stops every timer and lets go of the path lock: the store calls it last. */
@@ -151,7 +150,7 @@ export class SqliteUpkeep {
     if (this.#closed) return;
     if (this.#o.inTransaction()) {
       // Updates wait for their flush (due first): try again after it.
-      this.#checkpointTimer = setTimeout(() => this.#checkpoint(), 0);
+      this.#checkpointTimer = after(0, () => this.#checkpoint());
       return;
     }
     try {
@@ -198,6 +197,6 @@ export class SqliteUpkeep {
         }
       } catch { /* locked by another writer: the next chunk tries again */ }
     }
-    this.#sweepTimer = setTimeout(() => this.#sweep(), this.#sweepEveryMs);
+    this.#sweepTimer = after(this.#sweepEveryMs, () => this.#sweep());
   }
 }

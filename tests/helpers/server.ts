@@ -47,6 +47,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** A command line the server's is appended to (e.g. `sh -c '...; exec "$@"' sh`). */
   wrap?: string[];
+  /** Flags added to the server's `deno run` (e.g. `--preload=FILE`). */
+  runFlags?: string[];
   /** How to tell the server is ready (default: a ` INFO ready ` log line). */
   ready?: (handle: ServerHandle) => Promise<unknown>;
 }
@@ -105,7 +107,14 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
     ...options.config,
   };
   await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
-  const serverArgs = ["run", ...SERVER_RUN_FLAGS, SERVER_PATH, "-c", configPath];
+  const serverArgs = [
+    "run",
+    ...SERVER_RUN_FLAGS,
+    ...options.runFlags ?? [],
+    SERVER_PATH,
+    "-c",
+    configPath,
+  ];
   const argv = [...(options.wrap ?? []), Deno.execPath(), ...serverArgs];
   const [command, ...args] = options.netns ? ["ip", "netns", "exec", options.netns, ...argv] : argv;
   const process = new Deno.Command(command, {
