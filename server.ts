@@ -193,6 +193,12 @@ export async function main(args: string[]): Promise<number> {
   // The outputs read the daemon's state through `daemon`, set once it is built.
   let daemon: Daemon | undefined;
   const outputs = new Outputs({ log: logger, metrics, snapshot: () => daemon!.snapshot() });
+  const applyOutputs = (c: ServerConfig) =>
+    outputs.apply(c.outputs, async () => {
+      const bound = [];
+      for await (const lease of listAll(store, { state: "bound" })) bound.push(lease);
+      return bound;
+    });
   try {
     daemon = await Daemon.create({
       config,
@@ -210,14 +216,11 @@ export async function main(args: string[]): Promise<number> {
       configPath,
       readConfig: () => loadConfig(configPath),
       reconfigureLog: (c) => logger.reconfigure(logOptions(c)),
-      onConfig: (c) =>
-        outputs.apply(c.outputs, async () => {
-          const bound = [];
-          for await (const lease of listAll(store, { state: "bound" })) bound.push(lease);
-          return bound;
-        }),
+      onConfig: applyOutputs,
       auth,
     });
+    // Not before: the metrics file's first write needs the daemon's snapshot.
+    await applyOutputs(config);
   } catch (error) {
     logger.error(`Cannot load the leases from the store: ${errorMessage(error)}`);
     await outputs.stop(0);

@@ -90,6 +90,8 @@ e2eTest("ctl metrics counts leases, events, errors and commits in valid expositi
           }) === 3;
     });
     assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["table-allocator.prom"]);
+    // Its first write, at start, found the server's counters too.
+    assert(!server.output().includes(" ERROR "), server.output());
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

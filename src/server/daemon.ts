@@ -207,7 +207,6 @@ export class Daemon {
         log: options.logger,
       }, routed);
     }
-    await options.onConfig?.(options.config);
     return daemon;
   }
 

@@ -60,7 +60,7 @@ export interface DaemonOptions {
   configPath?: string;
   /** Switches the log to a config's settings (a reload); throws when they cannot be opened. */
   reconfigureLog?: (config: ServerConfig) => void;
-  /** Hears of the config in effect: once the daemon is built, and after each reload. */
+  /** Hears of the config in effect after each reload (the first config is the caller's own). */
   onConfig?: (config: ServerConfig) => Promise<void> | void;
   /** The tables the kernel's rules route through at start (default: a netlink dump). */
   routedTables?: () => Promise<RoutedTable[]>;
