@@ -14,10 +14,10 @@
  * `timer_test.ts`, so that a Deno that changes this fails the tests).
  *
  * A cancelled timer is not freed: its signal stays in the runtime's
- * timer list until its time comes (about a kilobyte). Callers that
- * move a long timer often should keep it and let it fire early, as
- * `ExpiryTimer` does. An exception thrown by a callback is uncaught, as
- * it would be in a `setTimeout` callback.
+ * timer list until its time comes (about a kilobyte). A long timer that
+ * moves often should move only earlier (the stores' `ExpiryTimer`), or
+ * be left to fire early and armed again then. An exception thrown by a
+ * callback is uncaught, as it would be in a `setTimeout` callback.
  *
  * @module
  */
