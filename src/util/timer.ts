@@ -34,9 +34,9 @@ export interface Timer {
  */
 const MAX_STEP_MS = 2 ** 30;
 
-/** Calls `fire` once, `ms` milliseconds from now (0 and less: on the timers' next turn). */
+/** Calls `fire` once, `ms` milliseconds from now (0, less or NaN: on the timers' next turn). */
 export function after(ms: number, fire: () => void): Timer {
-  let remaining = Math.max(0, ms);
+  let remaining = ms > 0 ? ms : 0; // NaN too, as setTimeout takes it
   let signal: AbortSignal | undefined;
   const listener = () => {
     if (remaining > 0) return arm();

@@ -32,6 +32,13 @@ Deno.test("after calls once, no sooner than asked", async () => {
   assertEquals(calls, 1);
 });
 
+Deno.test("a time of 0, below 0 or NaN fires on the timers' next turn", async () => {
+  const fired: number[] = [];
+  for (const ms of [0, -5, NaN]) after(ms, () => fired.push(ms));
+  await sleep(20);
+  assertEquals(fired, [0, -5, NaN]);
+});
+
 Deno.test("a cancelled timer is never called, and cancelling twice does nothing", async () => {
   let calls = 0;
   const timer = after(10, () => calls++);
