@@ -83,11 +83,16 @@ export async function openStoreWhenReachable(
     }
     const aborted = await new Promise<boolean>((resolve) => {
       if (signal.aborted) return resolve(true);
-      const timer = after(OPEN_RETRY_MS, () => resolve(false));
-      signal.addEventListener("abort", () => {
+      const onAbort = () => {
         timer.cancel();
         resolve(true);
-      }, { once: true });
+      };
+      // A store down for hours: each wait takes its listener off the signal again.
+      const timer = after(OPEN_RETRY_MS, () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(false);
+      });
+      signal.addEventListener("abort", onAbort, { once: true });
     });
     if (aborted) return undefined;
   }
