@@ -30,7 +30,7 @@ Deno.test("the server starts, serves, expires, runs its timed outputs and stops 
   const dir = await Deno.makeTempDir({ prefix: "ta-timers-" });
   const metricsPath = `${dir}/server.prom`;
   try {
-    const server = await startServer({
+    await using server = await startServer({
       dir,
       runFlags: [`--preload=${TRAP}`],
       config: {
@@ -43,24 +43,20 @@ Deno.test("the server starts, serves, expires, runs its timed outputs and stops 
         ],
       },
     });
-    try {
-      using client = new WireClient(server.socketName);
-      assertEquals((await client.request("10.0.0.1")).table, 10000);
-      assertEquals((await client.request("10.0.0.2")).table, 10001);
-      await client.release("10.0.0.2");
-      // The store's expiry timer, the log output's interval; the file check and
-      // the checkpoint (every 250 and 200 ms) run meanwhile.
-      assertMatch(await server.waitForLog(/ INFO expired /), /address=10\.0\.0\.1 table=10000/);
-      await server.waitForLog(/ INFO summary /);
-      assert((await Deno.stat(metricsPath)).isFile);
-      assertEquals((await server.stop()).code, 0);
-      assert(
-        !server.output().includes(TRAP_MARK),
-        `the server touched a global timer:\n${server.output()}`,
-      );
-    } finally {
-      await server[Symbol.asyncDispose]();
-    }
+    using client = new WireClient(server.socketName);
+    assertEquals((await client.request("10.0.0.1")).table, 10000);
+    assertEquals((await client.request("10.0.0.2")).table, 10001);
+    await client.release("10.0.0.2");
+    // The store's expiry timer, the log output's interval; the file check and
+    // the checkpoint (every 250 and 200 ms) run meanwhile.
+    assertMatch(await server.waitForLog(/ INFO expired /), /address=10\.0\.0\.1 table=10000/);
+    await server.waitForLog(/ INFO summary /);
+    assert((await Deno.stat(metricsPath)).isFile);
+    assertEquals((await server.stop()).code, 0);
+    assert(
+      !server.output().includes(TRAP_MARK),
+      `the server touched a global timer:\n${server.output()}`,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -12,9 +12,9 @@ import { addNetns, type Netns } from "./helpers/netns.ts";
 import { parsePrometheusText } from "./helpers/prometheus.ts";
 import { type ServerHandle, startServer } from "./helpers/server.ts";
 import { denoRun } from "./helpers/spawn.ts";
+import { MAX_DGRAM_QLEN_PATH } from "../src/unix/datagram_queue.ts";
 
 const PROBE = new URL("./helpers/queue_probe.ts", import.meta.url).pathname;
-const QLEN_PATH = "/proc/sys/net/unix/max_dgram_qlen";
 
 /** Runs the queue probe in `ns`: how many datagrams the kernel accepted. */
 async function probe(ns: Netns, ...args: string[]): Promise<number> {
@@ -35,7 +35,7 @@ async function fillFrozen(ns: Netns, server: ServerHandle, count: number): Promi
 
 /** The namespace's `net.unix.max_dgram_qlen`, as text. */
 async function namespaceQueue(ns: Netns): Promise<string> {
-  return (await ns.run(["cat", QLEN_PATH])).stdout.trim();
+  return (await ns.run(["cat", MAX_DGRAM_QLEN_PATH])).stdout.trim();
 }
 
 async function queueLimitMetric(ns: Netns, server: ServerHandle): Promise<number | undefined> {
